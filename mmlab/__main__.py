@@ -1,0 +1,3 @@
+from mmlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Files, the page cache, the disk and read-ahead; filemap_fault() with fault retry (mm/filemap.c).
+
+A :class:`File` has a size, an open mode (what the fd allows), per-page contents and a page
+cache. A fault on an uncached page reads a read-ahead window from the disk, which costs
+``disk_window_ns``. Where the caller allows it (FAULT_FLAG_ALLOW_RETRY, i.e. ``unlock`` is given),
+the wait happens with mmap_sem dropped, as lock_page_or_retry() / maybe_unlock_mmap_for_io() do,
+and the fault reports "retry": __mm_populate() and the page-fault handler then take the lock
+again and look the vma up again by address.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Callable, Optional
+
+from mmlab.clock import Clock, Costs
+from mmlab.flags import PAGE_SIZE
+
+__all__ = ["File", "filemap_read"]
+
+_inos = itertools.count(1)
+
+
+class File:
+    """A simulated file and its page cache. ``mode`` is what the fd was opened for: "r", "w", "rw"."""
+
+    def __init__(self, name: str, size: int, mode: str = "rw", cached: bool = False) -> None:
+        if mode not in ("r", "w", "rw"):
+            raise ValueError(f"file mode must be 'r', 'w' or 'rw', not {mode!r}")
+        if size < 0:
+            raise ValueError("file size must be >= 0")
+        self.name = name
+        self.ino = next(_inos)
+        self.mode = mode
+        self._size = size
+        self.cache = bytearray(b"\x01" if cached else b"\x00") * self.npages
+        self.data: dict[int, int] = {}  # pgoff -> value written through a shared mapping
+        self.io_lock = threading.Lock()  # the page lock held while a read is in flight
+        self.disk_reads = 0
+
+    @property
+    def readable(self) -> bool:
+        return "r" in self.mode
+
+    @property
+    def writable(self) -> bool:
+        return "w" in self.mode
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def npages(self) -> int:
+        return (self._size + PAGE_SIZE - 1) // PAGE_SIZE
+
+    def truncate(self, size: int) -> None:
+        old = self.npages
+        self._size = size
+        n = self.npages
+        if n > old:
+            self.cache += bytes(n - old)
+        else:
+            del self.cache[n:]
+            for p in [p for p in self.data if p >= n]:
+                del self.data[p]
+
+    def drop_caches(self) -> None:
+        """posix_fadvise(POSIX_FADV_DONTNEED): the next access reads from disk again."""
+        self.cache[:] = bytes(len(self.cache))
+
+    def cached_pages(self) -> int:
+        return self.npages - self.cache.count(0)
+
+    def __repr__(self) -> str:
+        return f"{self.name}"
+
+
+def filemap_read(file: File, pgoff: int, costs: Costs, clock: Clock,
+                 unlock: Optional[Callable[[], None]] = None) -> bool:
+    """Bring file page *pgoff* into the page cache (page_cache_sync_readahead() + wait).
+
+    Returns False if the page was already cached. Otherwise reads a read-ahead window of
+    ``readahead_pages`` starting at *pgoff*; with *unlock* given, calls it first (the mmap_sem is
+    dropped for the wait) and returns True: the caller must report VM_FAULT_RETRY.
+    """
+    if file.cache[pgoff]:
+        return False
+    if unlock is not None:
+        unlock()
+    with file.io_lock:  # another task may have read it while we waited for the page lock
+        if not file.cache[pgoff]:
+            end = min(file.npages, pgoff + costs.readahead_pages)
+            clock.wait(costs.cost("disk_window"), "disk")
+            file.cache[pgoff:end] = b"\x01" * (end - pgoff)
+            file.disk_reads += 1
+    return unlock is not None

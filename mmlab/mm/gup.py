@@ -1,0 +1,244 @@
+"""__mm_populate(), populate_vma_page_range() and __get_user_pages() (mm/gup.c, mm/mlock.c).
+
+``mm_populate(mm, start, len, call)`` is called with mmap_sem NOT held. It takes the read lock,
+looks the vma up by address, and faults pages in. A fault that waits for disk drops the lock
+(``locked = 0``); the loop then takes it again and looks the vma up again *by address* -- which
+is how a mapping that replaced the original range while the lock was dropped gets populated.
+
+Profile switches that change it:
+  vm_populate               (patch 9) skip vmas without VM_POPULATE;
+  populate_fault_retry      a disk wait drops the lock (else the read is done under it);
+  populate_skips_inaccessible  (6.x) PROT_NONE vmas give -EFAULT, VM_LOCKONFAULT vmas are skipped;
+  populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits;
+  populate_checks_identity  (bounded) populate only the mappings the call asked for.
+
+``populate_range_locked()`` is the pre-3.9 make_pages_present()/mlock_vma_pages_range(): the same
+fault loop run by a caller that already holds mmap_sem (for write, in v3.7's mmap_region) and
+never drops it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from mmlab.clock import hooks
+from mmlab.current import current
+from mmlab.errors import EFAULT, SIGBUS
+from mmlab.flags import (PAGE_SIZE, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP, VM_POPULATE,
+                         VM_SHARED, VM_WRITE)
+from mmlab.mm.filemap import filemap_read
+from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
+from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
+from mmlab.mm.vma import Vma, anon_vma_prepare
+
+if TYPE_CHECKING:
+    from mmlab.mm.mm_struct import MM, CallInfo
+
+__all__ = ["mm_populate", "populate_range_locked", "POPULATE_CHUNK"]
+
+POPULATE_CHUNK = 512  # pages faulted per step: one page table, the unit of cost pacing
+
+
+def mm_populate(mm: "MM", start: int, length: int, call: "CallInfo", ignore_errors: bool = True) -> int:
+    """__mm_populate(): returns 0, or a negative errno when *ignore_errors* is False."""
+    k = mm.kernel
+    end = start + length
+    nstart = start
+    locked = False
+    vma: Optional[Vma] = None
+    ret = 0
+    call.populates = True
+    mm.calls[call.call_id] = call
+    ctx = current()
+    total = length >> 12
+    try:
+        while nstart < end:
+            if not locked:
+                mm.mmap_read_lock(how="populate" if vma is None else "retake")
+                locked = True
+                vma = mm.vmas.find_vma(nstart)
+                call.retakes += 1
+            elif vma is not None and nstart >= vma.end:
+                vma = mm.vmas.next(vma)
+            if vma is None or vma.start >= end:
+                break
+            nend = min(end, vma.end)
+            if vma.flags & (VM_IO | VM_PFNMAP):
+                nstart = nend
+                continue
+            if k.vm_populate and not vma.flags & VM_POPULATE:
+                nstart = nend
+                continue
+            if nstart < vma.start:
+                nstart = vma.start
+            if k.populate_checks_identity:
+                span = _allowed_span(mm, call, nstart, nend)
+                if span is None:
+                    nstart = nend
+                    continue
+                nstart, nend = span
+            n, locked = populate_vma_page_range(mm, vma, nstart, nend, call, ctx, allow_drop=True)
+            if n < 0:
+                if ignore_errors:
+                    nstart = nend
+                    continue
+                ret = n
+                break
+            nstart += n * PAGE_SIZE
+            ctx.progress = ("populate", (nstart - start) >> 12, total)
+    finally:
+        if locked:
+            mm.mmap_read_unlock()
+        ctx.progress = None
+    return ret
+
+
+def _allowed_span(mm: "MM", call: "CallInfo", start: int, end: int) -> Optional[tuple[int, int]]:
+    """The first sub-range of [start, end) whose origin is one the call asked to populate."""
+    for s, e, o in mm.origins.ranges(start, end):
+        if o.oid in call.targets:
+            return s, e
+    return None
+
+
+def populate_range_locked(mm: "MM", vma: Vma, start: int, end: int, call: "CallInfo") -> None:
+    """make_pages_present() / mlock_vma_pages_range() of v3.7: the caller holds mmap_sem (any
+    mode) and keeps it; a disk wait happens under the lock."""
+    call.populates = True
+    mm.calls[call.call_id] = call
+    ctx = current()
+    addr = start
+    while addr < end:
+        n, _ = populate_vma_page_range(mm, vma, addr, end, call, ctx, allow_drop=False)
+        if n <= 0:
+            return
+        addr += n * PAGE_SIZE
+
+
+def populate_vma_page_range(mm: "MM", vma: Vma, start: int, end: int, call: "CallInfo", ctx,
+                            allow_drop: bool) -> tuple[int, bool]:
+    """Fault in [start, end) of one vma. Returns (pages done or -errno, still locked)."""
+    k = mm.kernel
+    flags = vma.flags
+    if k.populate_skips_inaccessible and flags & VM_LOCKONFAULT:
+        return (end - start) >> 12, True
+    if not vma.accessible():
+        return -EFAULT, True
+    write = (flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+    return _get_user_pages(mm, vma, start, end, write, call, ctx,
+                           allow_retry=allow_drop and k.populate_fault_retry,
+                           batch=k.populate_batch_pages if allow_drop else 0)
+
+
+def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo", ctx,
+                    allow_retry: bool, batch: int) -> tuple[int, bool]:
+    """__get_user_pages() with FOLL_POPULATE semantics: fault every page that is not there."""
+    pt = mm.pt
+    clock = mm.clock
+    task = ctx.index
+    cid = call.call_id
+    state = PTE_PRESENT | PTE_POPULATE | (PTE_WRITTEN if write else 0) | \
+        (PTE_MLOCKED if vma.flags & VM_LOCKED else 0)
+    anon_cost = mm.costs.cost("anon_page")
+    since_check = 0
+    addr = start
+    hp = hooks.schedule_point
+    if vma.file is None:
+        anon_vma_prepare(vma)
+        while addr < end:
+            stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
+            made = pt.fill_absent(addr, stop, state, task, cid)
+            if write and made < (stop - addr) >> 12:
+                _break_cow(mm, vma, addr, stop, cid, task)
+            call.pages += made
+            if made:
+                clock.spend(anon_cost * made, "populate")
+            elif hp is not None:
+                hp("populate_batch", call)
+            since_check += (stop - addr) >> 12
+            addr = stop
+            if batch and since_check >= batch and addr < end:
+                since_check = 0
+                if mm.mmap_sem.is_contended():
+                    mm.mmap_read_unlock()
+                    call.yields += 1
+                    return (addr - start) >> 12, False
+        return (addr - start) >> 12, True
+    if vma.nonlinear is not None:
+        return _get_user_pages_slow(mm, vma, start, end, write, call, task, allow_retry)
+    # file-backed and linear: runs of page-cache pages at a time; the disk where they are not
+    file = vma.file
+    if write:
+        anon_vma_prepare(vma)
+        fcost = mm.costs.cost("file_page") + mm.costs.cost("cow_page")
+    else:
+        state |= PTE_FILE
+        fcost = mm.costs.cost("file_page")
+    while addr < end:
+        stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
+        pg0 = vma.file_pgoff(addr)
+        if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
+            done = (addr - start) >> 12
+            return (done if done else -EFAULT), True
+        pgn = min(file.npages, pg0 + ((stop - addr) >> 12))
+        j = file.cache.find(0, pg0, pgn)
+        if j == pg0:
+            if filemap_read(file, pg0, mm.costs, clock, mm.mmap_read_unlock if allow_retry else None):
+                call.io_waits += 1
+                return (addr - start) >> 12, False
+            continue
+        stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
+        made = pt.fill_absent(addr, stop, state, task, cid)
+        if write and made < (stop - addr) >> 12:
+            _break_cow(mm, vma, addr, stop, cid, task)
+        call.pages += made
+        if made:
+            clock.spend(fcost * made, "populate")
+        elif hp is not None:
+            hp("populate_batch", call)
+        since_check += (stop - addr) >> 12
+        addr = stop
+        if batch and since_check >= batch and addr < end:
+            since_check = 0
+            if mm.mmap_sem.is_contended():
+                mm.mmap_read_unlock()
+                call.yields += 1
+                return (addr - start) >> 12, False
+    return (addr - start) >> 12, True
+
+
+def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo",
+                         task: int, allow_retry: bool) -> tuple[int, bool]:
+    """Page by page through handle_mm_fault(), for VM_NONLINEAR vmas."""
+    dropped = False
+
+    def _unlock() -> None:
+        nonlocal dropped
+        dropped = True
+        mm.mmap_read_unlock()
+
+    addr = start
+    while addr < end:
+        try:
+            r = handle_mm_fault(mm, vma, addr, write, call.call_id, task, populate=True,
+                                unlock=_unlock if allow_retry else None)
+        except SIGBUS:
+            done = (addr - start) >> 12
+            return (done if done else -EFAULT), True
+        if r == VM_FAULT_RETRY:
+            call.io_waits += 1
+            return (addr - start) >> 12, not dropped
+        call.pages += r
+        addr += PAGE_SIZE
+    return (addr - start) >> 12, True
+
+
+def _break_cow(mm: "MM", vma: Vma, start: int, end: int, cid: int, task: int) -> None:
+    """FOLL_WRITE on present, unwritten private pages: write faults that break COW."""
+    addr = start
+    pt = mm.pt
+    while addr < end:
+        st = pt.get(addr)
+        if st & PTE_PRESENT and not st & PTE_WRITTEN:
+            handle_mm_fault(mm, vma, addr, True, cid, task, populate=True)
+        addr += PAGE_SIZE

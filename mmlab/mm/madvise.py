@@ -1,0 +1,99 @@
+"""madvise() and mincore() (mm/madvise.c, mm/mincore.c).
+
+madvise(MADV_DONTNEED) zaps pages under mmap_sem held for read (it never changes vmas), which
+is how victims recycle their memory. MADV_POPULATE_READ/WRITE (5.14, profiles with
+``populate_skips_inaccessible``) fault pages in and, unlike MAP_POPULATE, report errors.
+mincore() reports residency under the read lock. Both check the whole range for holes before
+touching anything (Linux applies madvise to the mapped parts first; see the documented
+differences of `mmlab diff`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmlab.errors import EINVAL, ENOMEM, EFAULT, err
+from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, PAGE_SIZE, TASK_SIZE,
+                         VM_LOCKED, VM_PFNMAP, VM_READ, VM_WRITE, VM_EXEC, Madv)
+from mmlab.mm.gup import POPULATE_CHUNK  # noqa: F401  (documented unit)
+from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
+from mmlab.mm.vma import check_range_mapped
+
+if TYPE_CHECKING:
+    from mmlab.mm.mm_struct import MM
+
+__all__ = ["sys_madvise", "sys_mincore"]
+
+_KNOWN = {int(a) for a in Madv}
+
+
+def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
+    call = mm.begin_call("madvise", (start, length, advice))
+    try:
+        if start & (PAGE_SIZE - 1) or advice not in _KNOWN:
+            raise err(EINVAL, "madvise")
+        if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE) and not mm.kernel.populate_skips_inaccessible:
+            raise err(EINVAL, "madvise")
+        length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        end = start + length
+        if end < start or end > TASK_SIZE:
+            raise err(EINVAL if end < start else ENOMEM, "madvise")
+        if not length:
+            mm.end_call(call, 0)
+            return 0
+        mm.mmap_read_lock()
+        try:
+            vmas = check_range_mapped(mm, start, end)
+            if not vmas:
+                raise err(ENOMEM, "madvise")
+            if advice == MADV_DONTNEED:
+                if any(v.flags & (VM_LOCKED | VM_PFNMAP) for v in vmas):
+                    raise err(EINVAL, "madvise")
+                from mmlab.mm.mmap import zap_detached
+                from mmlab.mm.vma import Vma
+                parts = []
+                for v in vmas:
+                    p = Vma(max(start, v.start), min(end, v.end), v.flags, v.file)
+                    parts.append(p)
+                zap_detached(mm, parts)
+            elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+                write = advice == MADV_POPULATE_WRITE
+                for v in vmas:
+                    if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or (write and not v.flags & VM_WRITE) \
+                            or (not write and not v.flags & VM_READ):
+                        raise err(EINVAL, "madvise")
+                for v in vmas:
+                    a = max(start, v.start)
+                    while a < min(end, v.end):
+                        try:
+                            r = handle_mm_fault(mm, v, a, write, call.call_id, call.task_index, populate=True)
+                        except Exception:
+                            raise err(EFAULT, "madvise") from None
+                        assert r != VM_FAULT_RETRY
+                        a += PAGE_SIZE
+        finally:
+            mm.mmap_read_unlock()
+    except BaseException as e:
+        mm.end_call(call, e)
+        raise
+    mm.end_call(call, 0)
+    return 0
+
+
+def sys_mincore(mm: "MM", start: int, length: int) -> bytes:
+    """mincore(): one byte per page, 1 if resident."""
+    if start & (PAGE_SIZE - 1):
+        raise err(EINVAL, "mincore")
+    length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    end = start + length
+    if end > TASK_SIZE or end < start:
+        raise err(ENOMEM, "mincore")
+    if not length:
+        return b""
+    mm.mmap_read_lock()
+    try:
+        if not check_range_mapped(mm, start, end):
+            raise err(ENOMEM, "mincore")
+        return mm.pt.mincore(start, end)
+    finally:
+        mm.mmap_read_unlock()

@@ -1,0 +1,149 @@
+"""Page faults: handle_mm_fault() and the x86 do_user_addr_fault() path (mm/memory.c).
+
+``touch(addr, write)`` is a user access. A present page with the right permissions costs no
+lock at all. Otherwise it faults:
+
+* with ``per_vma_lock`` (6.4+), lock_vma_under_rcu() first: the vma is found without mmap_sem
+  and read-locked on its own; a write-locked vma, or a fault that must wait for disk, falls back;
+* the fallback (and every fault before 6.4) takes mmap_sem for read, finds the vma, grows a
+  VM_GROWSDOWN stack if the address is just below it (find_extend_vma), and faults. A file page
+  that needs the disk drops mmap_sem for the read and retries (FAULT_FLAG_ALLOW_RETRY/TRIED).
+
+Errors are signals: no vma or no permission is SIGSEGV, a file page beyond EOF is SIGBUS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional
+
+from mmlab.errors import SIGBUS, SIGSEGV
+from mmlab.flags import PAGE_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_READ, VM_SHARED, VM_WRITE
+from mmlab.mm.filemap import filemap_read
+from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
+from mmlab.mm.vma import Vma, anon_vma_prepare
+
+if TYPE_CHECKING:
+    from mmlab.mm.mm_struct import MM
+
+__all__ = ["handle_mm_fault", "do_user_addr_fault", "access_ok", "VM_FAULT_RETRY"]
+
+VM_FAULT_RETRY = -1
+
+
+def access_ok(vma: Vma, write: bool) -> bool:
+    """access_error() inverted: x86 lets PROT_WRITE-only or PROT_EXEC-only pages be read."""
+    if write:
+        return bool(vma.flags & VM_WRITE)
+    return bool(vma.flags & (VM_READ | VM_WRITE | VM_EXEC))
+
+
+def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, task: int,
+                    populate: bool = False, unlock: Optional[Callable[[], None]] = None) -> int:
+    """Fault one page in. Returns 1 if a page was made present or written, 0 if nothing was
+    needed, VM_FAULT_RETRY if *unlock* was called to wait for disk. Raises SIGBUS beyond EOF."""
+    pt = mm.pt
+    costs = mm.costs
+    st = pt.get(addr)
+    locked = PTE_MLOCKED if vma.flags & VM_LOCKED else 0
+    extra = PTE_POPULATE if populate else 0
+    shared = vma.flags & VM_SHARED
+    if st & PTE_PRESENT:
+        if not write or st & PTE_WRITTEN:
+            return 0
+        # write to a present page: COW break of a private page, or dirtying a shared one
+        if not shared:
+            mm.clock.spend(costs.cost("cow_page"))
+            pt.set(addr, PTE_PRESENT | PTE_WRITTEN | locked | extra, task, call_id)
+        else:
+            pt.update_state(addr, st | PTE_WRITTEN)
+        return 1
+    file = vma.file
+    if file is None:
+        anon_vma_prepare(vma)
+        mm.clock.spend(costs.cost("anon_page"))
+        pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
+        return 1
+    pgoff = vma.file_pgoff(addr)
+    if pgoff >= file.npages:
+        raise SIGBUS(addr, f"page {pgoff} beyond EOF of {file.name}")
+    if filemap_read(file, pgoff, costs, mm.clock, unlock):
+        return VM_FAULT_RETRY
+    mm.clock.spend(costs.cost("file_page"))
+    if write and not shared:
+        anon_vma_prepare(vma)
+        mm.clock.spend(costs.cost("cow_page"))
+        pt.set(addr, PTE_PRESENT | PTE_WRITTEN | locked | extra, task, call_id)
+    else:
+        pt.set(addr, PTE_PRESENT | PTE_FILE | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
+    return 1
+
+
+def do_user_addr_fault(mm: "MM", addr: int, write: bool) -> None:
+    """A user access to *addr* by the calling task (x86 do_user_addr_fault())."""
+    from mmlab.current import current, next_call_id
+
+    addr &= ~(PAGE_SIZE - 1)
+    ctx = current()
+    # A present pte with the right permission: the MMU does it, no fault, no lock.
+    st = mm.pt.get(addr)
+    if st & PTE_PRESENT and (not write or st & PTE_WRITTEN):
+        v = mm.vmas.lookup_rcu(addr)
+        if v is not None and access_ok(v, write):
+            return
+    call_id = next_call_id()
+    saved = ctx.call_id, ctx.call_name
+    ctx.call_id, ctx.call_name = call_id, "fault"
+    try:
+        if mm.kernel.per_vma_lock and _fault_vma_locked(mm, addr, write, call_id, ctx.index):
+            return
+        _fault_mmap_locked(mm, addr, write, call_id, ctx.index)
+    finally:
+        ctx.call_id, ctx.call_name = saved
+
+
+def _fault_vma_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int) -> bool:
+    """lock_vma_under_rcu() + handle_mm_fault(FAULT_FLAG_VMA_LOCK). False means: fall back."""
+    vma = mm.vmas.lookup_rcu(addr)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return False
+    try:
+        if vma.detached or not (vma.start <= addr < vma.end):
+            return False
+        if not access_ok(vma, write):
+            raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {vma!r}")
+        # A fault that must wait for I/O drops the per-VMA lock and retries under mmap_lock.
+        r = handle_mm_fault(mm, vma, addr, write, call_id, task, unlock=lambda: None)
+        return r != VM_FAULT_RETRY
+    finally:
+        mm.vma_locks.end_read(vma)
+
+
+def _fault_mmap_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int) -> None:
+    tried = False
+    while True:
+        mm.mmap_read_lock(how="fault")
+        held = True
+        try:
+            vma = mm.vmas.find_vma(addr)
+            if vma is None:
+                raise SIGSEGV(addr, "no vma")
+            if vma.start > addr:
+                if not (vma.flags & VM_GROWSDOWN):
+                    raise SIGSEGV(addr, "no vma")
+                from mmlab.mm.mmap import expand_stack
+                vma = expand_stack(mm, vma, addr)
+            if not access_ok(vma, write):
+                raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {vma!r}")
+
+            def _unlock() -> None:
+                nonlocal held
+                held = False
+                mm.mmap_read_unlock()
+
+            r = handle_mm_fault(mm, vma, addr, write, call_id, task, unlock=None if tried else _unlock)
+            if r != VM_FAULT_RETRY:
+                return
+            tried = True
+        finally:
+            if held:
+                mm.mmap_read_unlock()

@@ -1,0 +1,412 @@
+"""Vma, the vma index (find_vma, split, merge, get_unmapped_area), and mapping lineage.
+
+Models struct vm_area_struct and the mm's vma tree (the rbtree of v3.x, the maple tree of 6.x):
+an ordered index keyed by vm_start with O(log n) find_vma() that stays fast at max_map_count.
+Mutations happen under mmap_sem write; the per-VMA-lock fault path reads the index without
+mmap_sem, as the kernel does under RCU, so the index has its own small lock (``mt_lock``) that is
+held only for the lookup or the update itself.
+
+Identity. Every vma gets a ``vm_id`` that is never reused: __split_vma() gives the new part a new
+id, vma_merge() keeps the surviving vma's id. Lineage -- "which mapping call put this address
+range here" -- is kept apart from the vmas in an :class:`OriginMap`, because Linux merges vmas of
+different mappings and the race oracle must still tell them apart: split, merge, mprotect and
+mlock keep a range's origin; a new mmap over it, or a mapping moved in by mremap, replaces it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Iterator, Optional
+
+from sortedcontainers import SortedDict
+
+from mmlab.errors import ENOMEM, err
+from mmlab.flags import (
+    PAGE_SIZE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP,
+    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE,
+)
+
+__all__ = ["Vma", "VmaTree", "OriginMap", "Origin", "vm_flags_str"]
+
+_vm_ids = itertools.count(1)
+_anon_vma_ids = itertools.count(1)
+
+
+class Vma:
+    """One vm_area_struct. ``pgoff`` is the file page offset of ``start`` (or start >> 12 for anon)."""
+
+    __slots__ = ("start", "end", "flags", "file", "pgoff", "vm_id", "anon_vma", "vm_lock_seq",
+                 "vm_refcnt", "detached", "nonlinear", "name")
+
+    def __init__(self, start: int, end: int, flags: int, file: object = None, pgoff: int = 0,
+                 name: str = "") -> None:
+        self.start = start
+        self.end = end
+        self.flags = flags
+        self.file = file
+        self.pgoff = pgoff
+        self.vm_id = next(_vm_ids)
+        self.anon_vma = 0  # anon_vma_prepare() assigns one at the first anonymous fault
+        self.vm_lock_seq = -1
+        self.vm_refcnt = 0
+        self.detached = False
+        self.nonlinear: Optional[dict[int, int]] = None  # v3.7 remap_file_pages: page -> file pgoff
+        self.name = name
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> 12
+
+    def file_pgoff(self, addr: int) -> int:
+        """linear_page_index(), or the nonlinear pte's file offset for a VM_NONLINEAR vma."""
+        if self.nonlinear is not None:
+            got = self.nonlinear.get(addr >> 12)
+            if got is not None:
+                return got
+        return self.pgoff + ((addr - self.start) >> 12)
+
+    def accessible(self) -> bool:
+        return bool(self.flags & (VM_READ | VM_WRITE | VM_EXEC))
+
+    def copy(self, start: int, end: int) -> "Vma":
+        """A new vma over part of this one (for __split_vma); the copy gets a new vm_id."""
+        v = Vma(start, end, self.flags, self.file, self.pgoff + ((start - self.start) >> 12), self.name)
+        v.anon_vma = self.anon_vma
+        if self.nonlinear is not None:
+            v.nonlinear = {p: o for p, o in self.nonlinear.items() if start >> 12 <= p < end >> 12}
+        return v
+
+    def __repr__(self) -> str:
+        f = f" {self.file}" if self.file is not None else ""
+        return f"<vma#{self.vm_id} {self.start:#x}-{self.end:#x} {vm_flags_str(self.flags)}{f}>"
+
+
+def vm_flags_str(flags: int) -> str:
+    """rwxp plus the smaps VmFlags mnemonics that matter here."""
+    s = ("r" if flags & VM_READ else "-") + ("w" if flags & VM_WRITE else "-") + \
+        ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_SHARED else "p")
+    extra = [m for bit, m in ((VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf"), (VM_GROWSDOWN, "gd"),
+                              (VM_POPULATE, "po"), (VM_NONLINEAR, "nl"), (VM_IO, "io"),
+                              (VM_PFNMAP, "pf"), (VM_NORESERVE, "nr")) if flags & bit]
+    return s + ("[" + ",".join(extra) + "]" if extra else "")
+
+
+def anon_vma_prepare(vma: Vma) -> None:
+    if not vma.anon_vma:
+        vma.anon_vma = next(_anon_vma_ids)
+
+
+def can_merge(a: Vma, b: Vma) -> bool:
+    """is_mergeable_vma() + is_mergeable_anon_vma() for a directly below b."""
+    if a.end != b.start or a.flags != b.flags or a.file is not b.file or a.name != b.name:
+        return False
+    if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
+        return False
+    if a.file is not None and a.pgoff + a.pages != b.pgoff:
+        return False
+    return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
+
+
+class VmaTree:
+    """The ordered vma index. ``mt_lock`` guards the index for lockless (RCU-style) readers."""
+
+    def __init__(self, mmap_base: int, mmap_min_addr: int = 0x10000) -> None:
+        self._d: SortedDict = SortedDict()
+        self.mt_lock = threading.Lock()
+        self.mmap_base = mmap_base
+        self.mmap_min_addr = mmap_min_addr
+        self.free_area_cache = mmap_base
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[Vma]:
+        return iter(list(self._d.values()))
+
+    # ---------------------------------------------------------------- lookups
+    def find_vma(self, addr: int) -> Optional[Vma]:
+        """find_vma(): the first vma with vm_end > addr, or None."""
+        d = self._d
+        i = d.bisect_right(addr)
+        if i:
+            v: Vma = d.peekitem(i - 1)[1]
+            if v.end > addr:
+                return v
+        if i < len(d):
+            return d.peekitem(i)[1]  # type: ignore[no-any-return]
+        return None
+
+    def vma_lookup(self, addr: int) -> Optional[Vma]:
+        v = self.find_vma(addr)
+        return v if v is not None and v.start <= addr else None
+
+    def lookup_rcu(self, addr: int) -> Optional[Vma]:
+        """vma_lookup() without mmap_sem, as lock_vma_under_rcu() does."""
+        with self.mt_lock:
+            return self.vma_lookup(addr)
+
+    def find_vma_intersection(self, start: int, end: int) -> Optional[Vma]:
+        v = self.find_vma(start)
+        return v if v is not None and v.start < end else None
+
+    def range(self, start: int, end: int) -> list[Vma]:
+        """Every vma intersecting [start, end), in address order."""
+        out = []
+        v = self.find_vma(start)
+        if v is None or v.start >= end:
+            return out
+        for k in self._d.irange(v.start, end - 1):
+            out.append(self._d[k])
+        return out
+
+    def prev(self, vma: Vma) -> Optional[Vma]:
+        d = self._d
+        i = d.bisect_left(vma.start)
+        return d.peekitem(i - 1)[1] if i else None
+
+    def next(self, vma: Vma) -> Optional[Vma]:
+        d = self._d
+        i = d.bisect_right(vma.start)
+        return d.peekitem(i)[1] if i < len(d) else None
+
+    # ---------------------------------------------------------------- updates
+    def insert(self, vma: Vma) -> None:
+        with self.mt_lock:
+            self._d[vma.start] = vma
+
+    def remove(self, vma: Vma) -> None:
+        with self.mt_lock:
+            del self._d[vma.start]
+        vma.detached = True
+
+    def rekey(self, vma: Vma, new_start: int, new_end: int) -> None:
+        """Change a vma's bounds in place (vma_expand / vma_shrink / adjust)."""
+        with self.mt_lock:
+            if new_start != vma.start:
+                del self._d[vma.start]
+                if vma.file is not None or vma.pgoff:
+                    vma.pgoff += (new_start - vma.start) >> 12
+                vma.start = new_start
+                self._d[new_start] = vma
+            vma.end = new_end
+
+    def split(self, vma: Vma, addr: int) -> tuple[Vma, Vma]:
+        """__split_vma(): [start, addr) keeps the vma (and its id), [addr, end) is a new vma."""
+        hi = vma.copy(addr, vma.end)
+        with self.mt_lock:
+            vma.end = addr
+            if vma.nonlinear is not None:
+                vma.nonlinear = {p: o for p, o in vma.nonlinear.items() if p < addr >> 12}
+            self._d[addr] = hi
+        return vma, hi
+
+    def try_merge(self, vma: Vma) -> Vma:
+        """vma_merge() with the neighbours; returns the surviving vma."""
+        p = self.prev(vma)
+        if p is not None and can_merge(p, vma):
+            if not p.anon_vma:
+                p.anon_vma = vma.anon_vma
+            self.remove(vma)
+            with self.mt_lock:
+                p.end = vma.end
+            vma = p
+        n = self.next(vma)
+        if n is not None and can_merge(vma, n):
+            if not vma.anon_vma:
+                vma.anon_vma = n.anon_vma
+            self.remove(n)
+            with self.mt_lock:
+                vma.end = n.end
+        return vma
+
+    # ---------------------------------------------------------------- placement
+    def get_unmapped_area(self, length: int, hint: int = 0) -> int:
+        """arch_get_unmapped_area_topdown(): a hint if it fits, else the highest gap below
+        mmap_base, searched from ``free_area_cache`` down (as 3.x did), then from mmap_base."""
+        if length > TASK_SIZE - self.mmap_min_addr:
+            raise err(ENOMEM, "get_unmapped_area")
+        if hint:
+            hint = hint & ~(PAGE_SIZE - 1)
+            if self.mmap_min_addr <= hint and hint + length <= TASK_SIZE:
+                v = self.find_vma(hint)
+                if v is None or hint + length <= v.start:
+                    return hint
+        for top in (min(self.free_area_cache, self.mmap_base), self.mmap_base):
+            addr = self._search_down(top, length)
+            if addr is not None:
+                self.free_area_cache = addr
+                return addr
+        raise err(ENOMEM, "get_unmapped_area")
+
+    def _search_down(self, top: int, length: int) -> Optional[int]:
+        hi = top
+        for k in self._d.irange(maximum=top - 1, reverse=True):
+            v: Vma = self._d[k]
+            if v.end <= hi and hi - v.end >= length:
+                return hi - length
+            hi = min(hi, v.start)
+            if hi - self.mmap_min_addr < length:
+                return None
+        if hi - self.mmap_min_addr >= length:
+            return hi - length
+        return None
+
+    def unmapped(self, start: int, end: int) -> None:
+        """arch_unmap_area_topdown(): a new hole at a high address is searched first next time."""
+        if end > self.free_area_cache:
+            self.free_area_cache = min(end, self.mmap_base)
+
+
+class Origin:
+    """One mapping call's claim on an address range: the lineage the race oracle checks."""
+
+    __slots__ = ("oid", "call_id", "kind", "asked_populate", "task")
+
+    def __init__(self, oid: int, call_id: int, kind: str, asked_populate: bool, task: str) -> None:
+        self.oid = oid
+        self.call_id = call_id
+        self.kind = kind
+        self.asked_populate = asked_populate
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"<origin#{self.oid} {self.kind} by {self.task} call#{self.call_id}{' populate' if self.asked_populate else ''}>"
+
+
+class OriginMap:
+    """Non-overlapping [start, end) -> origin id intervals; unlike vmas, these never merge."""
+
+    def __init__(self) -> None:
+        self._d: SortedDict = SortedDict()  # start -> (end, oid)
+        self.info: dict[int, Origin] = {}
+        self._refs: dict[int, int] = {}
+        self._ids = itertools.count(1)
+
+    def new(self, call_id: int, kind: str, asked_populate: bool, task: str) -> Origin:
+        o = Origin(next(self._ids), call_id, kind, asked_populate, task)
+        self.info[o.oid] = o
+        self._refs[o.oid] = 0
+        return o
+
+    def _drop_ref(self, oid: int) -> None:
+        n = self._refs[oid] - 1
+        if n:
+            self._refs[oid] = n
+        else:
+            del self._refs[oid]
+            del self.info[oid]
+
+    def _add(self, s: int, e: int, oid: int) -> None:
+        self._d[s] = (e, oid)
+        self._refs[oid] += 1
+
+    def clear(self, start: int, end: int) -> None:
+        d = self._d
+        i = d.bisect_right(start)
+        if i:
+            s, (e, oid) = d.peekitem(i - 1)
+            if e > start:  # the interval straddling start
+                d[s] = (start, oid)
+                if e > end:
+                    self._add(end, e, oid)
+                    return
+        for s in list(d.irange(start, end - 1)):
+            e, oid = d.pop(s)
+            self._refs[oid] -= 1
+            if e > end:
+                self._add(end, e, oid)
+            if not self._refs[oid]:
+                del self._refs[oid]
+                del self.info[oid]
+
+    def assign(self, start: int, end: int, origin: Origin) -> None:
+        self.clear(start, end)
+        self._add(start, end, origin.oid)
+
+    def extend(self, start: int, end: int, like_addr: int) -> None:
+        """Give [start, end) the origin of the range at *like_addr* (growth of the same mapping)."""
+        o = self.at(like_addr)
+        if o is not None:
+            self.clear(start, end)
+            self._add(start, end, o.oid)
+
+    def move(self, old: int, new: int, length: int) -> None:
+        """mremap moves ranges; they arrive as what they were (the caller re-assigns if needed)."""
+        parts = self.ranges(old, old + length)
+        self.clear(old, old + length)
+        self.clear(new, new + length)
+        for s, e, o in parts:
+            self._refs.setdefault(o.oid, 0)
+            self.info[o.oid] = o
+            self._add(new + (s - old), new + (e - old), o.oid)
+
+    def at(self, addr: int) -> Optional[Origin]:
+        d = self._d
+        i = d.bisect_right(addr)
+        if i:
+            s, (e, oid) = d.peekitem(i - 1)
+            if e > addr:
+                return self.info[oid]
+        return None
+
+    def ranges(self, start: int, end: int) -> list[tuple[int, int, Origin]]:
+        out = []
+        d = self._d
+        i = d.bisect_right(start)
+        keys = []
+        if i:
+            s, (e, oid) = d.peekitem(i - 1)
+            if e > start:
+                keys.append(s)
+        keys.extend(d.irange(start, end - 1, inclusive=(False, True)) if keys and keys[0] == start
+                    else d.irange(start, end - 1))
+        seen = set()
+        for s in keys:
+            if s in seen:
+                continue
+            seen.add(s)
+            e, oid = d[s]
+            out.append((max(s, start), min(e, end), self.info[oid]))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+def vma_modify_flags(mm, vma: Vma, start: int, end: int, newflags: int) -> Vma:
+    """vma_modify_flags() (mm/vma.c): give [start, end) of *vma* new flags, splitting at the
+    edges and merging with the neighbours. Called with mmap_sem held for write, after the
+    caller checked that the splits fit under max_map_count. Returns the vma now holding start."""
+    if vma.flags == newflags:
+        return vma
+    mm.vma_start_write(vma)
+    if vma.start < start:
+        _, vma = mm.vmas.split(vma, start)
+    if vma.end > end:
+        vma, _ = mm.vmas.split(vma, end)
+    vma.flags = newflags
+    return mm.vmas.try_merge(vma)
+
+
+def check_range_mapped(mm, start: int, end: int) -> list[Vma]:
+    """The vmas covering [start, end), or None if there is a hole (the caller's ENOMEM)."""
+    vmas = mm.vmas.range(start, end)
+    pos = start
+    for v in vmas:
+        if v.start > pos:
+            return []
+        pos = v.end
+    if pos < end:
+        return []
+    return vmas
+
+
+def splits_needed(vmas: list[Vma], start: int, end: int, changes) -> int:
+    """How many __split_vma() calls a flags change over [start, end) needs (0, 1 or 2)."""
+    n = 0
+    if vmas and vmas[0].start < start and changes(vmas[0]):
+        n += 1
+    if vmas and vmas[-1].end > end and changes(vmas[-1]):
+        n += 1
+    return n
