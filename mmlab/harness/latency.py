@@ -151,11 +151,22 @@ def _victim_summary(tasks: list[Task]) -> dict[str, dict[str, object]]:
     return out
 
 
-def _prepare_process() -> tuple[float, bool]:
+def _prepare_process() -> float:
+    """The interpreter as the real-kernel measurements ran it (switch interval 0.5 ms), and no
+    cyclic-GC pass during the run: a full collection over the model's histories stops every
+    thread for 10-25 ms, which is interpreter noise, not the lock."""
     old = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)  # as the measurements on the real kernel did
+    sys.setswitchinterval(0.0005)
     gc.collect()
-    return old, gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    return old
+
+
+def _restore_process(old_switchinterval: float) -> None:
+    gc.enable()
+    gc.unfreeze()
+    sys.setswitchinterval(old_switchinterval)
 
 
 def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: LatencyConfig,
@@ -191,11 +202,11 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
     wd = Watchdog(mm, stall_ms=cfg.stall_ms, hang_ms=cfg.hang_ms, out=cfg.watchdog_out)
     group = TaskGroup(mm, tasks, duration_s=duration_s, watchdog=wd, timeline=timeline,
                       timeout_s=max(60.0, cfg.hang_ms / 1e3 + 10))
-    old_si, _ = _prepare_process()
+    old_si = _prepare_process()
     try:
         res: GroupResult = group.run()
     finally:
-        sys.setswitchinterval(old_si)
+        _restore_process(old_si)
     if populator is not None and st is not None and res.reason != "hang":
         try:
             populator.teardown(mm, st)
