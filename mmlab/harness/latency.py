@@ -34,6 +34,7 @@ __all__ = ["LatencyConfig", "RunResult", "LatencyResult", "run_one", "run_noise_
            "populator_available", "VICTIM_OPS", "VERDICT_OPS"]
 
 VICTIM_OPS = ("fault", "mmap", "mprotect", "munmap")
+DEFAULT_INTERVAL_NS = 250_000
 # Verdicts are per victim: the reader's faults, and the writer's write-lock calls taken together
 # (a populate catches the writer in whichever of its calls it is in at the time).
 VERDICT_OPS = ("fault", "writer")
@@ -50,7 +51,10 @@ class LatencyConfig:
     stall_ms: float = 100.0
     hang_ms: float = 30_000.0
     seed: int = 0
-    interval_ns: Optional[int] = None   # victims open loop at this interval; None: closed loop
+    # Victims run open loop at this interval (coordinated-omission corrected); None: closed loop.
+    # A closed-loop Python victim holds the GIL nearly all the time, which the kernel's victims
+    # (3-4 us per op in C) never do; it raises the noise floor and slows the populator.
+    interval_ns: Optional[int] = DEFAULT_INTERVAL_NS
     rounds: int = 1                     # populate calls per run (worst wait over all of them)
     noise_s: float = 0.25               # length of the noise-floor run
     timeline_for: Optional[tuple[str, str, int]] = None  # (kernel, populator, size) to keep spans of

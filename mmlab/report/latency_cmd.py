@@ -64,9 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="watchdog hard limit: a wait this long is a hang, exit 3 (default 30000)")
     p.add_argument("--seed", type=int, default=None, help="seed for the victims' choices (default: random, printed)")
     p.add_argument("--rounds", type=int, default=1, help="populate calls per run (default 1)")
-    p.add_argument("--interval-us", type=float, default=None,
-                   help="run the victims open loop at this interval, corrected for coordinated omission "
-                   "(default: closed loop)")
+    p.add_argument("--interval-us", type=float, default=250.0,
+                   help="victims run open loop, one call per interval, corrected for coordinated omission "
+                   "(default 250)")
+    p.add_argument("--closed-loop", action="store_true",
+                   help="victims call back to back instead (as the real-kernel measurement did)")
     p.add_argument("--noise-ms", type=float, default=250.0, help="length of each noise-floor run (default 250)")
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--time-scale must be > 0")
     if not args.stall_ms > 0 or not args.hang_ms > args.stall_ms:
         return _bad("--stall-ms must be > 0 and --hang-ms above it")
-    if args.rounds < 1 or (args.interval_us is not None and not args.interval_us > 0) or not args.noise_ms > 0:
+    if args.rounds < 1 or not args.interval_us > 0 or not args.noise_ms > 0:
         return _bad("--rounds must be >= 1, --interval-us and --noise-ms > 0")
     if args.plot and not _have_plot():
         return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
@@ -130,11 +132,13 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
 
     cfg = LatencyConfig(kernels, populators, sizes, costs=DEFAULT_COSTS.scaled(ts), stall_ms=args.stall_ms,
                         hang_ms=args.hang_ms, seed=seed, rounds=args.rounds,
-                        interval_ns=int(args.interval_us * 1e3) if args.interval_us else None,
+                        interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out)
     console.print(f"mmlab latency: kernels {', '.join(k.name for k in kernels)}; populators "
                   f"{', '.join(p.name for p in populators)}; sizes {', '.join(size_text(s) for s in sizes)}; "
-                  f"time scale {ts:g}; seed {seed}", highlight=False)
+                  f"time scale {ts:g}; victims "
+                  f"{'closed loop' if args.closed_loop else f'open loop every {args.interval_us:g} us'}; seed {seed}",
+                  highlight=False)
 
     def line(kind: str, r: RunResult, done: int, total: int) -> str:
         what = f"{r.kernel} noise floor" if kind == "noise floor" else \
