@@ -211,3 +211,97 @@ def _stacks() -> str:
         out.append(f"--- thread {names.get(tid, tid)}")
         out.extend(traceback.format_stack(frame))
     return "".join(s if s.endswith("\n") else s + "\n" for s in out)
+
+
+@dataclass
+class CellResult:
+    """All rounds of one kernel x populator x racer cell, jcstress-style counts."""
+
+    kernel: str
+    populator: str
+    racer: str
+    rounds: int = 0
+    overlaps: int = 0
+    window_hits: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 0})
+    wrong_pages: int = 0
+    max_wrong_pages: int = 0
+    interesting_pages: int = 0
+    broken: int = 0
+    broken_msg: str = ""
+    window_ns: int = 0
+    elapsed_s: float = 0.0
+    calls: int = 0
+    forbidden: list[RoundResult] = field(default_factory=list)  # the first few, with their history
+
+    def add(self, r: RoundResult, keep: int) -> None:
+        self.rounds += 1
+        self.overlaps += r.overlap
+        self.window_hits += r.window_hit
+        self.outcomes[r.outcome] += 1
+        self.wrong_pages += r.verdict.wrong_pages
+        self.max_wrong_pages = max(self.max_wrong_pages, r.verdict.wrong_pages)
+        self.interesting_pages += r.verdict.pages["INTERESTING"]
+        self.calls += r.calls
+        if r.outcome == "FORBIDDEN" and len(self.forbidden) < keep:
+            self.forbidden.append(r)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kernel": self.kernel, "populator": self.populator, "racer": self.racer,
+            "rounds": self.rounds, "window_hits": self.window_hits, "overlaps": self.overlaps,
+            "outcomes": dict(self.outcomes, wrong_pages=self.wrong_pages),
+            "wrong_pages": self.wrong_pages, "max_wrong_pages": self.max_wrong_pages,
+            "interesting_pages": self.interesting_pages, "broken": self.broken, "broken_msg": self.broken_msg,
+            "window_ms": round(self.window_ns / 1e6, 3), "elapsed_s": round(self.elapsed_s, 3),
+            "forbidden_rounds": [_round_dict(r) for r in self.forbidden],
+        }
+
+
+def _round_dict(r: RoundResult) -> dict[str, object]:
+    from mmlab.harness.oracle import format_history
+    v = r.verdict
+    return {"seed": r.seed, "delay_ns": r.delay_ns, "window_hit": r.window_hit, "wrong_pages": v.wrong_pages,
+            "findings": [f.as_dict() for f in v.findings if f.grade != "OK"],
+            "history": format_history(v.snapshot) if v.snapshot is not None else []}
+
+
+def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: int, size: int,
+             costs: Costs = DEFAULT_COSTS, rounds: int = 0, duration_s: float = 0.0,
+             window_ns: int = 0, keep: int = 3, stop: Optional[threading.Event] = None,
+             on_round=None) -> CellResult:
+    """Rounds of one cell: exactly *rounds*, or as many as fit in *duration_s* (at least one).
+    A round that raises is counted as broken (the first message kept) and the cell stops."""
+    import time
+    k = get_kernel(kernel)
+    cell = CellResult(k.name, pop.name, racer.name)
+    t0 = time.monotonic()
+    try:
+        cell.window_ns = window_ns or calibrate(k, pop, size, costs)
+    except Exception as e:  # noqa: BLE001 - a populator the model cannot run yet
+        cell.broken += 1
+        cell.broken_msg = f"calibration: {type(e).__name__}: {e}"
+        return cell
+    i = 0
+    while True:
+        if stop is not None and stop.is_set():
+            break
+        if rounds and i >= rounds:
+            break
+        if not rounds and i and time.monotonic() - t0 >= duration_s:
+            break
+        try:
+            r = run_round(k, pop, racer, seed=round_seed(seed, k.name, pop.name, racer.name, i), size=size,
+                          window_ns=cell.window_ns, costs=costs)
+        except RoundHang:
+            raise
+        except Exception as e:  # noqa: BLE001
+            cell.broken += 1
+            cell.broken_msg = f"{type(e).__name__}: {e}"
+            break
+        cell.add(r, keep)
+        i += 1
+        if on_round is not None:
+            on_round(cell, r)
+    cell.elapsed_s = time.monotonic() - t0
+    return cell
