@@ -17,6 +17,7 @@ COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
     "mmlab.report.latency_cmd",
+    "mmlab.report.race_cmd",
 ]
 
 
