@@ -34,6 +34,7 @@ P = PAGE_SIZE
 @dataclass(frozen=True)
 class KnownDifference:
     name: str
+    short: str
     reason: str
     explains_obs: Optional[Callable[[str, "Op", "Obs", "Obs"], bool]] = None
     model_action: Optional[Callable[["Op", "ModelSide", tuple, tuple], Optional[Callable[["ModelSide"], tuple]]]] = None
@@ -173,12 +174,14 @@ def _shmem_mincore(field: str, o: "Op", real: "Obs", model: "Obs") -> bool:
 KNOWN: list[KnownDifference] = [
     KnownDifference(
         "partial-apply-before-hole",
+        "mprotect/mlock/munlock change the vmas before a hole, then ENOMEM",
         "mprotect(), mlock(), mlock2() and munlock() over a range with a hole: Linux changes the vmas "
         "before the hole and then fails with ENOMEM (and mlock does not populate them); the model "
         "follows the project's rule that a failing call leaves the model unchanged.",
         model_action=_partial_apply),
     KnownDifference(
         "madvise-applies-around-holes",
+        "madvise applies to what it walks before failing",
         "madvise() over holes or vmas it refuses: Linux applies the advice to every part it walks "
         "before failing -- MADV_DONTNEED zaps the mapped parts (ENOMEM for holes at the end, EINVAL "
         "at the first VM_LOCKED vma), MADV_POPULATE_* faults pages in up to the first hole or "
@@ -186,6 +189,7 @@ KNOWN: list[KnownDifference] = [
         model_action=_madvise_around_holes),
     KnownDifference(
         "shmem-mincore-page-cache",
+        "mincore of shared anon memory shows the shmem page cache",
         "mincore() on MAP_SHARED|MAP_ANONYMOUS memory reports the shmem page cache, which keeps pages "
         "that MADV_DONTNEED (or a partial munmap) took out of the page table; the model keeps no page "
         "cache for anonymous shared memory and reports its page table, as /proc/self/pagemap does.",
