@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
+    "mmlab.report.bench_cmd",
 ]
 
 
