@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "mmlab.report.latency_cmd",
     "mmlab.report.race_cmd",
     "mmlab.report.diff_cmd",
+    "mmlab.report.bench_cmd",
 ]
 
 
