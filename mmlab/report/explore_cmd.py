@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="v3.9", help="comma-separated kernel specs, or 'all' (default v3.9)")
     p.add_argument("--populator", default="populate-file",
                    help=f"comma-separated, or 'all' (default populate-file); known: {', '.join(POPULATORS)}")
-    p.add_argument("--racer", default="munmap-mmap", help="comma-separated (default munmap-mmap)")
+    p.add_argument("--racer", default="munmap-mmap",
+                   help="comma-separated racers of mmlab/harness/racers.py, or 'all' (default munmap-mmap)")
     p.add_argument("--size", default="1M", help="populated size, e.g. 1M, 256K (default 1M)")
     p.add_argument("--strategy", default="pct", choices=("pct", "random", "dfs"))
     p.add_argument("--iterations", type=int, default=1000, help="executions per scenario (default 1000)")
@@ -74,19 +75,29 @@ def parse_size(s: str) -> int:
     return n
 
 
+def _console() -> Any:
+    from rich.console import Console
+    c = Console(highlight=False, soft_wrap=True, markup=False)
+    if not c.is_terminal:
+        c.width = max(c.width, 160)  # tables in a log or CI need no wrapping
+    return c
+
+
 def _err(msg: str) -> int:
     print(f"mmlab: error: {msg}", file=sys.stderr)
     return 2
 
 
-def _scenarios(args: argparse.Namespace) -> list[Any]:
-    from mmlab.sched.scenario import RACERS, RaceScenario
+def _scenarios(args: argparse.Namespace, seed: int) -> list[Any]:
+    from mmlab.harness.racers import get_racers
+    from mmlab.sched.scenario import RaceScenario
     kernels = [k.name for k in parse_kernels(args.kernel)] if args.kernel.strip() != "all" else list(KERNELS)
     pops = list(POPULATORS) if args.populator.strip() == "all" else [x.strip() for x in args.populator.split(",") if x.strip()]
-    racers = list(RACERS) if args.racer.strip() == "all" else [x.strip() for x in args.racer.split(",") if x.strip()]
+    racers = [r.name for r in get_racers(args.racer)]
     size = parse_size(args.size)
     stall = int(args.stall_ms * 1e6)
-    return [RaceScenario(k, p, r, size, args.time_scale, stall) for k in kernels for p in pops for r in racers]
+    return [RaceScenario(k, p, r, size, args.time_scale, stall, racer_seed=seed)
+            for k in kernels for p in pops for r in racers]
 
 
 def run_explore(args: argparse.Namespace) -> int:
@@ -98,13 +109,12 @@ def run_explore(args: argparse.Namespace) -> int:
             return _err(f"{name} must be >= {lo}")
     if args.time_scale < 0 or args.stall_ms < 0:
         return _err("--time-scale and --stall-ms must be >= 0")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     try:
-        scenarios = _scenarios(args)
+        scenarios = _scenarios(args, seed)
     except ValueError as e:
         return _err(str(e))
-    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
-    from rich.console import Console
-    con = Console(highlight=False, soft_wrap=True, markup=False)
+    con = _console()
     strat = {"pct": f"PCT depth {args.depth}", "random": "random walk",
              "dfs": f"DFS, preemption bound {args.max_preemptions}"}[args.strategy]
     con.print(f"mmlab explore: {strat}, seed {seed}, up to {args.iterations} executions per scenario; "
@@ -230,8 +240,6 @@ def _as_json(r: Any) -> dict[str, Any]:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from mmlab.sched.explore import replay_token
     from mmlab.sched.token import TokenError
     from mmlab.sched.trace import fingerprint, format_events, format_steps, group_steps
@@ -241,7 +249,7 @@ def run_replay(args: argparse.Namespace) -> int:
         rr = replay_token(args.token, args.times)
     except (TokenError, ValueError) as e:
         return _err(str(e))
-    con = Console(highlight=False, soft_wrap=True, markup=False)
+    con = _console()
     d = rr.data
     strat = d["strategy"] + (f" {d['params']}" if d.get("params") else "")
     con.print(f"mmlab replay: {rr.scenario.title()} (recorded by mmlab {d.get('mmlab')}, {strat}, seed "

@@ -311,6 +311,7 @@ class Controller:
         if self._abort:
             return
         self._events.append((t.index, "exit", t.error, self.clock.now_ns(), "", len(self._choices)))
+        t.exited.set()  # before the last one ends the execution, so run() need not wait again
         nxt = self._schedule(None)
         if nxt is not None:
             nxt.gate.release()

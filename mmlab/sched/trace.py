@@ -146,7 +146,10 @@ class Step:
                 continue
             if kind == "exit" and not ev[2]:
                 continue
-            parts.append(describe_event(ev))
+            d = describe_event(ev)
+            if kind == "lock_request" and i == len(evs) - 1 and ev[2][2] is None:  # type: ignore[index]
+                d = "about to " + d  # preempted before its down_*() took effect
+            parts.append(d)
         if not parts:  # only quiet events: say them
             parts = [describe_event(ev) for ev in self.events if ev[1] != "exit"]
         return "; ".join(parts)
