@@ -17,6 +17,9 @@ COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
     "mmlab.report.latency_cmd",
+    "mmlab.report.race_cmd",
+    "mmlab.report.diff_cmd",
+    "mmlab.report.bench_cmd",
 ]
 
 

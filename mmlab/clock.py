@@ -66,7 +66,7 @@ ZERO_COSTS = Costs(time_scale=0.0)
 class _Hooks:
     """Installed by controlled mode (mmlab.sched); None in free-running mode."""
 
-    schedule_point: Optional[Callable[[str, object], None]] = None
+    schedule_point: Optional[Callable[[str, object], object]] = None  # "lock_trylock" may answer False
 
 
 hooks = _Hooks()
@@ -169,7 +169,14 @@ class VirtualClock(Clock):
             hp("spend", why)
 
     def wait(self, ns: int, why: str = "") -> None:
-        self.spend(ns, why or "wait")
+        """A timed sleep (a disk wait). Under a controller the task sleeps until the virtual time
+        reaches now + ns -- others run meanwhile, and the controller moves the clock on when
+        nothing else can run; alone, the clock just moves on."""
+        hp = hooks.schedule_point
+        if hp is None:
+            self.spend(ns)
+        else:
+            hp("wait", (self, ns, why or "wait"))
 
     def advance_to(self, t: int) -> None:
         if t > self._now:
