@@ -203,10 +203,11 @@ class Finding:
     end: int = 0
     call_id: int = 0
     oid: int = 0
+    npages: Optional[int] = None  # pages concerned when not the whole [start, end)
 
     @property
     def pages(self) -> int:
-        return (self.end - self.start) >> 12
+        return self.npages if self.npages is not None else (self.end - self.start) >> 12
 
     def as_dict(self) -> dict[str, object]:
         return {"grade": self.grade, "kind": self.kind, "message": self.message, "start": self.start,
@@ -284,8 +285,7 @@ def _grade_populated(snap: Snapshot, v: Verdict) -> None:
         grade, kind, cid, oid = key
         r = runs[key]
         npages = sum((r[i + 1] - r[i]) >> 12 for i in range(0, len(r), 2))
-        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages), r[0], r[0] + npages * PAGE_SIZE,
-                      cid, oid))
+        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages), r[0], r[-1], cid, oid, npages))
 
 
 def _iter_populated(pt: PageTable) -> Iterable[tuple[int, int, int, int]]:
@@ -445,7 +445,7 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
                                           f"VM_LOCKED mapping not fully present after call#{c.call_id} "
                                           f"{c.task}: {c.name} returned: {n} of {(pe - ps) >> 12} pages absent in "
                                           f"{ps:#x}-{pe:#x} ({vma!r}), and no other call changed that range",
-                                          ps, pe, c.call_id, oid))
+                                          ps, pe, c.call_id, oid, n))
 
 
 def _vmas_in(snap: Snapshot, start: int, end: int) -> list[VmaView]:
