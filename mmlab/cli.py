@@ -16,7 +16,10 @@ from typing import Optional, Sequence
 COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
+    "mmlab.report.latency_cmd",
     "mmlab.report.race_cmd",
+    "mmlab.report.diff_cmd",
+    "mmlab.report.bench_cmd",
 ]
 
 

@@ -28,7 +28,7 @@ from mmlab.flags import (
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
 from mmlab.mm.pagetable import PTE_MLOCKED
-from mmlab.mm.vma import Vma
+from mmlab.mm.vma import Vma, shmem_zero_setup
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM, CallInfo
@@ -133,6 +133,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         addr = mm.vmas.get_unmapped_area(length, addr)
     if anon and maptype == MAP_PRIVATE:
         pgoff = addr >> 12
+    elif anon:
+        pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
     check_unmap(mm, addr, addr + length, extra=1)
     if vm_flags & VM_LOCKONFAULT:
         populate = 0
@@ -160,6 +162,8 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
     pieces = detach_range(mm, addr, end)
     zap_detached(mm, pieces)  # the old mapping's pages go, under the write lock
     vma = Vma(addr, end, vm_flags, file, pgoff)
+    if file is None and vm_flags & VM_SHARED:
+        shmem_zero_setup(vma)
     vma.vm_lock_seq = mm.vma_locks.mm_lock_seq if mm.kernel.per_vma_lock else -1
     mm.vmas.insert(vma)
     mm.total_vm += length >> 12

@@ -31,6 +31,7 @@ _ZERO_STATE = bytes(_PMD_PAGES)
 _ZERO_U32 = array("I", bytes(4 * _PMD_PAGES))
 _ZERO_U16 = array("H", bytes(2 * _PMD_PAGES))
 _PRESENT_TABLE = bytes((1 if i & PTE_PRESENT else 0) for i in range(256))
+_ZERO_PAGE_TABLE = bytes((1 if i & PTE_PRESENT and not i & (PTE_WRITTEN | PTE_FILE) else 0) for i in range(256))
 _MLOCKED_TABLE = bytes((1 if i & PTE_MLOCKED else 0) for i in range(256))
 _CLEAR_MLOCK = bytes((i & ~PTE_MLOCKED) for i in range(256))
 _SET_MLOCK = bytes((i | PTE_MLOCKED) if i & PTE_PRESENT else i for i in range(256))
@@ -147,6 +148,16 @@ class PageTable:
             t = self.pmds.get(key)
             if t is not None and t.present:
                 n += (j - i) - t.state[i:j].translate(_PRESENT_TABLE).count(0)
+        return n
+
+    def count_zero_page(self, start: int, end: int) -> int:
+        """Present ptes that were never written and map no file page: in a private anonymous vma,
+        the shared zero page, which smaps does not count in Rss (vm_normal_page() skips it)."""
+        n = 0
+        for key, i, j in self._spans(start, end):
+            t = self.pmds.get(key)
+            if t is not None and t.present:
+                n += (j - i) - t.state[i:j].translate(_ZERO_PAGE_TABLE).count(0)
         return n
 
     def first_absent(self, start: int, end: int) -> int:
