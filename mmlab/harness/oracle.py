@@ -382,16 +382,37 @@ def call_ranges(call: CallView, start_brk: int = 0) -> list[tuple[int, int]]:
     return []
 
 
-def _changed_by_others(snap: Snapshot, c: CallView, names: frozenset[str]) -> list[tuple[int, int]]:
-    """Ranges changed by calls other than *c* that had not finished when *c* started."""
-    out = []
-    for o in snap.history:
-        if o.call_id == c.call_id or o.name not in names or o.failed:
-            continue
-        if 0 <= o.t_end < c.t_start:
-            continue
-        out.extend(call_ranges(o, snap.start_brk))
-    return out
+class _CallRanges:
+    """The ranges finished calls changed, indexed by 2 MiB bucket, with when each call ended:
+    "which calls touched [s, e) and had not finished before t?" without a scan of the history."""
+
+    _SHIFT = 21
+    _WIDE = 1 << 30
+
+    def __init__(self, snap: Snapshot, names: frozenset[str]) -> None:
+        self.buckets: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.wide: list[tuple[int, int, int, int]] = []
+        for o in snap.history:
+            if o.name not in names or o.failed:
+                continue
+            t_end = o.t_end if o.t_end >= 0 else 1 << 62
+            for s, e in call_ranges(o, snap.start_brk):
+                item = (s, e, t_end, o.call_id)
+                if e - s >= self._WIDE:
+                    self.wide.append(item)
+                    continue
+                for b in range(s >> self._SHIFT, ((e - 1) >> self._SHIFT) + 1):
+                    self.buckets.setdefault(b, []).append(item)
+
+    def touching(self, start: int, end: int, not_before: int, exclude: int) -> list[tuple[int, int]]:
+        out = set()
+        cands = list(self.wide)
+        for b in range(start >> self._SHIFT, ((end - 1) >> self._SHIFT) + 1):
+            cands.extend(self.buckets.get(b, ()))
+        for s, e, t_end, cid in cands:
+            if cid != exclude and t_end >= not_before and s < end and e > start:
+                out.add((s, e))
+        return sorted(out)
 
 
 def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -414,13 +435,13 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
     """A non-ONFAULT VM_LOCKED mapping a call asked to populate is fully present once the call
     returned -- except where another call changed that range meanwhile (mm_populate ignores the
     errors of a range made inaccessible or replaced under it)."""
+    changed: Optional[_CallRanges] = None
     by_oid: dict[int, list[tuple[int, int]]] = {}
     for s, e, o in snap.origins:
         by_oid.setdefault(o.oid, []).append((s, e))
     for c in snap.history:
         if not c.populates or c.failed or c.t_end < 0 or not c.targets:
             continue
-        others = None
         for oid in sorted(c.targets):
             for s, e in by_oid.get(oid, ()):
                 for vma in _vmas_in(snap, s, e):
@@ -436,8 +457,9 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
                     missing = (hi - lo) // PAGE_SIZE - snap.pt.count_present(lo, hi)
                     if not missing:
                         continue
-                    if others is None:
-                        others = _changed_by_others(snap, c, _MAPPING_CALLS)
+                    if changed is None:
+                        changed = _CallRanges(snap, _MAPPING_CALLS)
+                    others = changed.touching(lo, hi, c.t_start, c.call_id)
                     for ps, pe in _subtract(lo, hi, others):
                         n = (pe - ps) // PAGE_SIZE - snap.pt.count_present(ps, pe)
                         if n:
@@ -455,22 +477,23 @@ def _vmas_in(snap: Snapshot, start: int, end: int) -> list[VmaView]:
 def _check_mappings_kept(snap: Snapshot, v: Verdict) -> None:
     """Every page an mmap() created still carries that mmap's origin, unless some call that can
     unmap or replace (munmap, mmap, mremap, brk, remap_file_pages) covered it later."""
+    replacing: Optional[_CallRanges] = None
+    kept_by_call: dict[int, list[tuple[int, int]]] = {}
+    for s, e, o in snap.origins:
+        kept_by_call.setdefault(o.call_id, []).append((s, e))
     for c in snap.history:
         if c.name != "mmap" or c.failed or not isinstance(c.result, int) or len(c.args) < 2:
             continue
         length = (c.args[1] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         start, end = c.result, c.result + length
-        kept = [(s, e) for s, e, o in snap.origins if o.call_id == c.call_id and s < end and e > start]
+        kept = [(s, e) for s, e in kept_by_call.get(c.call_id, ()) if s < end and e > start]
         lost = _subtract(start, end, kept)
         if not lost:
             continue
-        later = []
-        for o in snap.history:
-            if o.call_id != c.call_id and o.name in _REPLACING_CALLS and not o.failed and \
-                    (o.t_end < 0 or o.t_end >= c.t_start):
-                later.extend(call_ranges(o, snap.start_brk))
+        if replacing is None:
+            replacing = _CallRanges(snap, _REPLACING_CALLS)
         for s, e in lost:
-            for ls, le in _subtract(s, e, later):
+            for ls, le in _subtract(s, e, replacing.touching(s, e, c.t_start, c.call_id)):
                 v.add(Finding(FORBIDDEN, "mapping-lost",
                               f"mapping lost: {ls:#x}-{le:#x} of call#{c.call_id} {c.task}: {c.describe()} "
                               f"is gone, and no call unmapped or replaced it", ls, le, c.call_id))
