@@ -281,11 +281,15 @@ def _grade_populated(snap: Snapshot, v: Verdict) -> None:
         else:
             runs[key] = [addr, addr + PAGE_SIZE]
             order.append(key)
+    origin_of = {o.oid: o for _s, _e, o in snap.origins}
     for key in order:
         grade, kind, cid, oid = key
+        if grade == OK:
+            continue  # counted in v.pages; findings are what needs explaining
         r = runs[key]
         npages = sum((r[i + 1] - r[i]) >> 12 for i in range(0, len(r), 2))
-        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages), r[0], r[-1], cid, oid, npages))
+        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages, origin_of.get(oid)), r[0], r[-1],
+                      cid, oid, npages))
 
 
 def _iter_populated(pt: PageTable) -> Iterable[tuple[int, int, int, int]]:
@@ -321,11 +325,11 @@ def _grade_page(snap: Snapshot, addr: int, state: int, cid: int, origin: Optiona
     return FORBIDDEN, "replacement-populated"
 
 
-def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int) -> str:
+def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int,
+              origin: Optional[OriginView]) -> str:
     grade, kind, cid, oid = key
     call = snap.calls.get(cid)
     who = f"call#{cid} {call.task}: {call.name}" if call else f"call#{cid} (no record)"
-    origin = next((o for s, e, o in snap.origins if o.oid == oid), None)
     of = (f"origin#{oid} ({origin.kind} by {origin.task} call#{origin.call_id}"
           f"{', asked to populate' if origin.asked_populate else ', never asked to populate'})") if origin else "no origin"
     vma = snap.vma_at(start)
@@ -404,15 +408,44 @@ class _CallRanges:
                 for b in range(s >> self._SHIFT, ((e - 1) >> self._SHIFT) + 1):
                     self.buckets.setdefault(b, []).append(item)
 
-    def touching(self, start: int, end: int, not_before: int, exclude: int) -> list[tuple[int, int]]:
-        out = set()
-        cands = list(self.wide)
+    def _sorted(self) -> None:
+        if not getattr(self, "_ready", False):
+            for lst in list(self.buckets.values()) + [self.wide]:
+                lst.sort(key=lambda it: it[2])
+            self._keys = {b: [it[2] for it in lst] for b, lst in self.buckets.items()}
+            self._wide_keys = [it[2] for it in self.wide]
+            self._ready = True
+
+    def uncovered(self, start: int, end: int, not_before: int, exclude: int) -> list[tuple[int, int]]:
+        """What of [start, end) no indexed call (other than *exclude*, ending at or after
+        *not_before*) touched; calls are tried in the order they ended, stopping once all is covered."""
+        import bisect
+        self._sorted()
+        left = [(start, end)]
+        lists = [(self.wide, self._wide_keys)]
         for b in range(start >> self._SHIFT, ((end - 1) >> self._SHIFT) + 1):
-            cands.extend(self.buckets.get(b, ()))
-        for s, e, t_end, cid in cands:
-            if cid != exclude and t_end >= not_before and s < end and e > start:
-                out.add((s, e))
-        return sorted(out)
+            if b in self.buckets:
+                lists.append((self.buckets[b], self._keys[b]))
+        for lst, keys in lists:
+            for s, e, _t, cid in lst[bisect.bisect_left(keys, not_before):]:
+                if cid != exclude and s < end and e > start:
+                    left = _subtract_many(left, s, e)
+                    if not left:
+                        return left
+        return left
+
+
+def _subtract_many(parts: list[tuple[int, int]], hs: int, he: int) -> list[tuple[int, int]]:
+    out = []
+    for s, e in parts:
+        if he <= s or hs >= e:
+            out.append((s, e))
+            continue
+        if s < hs:
+            out.append((s, hs))
+        if he < e:
+            out.append((he, e))
+    return out
 
 
 def _subtract(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -459,8 +492,7 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
                         continue
                     if changed is None:
                         changed = _CallRanges(snap, _MAPPING_CALLS)
-                    others = changed.touching(lo, hi, c.t_start, c.call_id)
-                    for ps, pe in _subtract(lo, hi, others):
+                    for ps, pe in changed.uncovered(lo, hi, c.t_start, c.call_id):
                         n = (pe - ps) // PAGE_SIZE - snap.pt.count_present(ps, pe)
                         if n:
                             v.add(Finding(FORBIDDEN, "locked-not-present",
@@ -493,7 +525,7 @@ def _check_mappings_kept(snap: Snapshot, v: Verdict) -> None:
         if replacing is None:
             replacing = _CallRanges(snap, _REPLACING_CALLS)
         for s, e in lost:
-            for ls, le in _subtract(s, e, replacing.touching(s, e, c.t_start, c.call_id)):
+            for ls, le in replacing.uncovered(s, e, c.t_start, c.call_id):
                 v.add(Finding(FORBIDDEN, "mapping-lost",
                               f"mapping lost: {ls:#x}-{le:#x} of call#{c.call_id} {c.task}: {c.describe()} "
                               f"is gone, and no call unmapped or replaced it", ls, le, c.call_id))
