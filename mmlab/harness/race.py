@@ -254,6 +254,7 @@ class CellResult:
     window_ns: int = 0  # the calibrated duration of the populating call
     elapsed_s: float = 0.0
     calls: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # finding kind -> rounds it appeared in
     forbidden: list[RoundResult] = field(default_factory=list)  # the first few, with their history
 
     def add(self, r: RoundResult, keep: int) -> None:
@@ -265,6 +266,8 @@ class CellResult:
         self.max_wrong_pages = max(self.max_wrong_pages, r.verdict.wrong_pages)
         self.interesting_pages += r.verdict.pages["INTERESTING"]
         self.calls += r.calls
+        for kind in {f.kind for f in r.verdict.findings if f.grade != "OK"}:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if r.outcome == "FORBIDDEN" and len(self.forbidden) < keep:
             self.forbidden.append(r)
 
@@ -274,7 +277,7 @@ class CellResult:
             "rounds": self.rounds, "window_hits": self.window_hits, "overlaps": self.overlaps,
             "outcomes": dict(self.outcomes, wrong_pages=self.wrong_pages),
             "wrong_pages": self.wrong_pages, "max_wrong_pages": self.max_wrong_pages,
-            "interesting_pages": self.interesting_pages, "broken": self.broken, "broken_msg": self.broken_msg,
+            "interesting_pages": self.interesting_pages, "finding_kinds": dict(self.kinds), "broken": self.broken, "broken_msg": self.broken_msg,
             "window_ms": round(self.window_ns / 1e6, 3), "elapsed_s": round(self.elapsed_s, 3),
             "forbidden_rounds": [_round_dict(r) for r in self.forbidden],
         }
