@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "mmlab.report.demo_cmd",
     "mmlab.report.latency_cmd",
     "mmlab.report.race_cmd",
+    "mmlab.report.stress_cmd",
     "mmlab.report.diff_cmd",
     "mmlab.report.bench_cmd",
 ]
