@@ -134,7 +134,9 @@ class RealMM:
 
     def munmap(self, addr: int, length: int) -> int:
         self._check(addr, length, "munmap")
-        return self.lib.munmap(addr, length)
+        r = self.lib.munmap(addr, length)
+        self.disown(addr, addr + page_align(length))  # ranges placed outside and now gone
+        return r
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         self._check(addr, length, "mprotect")
@@ -263,11 +265,12 @@ class Region:
     """
 
     def __init__(self, size: int, keep_reserved: bool = True, guard: int = PAGE_SIZE,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, mm: Optional[RealMM] = None) -> None:
         self.size = page_align(size)
         self.guard = guard
         self.keep_reserved = keep_reserved
-        self.mm = RealMM()
+        self.shared_mm = mm is not None
+        self.mm = mm or RealMM()
         self._rng = random.Random(seed)
         self.base = self.end = 0
 
@@ -301,7 +304,12 @@ class Region:
         self.close()
 
     def close(self) -> None:
-        self.mm.release_all()
+        if not self.shared_mm:
+            self.mm.release_all()
+        elif self.base:  # a RealMM shared with other regions: undo only this one
+            lo, hi = self.base - self.guard, self.end + self.guard
+            self.mm.disown(lo, hi)
+            self.mm.lib.munmap(lo, hi - lo)
         _live.discard(self)
 
 
