@@ -17,6 +17,8 @@ COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
     "mmlab.report.diff_cmd",
+    "mmlab.report.real_cmd",
+    "mmlab.report.compare_cmd",
 ]
 
 
