@@ -16,9 +16,12 @@ from typing import Optional, Sequence
 COMMANDS: list[str] = [
     "mmlab.report.kernels_cmd",
     "mmlab.report.demo_cmd",
+    "mmlab.report.latency_cmd",
+    "mmlab.report.race_cmd",
     "mmlab.report.diff_cmd",
     "mmlab.report.real_cmd",
     "mmlab.report.compare_cmd",
+    "mmlab.report.bench_cmd",
 ]
 
 

@@ -91,11 +91,14 @@ class MmapSem:
     def down_read_trylock(self) -> bool:
         """Take the lock for read if that needs no wait; never queues."""
         ctx = current()
+        now = self.clock.now_ns()
+        rec = LockRecord(self.name, ctx, READ, now, "trylock")
+        hp = hooks.schedule_point
+        if hp is not None and hp("lock_trylock", (self, rec)) is False:
+            return False  # controlled mode: the scheduler's model of the queue says no
         h = self._rw.gen_rlock()
         if not h.acquire(blocking=False):
             return False
-        now = self.clock.now_ns()
-        rec = LockRecord(self.name, ctx, READ, now, "trylock")
         rec.acq_ns = now
         self._tl.h = h
         self._tl.rec = rec

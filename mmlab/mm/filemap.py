@@ -14,7 +14,7 @@ import itertools
 import threading
 from typing import Callable, Optional
 
-from mmlab.clock import Clock, Costs
+from mmlab.clock import Clock, Costs, hooks
 from mmlab.flags import PAGE_SIZE
 
 __all__ = ["File", "filemap_read"]
@@ -89,6 +89,9 @@ def filemap_read(file: File, pgoff: int, costs: Costs, clock: Clock,
         return False
     if unlock is not None:
         unlock()
+    hp = hooks.schedule_point
+    if hp is not None:  # lock_page(): controlled mode runs the task only once the page lock is free
+        hp("page_lock", file.io_lock)
     with file.io_lock:  # another task may have read it while we waited for the page lock
         if not file.cache[pgoff]:
             end = min(file.npages, pgoff + costs.readahead_pages)

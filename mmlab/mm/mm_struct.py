@@ -13,7 +13,7 @@ import collections
 import dataclasses
 from typing import Optional, Union
 
-from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock
+from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
 from mmlab.current import current, next_call_id
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
@@ -136,6 +136,9 @@ class MM:
         c = CallInfo(next_call_id(), ctx.name, ctx.index, name, args, self.clock.now_ns())
         ctx.call_id = c.call_id
         ctx.call_name = name
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("syscall_enter", c)
         return c
 
     def end_call(self, c: CallInfo, result: object) -> None:
@@ -145,6 +148,9 @@ class MM:
         ctx = current()
         ctx.call_id = 0
         ctx.call_name = ""
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("syscall_exit", c)
 
     # ------------------------------------------------------------------ locking
     def mmap_read_lock(self, how: str = "") -> None:

@@ -10,6 +10,8 @@ large range costs a few operations per 2 MiB rather than per page.
 
 from __future__ import annotations
 
+import functools
+import threading
 from array import array
 from typing import Iterator
 
@@ -45,12 +47,23 @@ class PteTable:
         self.present = 0
 
 
+def _ptl(fn):
+    """Updates run under the page table lock (pte_offset_map_lock()): two populates (or a fault
+    and a populate) hold mmap_sem for read together and may fill the same pte table."""
+    @functools.wraps(fn)
+    def locked(self, *args):
+        with self.ptl:
+            return fn(self, *args)
+    return locked
+
+
 class PageTable:
     """Sparse page table keyed by PMD index; methods take page-aligned addresses."""
 
     def __init__(self) -> None:
         self.pmds: dict[int, PteTable] = {}
         self.nr_present = 0
+        self.ptl = threading.Lock()
 
     # --------------------------------------------------------------- single pages
     def get(self, addr: int) -> int:
@@ -68,6 +81,7 @@ class PageTable:
         i = (addr >> PAGE_SHIFT) & 511
         return (t.state[i], t.task[i], t.call[i])
 
+    @_ptl
     def set(self, addr: int, state: int, task: int, call: int) -> None:
         """Install (or update) one pte."""
         key = addr >> _PMD_SHIFT
@@ -82,6 +96,7 @@ class PageTable:
         t.task[i] = task
         t.call[i] = call
 
+    @_ptl
     def update_state(self, addr: int, state: int) -> None:
         t = self.pmds[addr >> _PMD_SHIFT]
         t.state[(addr >> PAGE_SHIFT) & 511] = state
@@ -98,6 +113,7 @@ class PageTable:
             yield key, i, j
             p += j - i
 
+    @_ptl
     def fill_absent(self, start: int, end: int, state: int, task: int, call: int) -> int:
         """Make every non-present page of [start, end) present with one provenance.
         Returns the number of pages made present (present pages keep theirs)."""
@@ -155,6 +171,7 @@ class PageTable:
                 return (key << _PMD_SHIFT) + ((i + k) << PAGE_SHIFT)
         return end
 
+    @_ptl
     def zap(self, start: int, end: int) -> tuple[int, int]:
         """zap_page_range(): clear [start, end). Returns (pages zapped, of which mlocked)."""
         zapped = locked = 0
@@ -177,6 +194,7 @@ class PageTable:
         self.nr_present -= zapped
         return zapped, locked
 
+    @_ptl
     def set_mlocked(self, start: int, end: int, on: bool) -> None:
         table = _SET_MLOCK if on else _CLEAR_MLOCK
         for key, i, j in self._spans(start, end):

@@ -1,0 +1,115 @@
+"""Benchmarks of the model's syscalls: one-page mmap+munmap against the real kernel, and how
+find_vma and mmap scale with the number of vmas (10, 1,000 and max_map_count)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from mmlab.bench.libc import RealMM, real_unavailable
+from mmlab.bench.registry import Goal, Row, Run, benchmark
+from mmlab.clock import ZERO_COSTS
+from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE,
+                         PAGE_SIZE, PROT_READ, PROT_WRITE)
+from mmlab.mm.mm_struct import MM
+
+RW = PROT_READ | PROT_WRITE
+# MAP_NORESERVE keeps the real kernel's page from merging with a neighbour (as in the research
+# measurements); the model is given the same flags.
+ONE_PAGE_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+BLOCKS = 5  # model and real alternate in blocks so that load changes hit both sides alike
+
+
+def _pairs_model(mm: MM, n: int) -> int:
+    mmap, munmap = mm.mmap, mm.munmap
+    pc = time.perf_counter_ns
+    t0 = pc()
+    for _ in range(n):
+        munmap(mmap(0, PAGE_SIZE, RW, ONE_PAGE_FLAGS), PAGE_SIZE)
+    return pc() - t0
+
+
+def _pairs_real(real: RealMM, n: int) -> int:
+    rmmap, rmunmap = real.raw_mmap, real.raw_munmap
+    pc = time.perf_counter_ns
+    t0 = pc()
+    for _ in range(n):
+        rmunmap(rmmap(None, PAGE_SIZE, RW, ONE_PAGE_FLAGS, -1, 0), PAGE_SIZE)
+    return pc() - t0
+
+
+@benchmark("mmap_munmap", "mmap+munmap of one anonymous page, uncontended (v6.18, zero costs) vs the real kernel", rows=[
+    Row("mmap_munmap.model", "us/pair", Goal("<=", 20), "the model: MM.mmap + MM.munmap of one page"),
+    Row("mmap_munmap.real", "us/pair", None, "the real kernel through ctypes, same run"),
+    Row("mmap_munmap.ratio", "x", Goal("<=", 3), "model / real, run by run"),
+])
+def _mmap_munmap(quick: bool) -> Run:
+    n = 2_000 if quick else 10_000
+    mm = MM("v6.18", ZERO_COSTS)
+    why = real_unavailable()
+    real = None if why else RealMM()
+    if real is not None:  # fail loudly once rather than silently in the loop
+        real.munmap(real.mmap(PAGE_SIZE, RW, ONE_PAGE_FLAGS), PAGE_SIZE)
+
+    def step() -> dict[str, float]:
+        tm = tr = 0
+        for _ in range(BLOCKS):
+            tm += _pairs_model(mm, n // BLOCKS)
+            if real is not None:
+                tr += _pairs_real(real, n // BLOCKS)
+        m = tm / n / 1e3
+        out = {"mmap_munmap.model": m}
+        if real is not None:
+            r = tr / n / 1e3
+            out["mmap_munmap.real"] = r
+            out["mmap_munmap.ratio"] = m / r
+        return out
+
+    return Run(step, notes=[f"real kernel: {why}"] if why else [])
+
+
+SIZES = (10, 1_000, DEFAULT_MAX_MAP_COUNT)
+_BASE = 0x10000000  # the populated vmas live low; new mmaps go top-down from mmap_base
+
+
+def _build(n: int) -> MM:
+    """An MM with *n* - 1 one-page vmas (so one more mmap makes *n*), each with a hole after it."""
+    mm = MM("v6.18", ZERO_COSTS, layout="bare", max_map_count=DEFAULT_MAX_MAP_COUNT, history=1_000)
+    for i in range(n - 1):
+        mm.mmap(_BASE + 2 * i * PAGE_SIZE, PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    return mm
+
+
+@benchmark("vma_index", "find_vma and mmap+munmap among 10, 1,000 and 65,530 vmas", rows=[
+    *[Row(f"vma_index.find_vma_{n}", "ns/lookup") for n in SIZES],
+    Row("vma_index.find_vma_ratio", "x", Goal("<=", 2), f"find_vma at {SIZES[-1]} / at {SIZES[0]}"),
+    *[Row(f"vma_index.mmap_{n}", "us/pair") for n in SIZES],
+    Row("vma_index.mmap_ratio", "x", Goal("<=", 2), f"mmap+munmap at {SIZES[-1]} / at {SIZES[0]}"),
+])
+def _vma_index(quick: bool) -> Run:
+    lookups = 5_000 if quick else 20_000
+    pairs = 500 if quick else 2_000
+    mms = {n: _build(n) for n in SIZES}
+    addrs = {}
+    for n in SIZES:
+        rnd = random.Random(n)  # fixed seeds: the same addresses every run
+        span = 2 * (n - 1) * PAGE_SIZE
+        addrs[n] = [_BASE + (rnd.randrange(span) & ~(PAGE_SIZE - 1)) for _ in range(lookups)]
+
+    def step() -> dict[str, float]:
+        out: dict[str, float] = {}
+        pc = time.perf_counter_ns
+        for n in SIZES:
+            fv = mms[n].vmas.find_vma
+            xs = addrs[n]
+            t0 = pc()
+            for a in xs:
+                fv(a)
+            out[f"vma_index.find_vma_{n}"] = (pc() - t0) / lookups
+        for n in SIZES:
+            out[f"vma_index.mmap_{n}"] = _pairs_model(mms[n], pairs) / pairs / 1e3
+        out["vma_index.find_vma_ratio"] = out[f"vma_index.find_vma_{SIZES[-1]}"] / out[f"vma_index.find_vma_{SIZES[0]}"]
+        out["vma_index.mmap_ratio"] = out[f"vma_index.mmap_{SIZES[-1]}"] / out[f"vma_index.mmap_{SIZES[0]}"]
+        return out
+
+    return Run(step)

@@ -1,0 +1,91 @@
+"""`mmlab bench`: the listing, the JSON shape of a small run, the runner's statistics and verdicts,
+and bad arguments. No timing assertions: the benchmark numbers themselves are not tested here."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from mmlab.bench import REGISTRY, Benchmark, Goal, Row, Run, run_benchmark
+from mmlab.cli import main
+
+ROW_KEYS = {"name", "unit", "median", "min", "max", "runs", "goal", "met"}
+
+
+def test_list_names_every_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in REGISTRY:
+        assert name in out
+
+
+def test_small_run_writes_json_matching_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "bench.json"
+    rc = main(["bench", "mmap_sem", "controlled", "--quick", "--json", str(f)])
+    assert rc in (0, 1)  # 1: a goal not met on this machine; still a complete report
+    out = capsys.readouterr().out
+    doc = json.loads(f.read_text())
+    assert doc["quick"] is True and doc["machine"]["python"]
+    rows = {r["name"]: r for r in doc["results"]}
+    assert set(rows) == {r.name for r in REGISTRY["mmap_sem"].rows} | {r.name for r in REGISTRY["controlled"].rows}
+    for r in doc["results"]:
+        assert ROW_KEYS <= set(r)
+        assert r["name"].split(".", 1)[1] in out  # every JSON row is in the table
+    ratio = rows["mmap_sem.write_ratio"]
+    assert ratio["status"] == "ok" and ratio["runs"] >= 5 and len(ratio["samples"]) == ratio["runs"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert ratio["goal_op"] == "<=" and ratio["goal_value"] == 1.5
+    assert ratio["met"] == (ratio["median"] <= 1.5)
+    assert rows["mmap_sem.write_bare"]["met"] is None  # a reference row has no goal
+    pend = rows["controlled.schedule_points"]
+    assert pend["status"] == "pending" and pend["median"] is None and pend["met"] is None
+    assert "not on main" in pend["note"]
+
+
+@pytest.mark.parametrize("argv", [["bench", "--runs", "3"], ["bench", "no-such-benchmark"],
+                                  ["bench", "--max-spread", "0"]])
+def test_bad_arguments_exit_2_and_run_nothing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""
+
+
+def _fake(values: list[float], goal: Goal) -> Benchmark:
+    it = iter(values)
+    closed: list[bool] = []
+
+    def setup(quick: bool) -> Run:
+        return Run(lambda: {"fake.x": next(it)}, close=lambda: closed.append(True))
+
+    b = Benchmark("fake", "a fake", [Row("fake.x", "u", goal)], setup)
+    b.closed = closed  # type: ignore[attr-defined]
+    return b
+
+
+def test_runner_discards_warm_up_and_takes_median_min_max() -> None:
+    b = _fake([1000.0, 5, 1, 3, 2, 4], Goal("<=", 3))  # 1000 is the warm-up
+    [r] = run_benchmark(b, quick=False)
+    assert (r.median, r.min, r.max, r.runs) == (3, 1, 5, 5)
+    assert r.samples == [5, 1, 3, 2, 4]
+    assert r.met is True
+    assert r.trusted is False and "spread" in r.note  # (5-1)/3 > 0.5, and the goal lies inside it
+    assert b.closed == [True]  # type: ignore[attr-defined]
+
+
+def test_runner_verdict_moves_with_the_goal_and_tight_spread_is_trusted() -> None:
+    vals = [0.0, 10, 10.1, 9.9, 10, 10.05]
+    [met] = run_benchmark(_fake(vals, Goal(">=", 9)), quick=False)
+    [unmet] = run_benchmark(_fake(vals, Goal(">=", 11)), quick=False)
+    assert met.met is True and unmet.met is False
+    assert met.trusted and unmet.trusted and met.note == ""
+
+
+def test_runner_reports_a_broken_benchmark_as_an_error_row() -> None:
+    def setup(quick: bool) -> Run:
+        c = itertools.count()
+        return Run(lambda: {"fake.x": 1 / (1 - next(c))})  # the warm-up passes, run 1 divides by 0
+
+    [r] = run_benchmark(Benchmark("fake", "", [Row("fake.x", "u")], setup), quick=False)
+    assert r.status == "error" and "ZeroDivisionError" in r.note and r.median is None
