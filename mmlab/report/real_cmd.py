@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fmt_us(v: float) -> str:
-    return f"{v / 1000:.2f}" if v >= 100 else f"{v / 1000:.3f}"
+    from mmlab.report.latency_tables import fmt_us  # the units `mmlab latency` prints
+    return fmt_us(v)
 
 
 def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[str, Any]],
@@ -77,7 +78,7 @@ def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[
     from mmlab.real.scenarios import VICTIM_OPS
     VICTIM_OPS = VICTIM_OPS + ("writer",)  # noqa: N806 - the pooled write-lock calls
     for pop in dict.fromkeys(r["populator"] for r in runs):
-        t = Table(title=f"{pop}: victim waits while populating, ms (p50 / p99 / p99.9 / max)")
+        t = Table(title=f"{pop}: victim waits while populating (p50 / p99 / p99.9 / max)")
         t.add_column("kernel")
         t.add_column("size", justify="right")
         t.add_column("populate ms", justify="right")
