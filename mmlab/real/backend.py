@@ -193,11 +193,8 @@ class RealMM:
         r, w = m.perms[0] == "r", m.perms[1] == "w"
         if (write and not w) or (not write and not (r or w)):
             raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {m.perms}")
-        if m.name.startswith("/") and not m.name.endswith("(deleted)"):
-            try:
-                size = os.stat(m.name).st_size
-            except OSError:
-                size = 1 << 62
+        if m.name and not m.name.startswith("["):  # file-backed, shmem included: SIGBUS beyond EOF
+            size = _mapped_file_size(m)
             if m.offset + (page - m.start) >= page_align(size):
                 raise SIGBUS(addr, f"beyond EOF of {m.name}")
         if write:
@@ -231,6 +228,15 @@ class RealMM:
                 self.lib.munmap(s, e - s)
             except OSError:
                 pass
+
+
+def _mapped_file_size(m: MapsEntry) -> int:
+    """The size of the file (or shmem object: a grown MAP_SHARED|MAP_ANONYMOUS mapping reaches
+    beyond it) behind a vma, through /proc/self/map_files; refuses to guess."""
+    try:
+        return os.stat(f"/proc/self/map_files/{m.start:x}-{m.end:x}").st_size
+    except OSError as e:
+        raise OutsideRegion(f"cannot tell the size of {m.name} (so whether a touch would SIGBUS): {e}") from None
 
 
 # one-byte loads and stores through libc: CDLL drops the GIL while the fault runs
