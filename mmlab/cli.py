@@ -23,6 +23,7 @@ COMMANDS: list[str] = [
     "mmlab.report.real_cmd",
     "mmlab.report.compare_cmd",
     "mmlab.report.bench_cmd",
+    "mmlab.report.explore_cmd",
 ]
 
 
