@@ -20,6 +20,7 @@ COMMANDS: list[str] = [
     "mmlab.report.race_cmd",
     "mmlab.report.diff_cmd",
     "mmlab.report.bench_cmd",
+    "mmlab.report.sweep_cmd",
 ]
 
 

@@ -547,6 +547,7 @@ class SuiteItem(pytest.Item):
 
 
 # ---------------------------------------------------------------------------- merged results
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist, on the controller: keep each worker's results document."""
     config = node.config
@@ -613,7 +614,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write(buf.getvalue())
     ws = sorted(st.merged.workers)
     t = st.merged.totals()
-    tr.write_line(f"{t['seeds']} seeds, {t['rounds']} rounds, {t['FORBIDDEN']} FORBIDDEN, {t['failures']} failing items"
+    it = st.merged.items
+    tr.write_line(f"{sum(it.values())} mmlab items ({it.get('passed', 0)} passed, {it.get('failed', 0)} failed, "
+                  f"{it.get('skipped', 0)} skipped): {t['rounds']} rounds, {t['window_hits']} window hits, "
+                  f"{t['FORBIDDEN']} FORBIDDEN, {t['INTERESTING']} INTERESTING"
                   + (f"; merged from workers {', '.join(ws)}" if ws != ["main"] else ""))
     for wid in st.crashed:
         tr.write_line(f"worker {wid} crashed: its counts are missing from the merge", red=True)
