@@ -24,6 +24,7 @@ COMMANDS: list[str] = [
     "mmlab.report.compare_cmd",
     "mmlab.report.bench_cmd",
     "mmlab.report.explore_cmd",
+    "mmlab.report.sweep_cmd",
 ]
 
 
