@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from mmlab.flags import (MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
-                         MCL_FUTURE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
+                         MCL_FUTURE, MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
 from mmlab.mm.filemap import File
 from mmlab.mm.mm_struct import MM
 
@@ -118,7 +118,10 @@ def _mremap_setup(mm: MM, size: int) -> PopState:
 
 
 def _populate_mremap(mm: MM, st: PopState) -> None:
-    mm.mremap(st.addr, PAGE_SIZE, st.length, 0)
+    # Grows in place when the room after the vma is still free (the usual case); MREMAP_MAYMOVE
+    # lets it move when another task mapped something there since setup. Either way the grown
+    # tail is populated: in place by vma_to_resize/expand, moved by move_vma (patch 6).
+    st.addr = mm.mremap(st.addr, PAGE_SIZE, st.length, MREMAP_MAYMOVE)
 
 
 def _fremap_setup(mm: MM, size: int) -> PopState:
