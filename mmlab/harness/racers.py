@@ -76,8 +76,17 @@ def _mmap_fixed_populate(mm: MM, st: PopState, p: Prepared) -> None:
 
 
 def _donor(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
-    """An untouched anonymous mapping of the range's size, away from it."""
-    return {"donor": mm.mmap(0, st.length, RW, ANON)}
+    """An untouched anonymous mapping of the range's size, away from it.
+
+    The populator's target is a hole that get_unmapped_area() would hand out next (its
+    free_area_cache points there), so the donor is placed by hint just below or above it,
+    one guard page apart so that it cannot merge with the populated vma."""
+    for hint in (st.addr - st.length - PAGE_SIZE, st.addr + st.length + PAGE_SIZE):
+        a = mm.mmap(hint, st.length, RW, ANON)
+        if a + st.length <= st.addr or a >= st.addr + st.length:
+            return {"donor": a}
+        mm.munmap(a, st.length)
+    raise RuntimeError(f"no room for a donor beside {st.addr:#x}+{st.length:#x}")
 
 
 def _mremap_fixed(mm: MM, st: PopState, p: Prepared) -> None:
