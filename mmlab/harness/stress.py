@@ -309,9 +309,12 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
         res.reason = "skipped"
         return res
     worst = {"ns": 0, "where": ""}
+    # the stall is what the *other* tasks suffer: a populator waiting to re-take the lock it
+    # yielded is the cause, not a victim
+    causes = {t.name for t in tasks if t.name.startswith(tuple(s.name for s in suite.tasks if s.populator))}
 
     def on_lock(rec) -> None:
-        if rec.acq_ns >= 0 and rec.how not in ("downgrade", "trylock"):
+        if rec.acq_ns >= 0 and rec.how not in ("downgrade", "trylock") and rec.task not in causes:
             w = rec.acq_ns - rec.req_ns
             if w > worst["ns"]:
                 worst["ns"] = w
