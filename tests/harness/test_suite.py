@@ -112,3 +112,33 @@ def test_cli_runs_a_tiny_suite_and_checks_expectations(tmp_path: Path, capsys: p
     assert main(["stress", str(_write(tmp_path, violated, "violated.toml"))]) == 1
     text = capsys.readouterr().out
     assert "v3.9: FORBIDDEN appeared" in text and "replay: mmlab race" in text
+
+
+def test_cli_hang_exits_3_with_stacks_and_lock_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from mmlab.harness import race, stress
+
+    def hung(*a: object, **k: object) -> None:
+        raise race.RoundHang("round hung: populator still running after 60 s", "--- thread populator\n  frame\n",
+                             {"lock": "mmap_sem", "holders": [{"task": "populator", "mode": "R"}], "waiters": []})
+    monkeypatch.setattr(stress, "run_cell", hung)
+    assert main(["stress", str(_write(tmp_path, GOOD))]) == 3
+    err = capsys.readouterr().err
+    assert "round hung" in err and "--- thread populator" in err and "holders" in err
+
+
+def test_cli_interrupt_exits_130_with_what_was_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from mmlab.harness import stress
+    real = stress.run_cell
+    calls = []
+
+    def once_then_interrupt(*a: object, **k: object):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(stress, "run_cell", once_then_interrupt)
+    assert main(["stress", str(_write(tmp_path, GOOD))]) == 130
+    out = capsys.readouterr().out
+    assert "v3.9" in out and "interrupted" in out  # the first kernel's cell is in the summary
