@@ -507,21 +507,30 @@ def calls(mm, b):
 {body}
 
 
+def result(side, call):
+    """The call's return value (an address as an offset into the region), errno or signal."""
+    try:
+        v = call()
+    except OSError as e:
+        return ("errno", e.errno)
+    except Signal as e:
+        return ("signal", e.name)
+    if isinstance(v, int) and v > 4096:
+        inside = side.base - P <= v < side.base + ({pages} + 1) * P
+        return ("ok", v - side.base if inside else "outside")
+    return ("ok", v or 0)
+
+
 with Region({pages} * P, keep_reserved=False) as reg:
     sides = [RealSide(reg), ModelSide({pages})]
     steps = [list(calls(s.mm, s.base)) for s in sides]
     for i in range(len(steps[0])):
-        obs = []
-        for s, st in zip(sides, steps):
-            try:
-                r = ("ok", st[i]())
-            except (OSError, Signal) as e:
-                r = ("error", e)
-            obs.append(observe(s, r))
+        obs = [observe(s, result(s, st[i])) for s, st in zip(sides, steps)]
         print(f"step {{i}}:")
         for s, o in zip(sides, obs):
-            print(f"  {{s.name:5}} layout={{o.layout}} mincore={{[m.hex() for m in o.mincore]}} locked={{o.locked}}")
-        if obs[0].fields() != obs[1].fields():
-            print("  ^^^ disagree on", [k for k in obs[0].fields() if k != "result"
-                                        and obs[0].fields()[k] != obs[1].fields()[k]])
+            print(f"  {{s.name:5}} result={{o.result}} layout={{o.layout}} "
+                  f"mincore={{[m.hex() for m in o.mincore]}} locked={{o.locked}}")
+        bad = [k for k, v in obs[0].fields().items() if v != obs[1].fields()[k]]
+        if bad:
+            print("  ^^^ disagree on", bad)
 '''
