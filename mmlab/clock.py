@@ -66,7 +66,7 @@ ZERO_COSTS = Costs(time_scale=0.0)
 class _Hooks:
     """Installed by controlled mode (mmlab.sched); None in free-running mode."""
 
-    schedule_point: Optional[Callable[[str, object], None]] = None
+    schedule_point: Optional[Callable[[str, object], object]] = None  # "lock_trylock" may answer False
 
 
 hooks = _Hooks()
@@ -77,9 +77,9 @@ class Clock:
 
     virtual: bool = False
     deferring: bool = True
-    """False while no thread has ever deferred a cost (e.g. zero costs): settle() has nothing to
-    pay, so a lock release may skip calling it. Set once and never reset, so no race can lose
-    a debt."""
+    """False while no cost has ever been spent (zero costs): no thread owes anything or holds
+    credit, so settle() has nothing to do and a lock release may skip calling it. Set by the
+    first cost and never reset, so no race can lose a debt."""
 
     def now_ns(self) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -100,7 +100,10 @@ class RealClock(Clock):
 
     Small costs (a single page fault) accumulate per thread and are paid together, because
     time.sleep cannot sleep 1.6 us; :meth:`settle` pays the rest before a lock is released, so
-    work done under a lock is always paid under that lock.
+    work done under a lock is always paid under that lock. A sleep that overshoots (timer slack,
+    or waiting for the GIL while other task threads run Python) is credited against the thread's
+    next costs until the next settle(), so a long populate runs at the modelled rate instead of
+    paying one GIL switch interval per page-table chunk on top.
     """
 
     def __init__(self, quantum_ns: int = 200_000) -> None:
@@ -114,18 +117,18 @@ class RealClock(Clock):
     def spend(self, ns: int, why: str = "") -> None:
         if ns <= 0:
             return
+        self.deferring = True
         d = self._debt.ns + ns
         if d >= self.quantum_ns:
-            self._debt.ns = 0
-            _sleep_ns(d)
+            # oversleeping (timer slack, waiting for the GIL) is credit against the next costs
+            self._debt.ns = -_sleep_ns(d)
         else:
-            self.deferring = True
             self._debt.ns = d
 
     def settle(self) -> None:
         d = self._debt.ns
-        if d:
-            self._debt.ns = 0
+        self._debt.ns = 0  # credit does not outlive the lock hold it was earned in
+        if d > 0:
             _sleep_ns(d)
 
     def wait(self, ns: int, why: str = "") -> None:
@@ -138,13 +141,14 @@ class _Debt(threading.local):
     ns = 0  # a class default: a missing thread-local attribute would cost an exception
 
 
-def _sleep_ns(ns: int) -> None:
-    """Sleep for about *ns*; the deadline is absolute so oversleeping does not accumulate."""
+def _sleep_ns(ns: int) -> int:
+    """Sleep for about *ns*; the deadline is absolute so oversleeping does not accumulate.
+    Returns how far past the deadline the thread got to run again (ns)."""
     deadline = time.perf_counter_ns() + ns
     while True:
         left = deadline - time.perf_counter_ns()
         if left <= 0:
-            return
+            return -left
         time.sleep(left / 1e9)
 
 
@@ -172,7 +176,14 @@ class VirtualClock(Clock):
             hp("spend", why)
 
     def wait(self, ns: int, why: str = "") -> None:
-        self.spend(ns, why or "wait")
+        """A timed sleep (a disk wait). Under a controller the task sleeps until the virtual time
+        reaches now + ns -- others run meanwhile, and the controller moves the clock on when
+        nothing else can run; alone, the clock just moves on."""
+        hp = hooks.schedule_point
+        if hp is None:
+            self.spend(ns)
+        else:
+            hp("wait", (self, ns, why or "wait"))
 
     def advance_to(self, t: int) -> None:
         if t > self._now:

@@ -231,12 +231,15 @@ class MmapSem:
 
     def down_read_trylock(self) -> bool:
         """Take the lock for read if that needs no wait; never queues."""
+        ctx = current()
+        now = self._now()
+        rec = LockRecord(self.name, ctx, READ, now, "trylock", now)
+        hp = hooks.schedule_point
+        if hp is not None and hp("lock_trylock", (self, rec)) is False:
+            return False  # controlled mode: the scheduler's model of the queue says no
         h = self._try_read()
         if h is False:
             return False
-        ctx = current()
-        now = self.clock.now_ns()
-        rec = LockRecord(self.name, ctx, READ, now, "trylock", now)
         rec._h = h
         self.holders[ctx.tid] = rec
         self.acquisitions += 1

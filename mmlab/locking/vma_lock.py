@@ -46,13 +46,16 @@ class VmaLocks:
         """vma_start_write(): called with mmap_sem held for write; waits for the vma's readers."""
         if vma.vm_lock_seq == self.mm_lock_seq:
             return
-        with self._cond:
-            while vma.vm_refcnt:
+        while True:
+            with self._cond:
+                if not vma.vm_refcnt:
+                    vma.vm_lock_seq = self.mm_lock_seq
+                    return
                 hp = hooks.schedule_point
-                if hp is not None:
-                    hp("vma_write_wait", vma)
-                self._cond.wait(0.05)
-            vma.vm_lock_seq = self.mm_lock_seq
+                if hp is None:
+                    self._cond.wait(0.05)
+                    continue
+            hp("vma_write_wait", vma)  # controlled mode: not holding _cond, runs again once drained
 
     def end_write_all(self) -> None:
         """vma_end_write_all(): called by mmap_write_unlock() and mmap_write_downgrade()."""

@@ -43,12 +43,17 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
             return 0
         mm.mmap_read_lock()
         try:
+            # Linux walks the vmas in order (madvise_walk_vmas): a VM_LOCKED vma fails with
+            # EINVAL even after a hole, a hole only makes the final result ENOMEM; populate
+            # stops at the first hole (ENOMEM) or incompatible vma (EINVAL), whichever is first
             vmas = check_range_mapped(mm, start, end)
+            if advice == MADV_DONTNEED and any(v.flags & (VM_LOCKED | VM_PFNMAP) for v in mm.vmas.range(start, end)):
+                raise err(EINVAL, "madvise")
+            if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+                _populate_precheck(mm, start, end, advice == MADV_POPULATE_WRITE)
             if not vmas:
                 raise err(ENOMEM, "madvise")
             if advice == MADV_DONTNEED:
-                if any(v.flags & (VM_LOCKED | VM_PFNMAP) for v in vmas):
-                    raise err(EINVAL, "madvise")
                 from mmlab.mm.mmap import zap_detached
                 from mmlab.mm.vma import Vma
                 parts = []
@@ -58,10 +63,6 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
                 zap_detached(mm, parts)
             elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
                 write = advice == MADV_POPULATE_WRITE
-                for v in vmas:
-                    if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or (write and not v.flags & VM_WRITE) \
-                            or (not write and not v.flags & VM_READ):
-                        raise err(EINVAL, "madvise")
                 for v in vmas:
                     a = max(start, v.start)
                     while a < min(end, v.end):
@@ -78,6 +79,21 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         raise
     mm.end_call(call, 0)
     return 0
+
+
+def _populate_precheck(mm: "MM", start: int, end: int, write: bool) -> None:
+    """The first failure madvise_populate() meets in address order: ENOMEM at a hole, EINVAL at
+    a vma that the populate may not fault (PROT_NONE, or without the access asked for)."""
+    pos = start
+    for v in mm.vmas.range(start, end):
+        if v.start > pos:
+            raise err(ENOMEM, "madvise")
+        if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or (write and not v.flags & VM_WRITE) \
+                or (not write and not v.flags & VM_READ):
+            raise err(EINVAL, "madvise")
+        pos = v.end
+    if pos < end:
+        raise err(ENOMEM, "madvise")
 
 
 def sys_mincore(mm: "MM", start: int, length: int) -> bytes:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 from typing import Optional, Union
 
-from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock
+from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
 from mmlab.current import current, next_call_id
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
-                         VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE)
+                         VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.locking import MmapSem, VmaLocks
 from mmlab.mm.filemap import File
@@ -108,9 +109,11 @@ class MM:
         self.locked_vm = 0  # pages
         self.total_vm = 0  # pages
         self.rlimit_memlock = rlimit_memlock
+        self.rlimit_stack = 8 << 20  # RLIMIT_STACK: how far [stack] may grow down
         self.cap_ipc_lock = cap_ipc_lock
         self.max_map_count = max_map_count
         self.start_brk = self.brk_cur = START_BRK
+        self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)
         self.calls: dict[int, CallInfo] = {}  # calls that populated: the oracle needs them
         self.call_history: collections.deque[CallInfo] = collections.deque(maxlen=history)
         if layout == "process":
@@ -136,6 +139,9 @@ class MM:
         c = CallInfo(next_call_id(), ctx.name, ctx.index, name, args, self.clock.now_ns())
         ctx.call_id = c.call_id
         ctx.call_name = name
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("syscall_enter", c)
         return c
 
     def end_call(self, c: CallInfo, result: object) -> None:
@@ -145,6 +151,9 @@ class MM:
         ctx = current()
         ctx.call_id = 0
         ctx.call_name = ""
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("syscall_exit", c)
 
     # ------------------------------------------------------------------ locking
     def mmap_read_lock(self, how: str = "") -> None:
@@ -243,6 +252,8 @@ class MM:
         out = []
         for v in self.vmas:
             rss = self.pt.count_present(v.start, v.end)
+            if v.file is None and not v.flags & VM_SHARED:  # the zero page is not in Rss
+                rss -= self.pt.count_zero_page(v.start, v.end)
             out.append(VmaInfo(v.start, v.end, v.flags, getattr(v.file, "name", None), v.pgoff,
                                v.vm_id, rss, rss if v.flags & VM_LOCKED else 0, v.name))
         return out
@@ -265,6 +276,14 @@ class MM:
                         "Rss": v.rss_pages * 4, "Locked": v.locked_pages * 4, "VmFlags": _smaps_flags(v.flags)})
         return out
 
+    def file_page(self, addr: int) -> Optional[tuple[File, int]]:
+        """(file, page offset) that the mapping at *addr* maps -- after remap_file_pages() the
+        offset it was remapped to -- or None for no vma or an anonymous one."""
+        v = self.vmas.vma_lookup(addr)
+        if v is None or v.file is None:
+            return None
+        return v.file, v.file_pgoff(addr & ~(PAGE_SIZE - 1))
+
     def vm_lck_kb(self) -> int:
         """VmLck of /proc/self/status."""
         return self.locked_vm * 4
@@ -276,7 +295,8 @@ class MM:
             t = self.pt.pmds[key]
             ptes.append((key, bytes(t.state), t.call.tobytes(), t.task.tobytes()))
         return {
-            "vmas": [(v.start, v.end, v.flags, id(v.file), v.pgoff, v.vm_id) for v in self.vmas],
+            "vmas": [(v.start, v.end, v.flags, id(v.file), v.pgoff, v.vm_id,
+                      None if v.nonlinear is None else sorted(v.nonlinear.items())) for v in self.vmas],
             "ptes": ptes,
             "def_flags": self.def_flags, "locked_vm": self.locked_vm, "total_vm": self.total_vm,
             "brk": self.brk_cur, "origins": [(s, e, o.oid) for s, e, o in self.origins.ranges(0, TASK_SIZE)],

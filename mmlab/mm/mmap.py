@@ -28,7 +28,7 @@ from mmlab.flags import (
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
 from mmlab.mm.pagetable import PTE_MLOCKED
-from mmlab.mm.vma import Vma
+from mmlab.mm.vma import Vma, shmem_zero_setup
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM, CallInfo
@@ -133,6 +133,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         addr = mm.vmas.get_unmapped_area(length, addr)
     if anon and maptype == MAP_PRIVATE:
         pgoff = addr >> 12
+    elif anon:
+        pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
     check_unmap(mm, addr, addr + length, extra=1)
     if vm_flags & VM_LOCKONFAULT:
         populate = 0
@@ -160,6 +162,8 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
     pieces = detach_range(mm, addr, end)
     zap_detached(mm, pieces)  # the old mapping's pages go, under the write lock
     vma = Vma(addr, end, vm_flags, file, pgoff)
+    if file is None and vm_flags & VM_SHARED:
+        shmem_zero_setup(vma)
     vma.vm_lock_seq = mm.vma_locks.mm_lock_seq if mm.kernel.per_vma_lock else -1
     mm.vmas.insert(vma)
     mm.total_vm += length >> 12
@@ -175,15 +179,16 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
 
 
 def check_unmap(mm: "MM", start: int, end: int, extra: int = 0) -> None:
-    """The ENOMEM checks of do_vmi_munmap() (kernel >= 4.17), made before anything changes:
-    splitting a vma at max_map_count fails, and so does a result above it. *extra* counts the
-    vma the caller (mmap_region) will add."""
+    """The ENOMEM checks of do_vmi_munmap(), made before anything changes: an unmap that
+    splits one vma in three fails at max_map_count ("make sure that map_count on return from
+    munmap() will not exceed its limit; but let map_count go just above its limit temporarily");
+    one that only trims vmas does not. *extra* counts the vma the caller (mmap_region) will add."""
     hit = mm.vmas.range(start, end)
     splits = 0
     if hit:
         splits += hit[0].start < start
         splits += hit[-1].end > end
-        if splits and mm.map_count >= mm.max_map_count:
+        if splits == 2 and len(hit) == 1 and mm.map_count >= mm.max_map_count:
             raise err(ENOMEM, "munmap")
     if extra and mm.map_count + splits - len(hit) + extra > mm.max_map_count:
         raise err(ENOMEM, "mmap")
@@ -345,18 +350,24 @@ def expand_stack(mm: "MM", vma: Vma, addr: int) -> Vma:
     from mmlab.current import current
 
     new_start = addr & ~(PAGE_SIZE - 1)
-    prev = mm.vmas.prev(vma)
-    if prev is not None and prev.end > new_start - PAGE_SIZE:
-        raise SIGSEGV(addr, "stack guard gap")
-    grow = (vma.start - new_start) >> 12
-    if vma.flags & VM_LOCKED and not mm.mlock_future_ok(vma.flags, grow << 12):
-        raise SIGSEGV(addr, "RLIMIT_MEMLOCK")
-    old_start = vma.start
-    mm.vmas.rekey(vma, new_start, vma.end)
-    mm.origins.extend(new_start, old_start, old_start)
-    mm.total_vm += grow
+    with mm.anon_vma_lock:  # two faults may grow the stack at once, both under the read lock
+        if new_start >= vma.start:  # another fault grew it meanwhile
+            return vma
+        if vma.end - new_start > mm.rlimit_stack:  # acct_stack_growth()
+            raise SIGSEGV(addr, "RLIMIT_STACK")
+        prev = mm.vmas.prev(vma)
+        if prev is not None and prev.end > new_start - PAGE_SIZE:
+            raise SIGSEGV(addr, "stack guard gap")
+        grow = (vma.start - new_start) >> 12
+        if vma.flags & VM_LOCKED and not mm.mlock_future_ok(vma.flags, grow << 12):
+            raise SIGSEGV(addr, "RLIMIT_MEMLOCK")
+        old_start = vma.start
+        mm.vmas.rekey(vma, new_start, vma.end)
+        mm.origins.extend(new_start, old_start, old_start)
+        mm.total_vm += grow
+        if vma.flags & VM_LOCKED:
+            mm.locked_vm += grow
     if vma.flags & VM_LOCKED:
-        mm.locked_vm += grow
         if not vma.flags & VM_LOCKONFAULT:
             ctx = current()
             call = mm.begin_call("stack-growth", (addr,)) if not ctx.call_id else None

@@ -10,6 +10,8 @@ large range costs a few operations per 2 MiB rather than per page.
 
 from __future__ import annotations
 
+import functools
+import threading
 from array import array
 from typing import Iterator
 
@@ -29,6 +31,7 @@ _ZERO_STATE = bytes(_PMD_PAGES)
 _ZERO_U32 = array("I", bytes(4 * _PMD_PAGES))
 _ZERO_U16 = array("H", bytes(2 * _PMD_PAGES))
 _PRESENT_TABLE = bytes((1 if i & PTE_PRESENT else 0) for i in range(256))
+_ZERO_PAGE_TABLE = bytes((1 if i & PTE_PRESENT and not i & (PTE_WRITTEN | PTE_FILE) else 0) for i in range(256))
 _MLOCKED_TABLE = bytes((1 if i & PTE_MLOCKED else 0) for i in range(256))
 _CLEAR_MLOCK = bytes((i & ~PTE_MLOCKED) for i in range(256))
 _SET_MLOCK = bytes((i | PTE_MLOCKED) if i & PTE_PRESENT else i for i in range(256))
@@ -44,12 +47,23 @@ class PteTable:
         self.present = 0
 
 
+def _ptl(fn):
+    """Updates run under the page table lock (pte_offset_map_lock()): two populates (or a fault
+    and a populate) hold mmap_sem for read together and may fill the same pte table."""
+    @functools.wraps(fn)
+    def locked(self, *args):
+        with self.ptl:
+            return fn(self, *args)
+    return locked
+
+
 class PageTable:
     """Sparse page table keyed by PMD index; methods take page-aligned addresses."""
 
     def __init__(self) -> None:
         self.pmds: dict[int, PteTable] = {}
         self.nr_present = 0
+        self.ptl = threading.Lock()
 
     # --------------------------------------------------------------- single pages
     def get(self, addr: int) -> int:
@@ -67,6 +81,7 @@ class PageTable:
         i = (addr >> PAGE_SHIFT) & 511
         return (t.state[i], t.task[i], t.call[i])
 
+    @_ptl
     def set(self, addr: int, state: int, task: int, call: int) -> None:
         """Install (or update) one pte."""
         key = addr >> _PMD_SHIFT
@@ -81,6 +96,7 @@ class PageTable:
         t.task[i] = task
         t.call[i] = call
 
+    @_ptl
     def update_state(self, addr: int, state: int) -> None:
         t = self.pmds[addr >> _PMD_SHIFT]
         t.state[(addr >> PAGE_SHIFT) & 511] = state
@@ -97,6 +113,7 @@ class PageTable:
             yield key, i, j
             p += j - i
 
+    @_ptl
     def fill_absent(self, start: int, end: int, state: int, task: int, call: int) -> int:
         """Make every non-present page of [start, end) present with one provenance.
         Returns the number of pages made present (present pages keep theirs)."""
@@ -133,6 +150,16 @@ class PageTable:
                 n += (j - i) - t.state[i:j].translate(_PRESENT_TABLE).count(0)
         return n
 
+    def count_zero_page(self, start: int, end: int) -> int:
+        """Present ptes that were never written and map no file page: in a private anonymous vma,
+        the shared zero page, which smaps does not count in Rss (vm_normal_page() skips it)."""
+        n = 0
+        for key, i, j in self._spans(start, end):
+            t = self.pmds.get(key)
+            if t is not None and t.present:
+                n += (j - i) - t.state[i:j].translate(_ZERO_PAGE_TABLE).count(0)
+        return n
+
     def first_absent(self, start: int, end: int) -> int:
         """Address of the first non-present page in [start, end), or end."""
         for key, i, j in self._spans(start, end):
@@ -144,6 +171,7 @@ class PageTable:
                 return (key << _PMD_SHIFT) + ((i + k) << PAGE_SHIFT)
         return end
 
+    @_ptl
     def zap(self, start: int, end: int) -> tuple[int, int]:
         """zap_page_range(): clear [start, end). Returns (pages zapped, of which mlocked)."""
         zapped = locked = 0
@@ -166,6 +194,7 @@ class PageTable:
         self.nr_present -= zapped
         return zapped, locked
 
+    @_ptl
     def set_mlocked(self, start: int, end: int, on: bool) -> None:
         table = _SET_MLOCK if on else _CLEAR_MLOCK
         for key, i, j in self._spans(start, end):

@@ -97,10 +97,19 @@ def anon_vma_prepare(vma: Vma) -> None:
         vma.anon_vma = next(_anon_vma_ids)
 
 
+def shmem_zero_setup(vma: Vma) -> None:
+    """shmem_zero_setup(): a MAP_SHARED|MAP_ANONYMOUS mapping gets a shmem file of its own, so it
+    merges only with pieces of itself. The model has no shmem file; the identity lives in
+    ``anon_vma`` (which can_merge() then requires to be equal) and pgoff starts at 0."""
+    vma.anon_vma = next(_anon_vma_ids)
+
+
 def can_merge(a: Vma, b: Vma) -> bool:
     """is_mergeable_vma() + is_mergeable_anon_vma() for a directly below b."""
     if a.end != b.start or a.flags != b.flags or a.file is not b.file or a.name != b.name:
         return False
+    if a.file is None and a.flags & VM_SHARED:  # shared anonymous: the same shmem object, in order
+        return a.anon_vma == b.anon_vma and a.pgoff + a.pages == b.pgoff
     if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
         return False
     if a.file is not None and a.pgoff + a.pages != b.pgoff:

@@ -1,0 +1,138 @@
+"""Racers: another thread of the same process changing the range a populate is working on.
+
+Each racer is fired once per round at a seeded random moment after the populating call starts.
+It never touches the memory it maps, so any of its pages that end up present were made present
+by somebody else's populate -- the oracle (mmlab.harness.oracle) grades them.
+
+* ``munmap-mmap``  -- munmap() the range, then mmap(MAP_FIXED) an anonymous replacement, not
+  populated (two write-lock holds: the populate may see the hole or the replacement);
+* ``mmap-fixed``   -- one mmap(MAP_FIXED) over the range (mmap_region() unmaps and maps under one
+  write hold);
+* ``mremap-fixed`` -- mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of an untouched donor onto the range
+  (move_vma(): the donor's lineage moves in);
+* ``mprotect``     -- the control: PROT_NONE over part of the range, then back. The mapping keeps
+  its identity, so no profile may report FORBIDDEN; a populate that skips the part made
+  inaccessible is not an error (mm_populate() ignores errors);
+* ``mmap-fixed-populate`` (not in the default set) -- mmap(MAP_FIXED|MAP_POPULATE): a
+  replacement that asked to be populated itself, which patch 9 (VM_POPULATE) accepted and the
+  oracle grades INTERESTING.
+
+These are the three replacements of the real-kernel measurement (research/real-kernel-6.18.md,
+section E) plus the mprotect control; the racers know nothing of kernel profiles.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, MREMAP_FIXED,
+                         MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
+from mmlab.harness.populators import Populator, PopState
+from mmlab.mm.mm_struct import MM
+
+__all__ = ["Racer", "RACERS", "DEFAULT_RACERS", "get_racers", "restore_prot"]
+
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+
+Prepared = dict
+
+
+@dataclass(frozen=True)
+class Racer:
+    """``prepare(mm, pop, st, rng)`` runs in the racer's thread before the populate starts (it
+    may map a donor); ``fire(mm, st, prepared)`` runs at the chosen moment. ``replaces``: the
+    racer puts another mapping in the range (False for the mprotect control)."""
+
+    name: str
+    description: str
+    prepare: Callable[[MM, Populator, PopState, random.Random], Prepared]
+    fire: Callable[[MM, PopState, Prepared], None]
+    replaces: bool = True
+
+
+def restore_prot(pop: Populator) -> int:
+    """The protection the populator maps its range with (what the mprotect racer restores)."""
+    return PROT_READ if pop.name == "populate-file" else RW
+
+
+def _nothing(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
+    return {}
+
+
+def _munmap_mmap(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.munmap(st.addr, st.length)
+    mm.mmap(st.addr, st.length, RW, ANON | MAP_FIXED)
+
+
+def _mmap_fixed(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.mmap(st.addr, st.length, RW, ANON | MAP_FIXED)
+
+
+def _mmap_fixed_populate(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.mmap(st.addr, st.length, RW, ANON | MAP_FIXED | MAP_POPULATE)
+
+
+def _donor(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
+    """An untouched anonymous mapping of the range's size, away from it.
+
+    The populator's target is a hole that get_unmapped_area() would hand out next (its
+    free_area_cache points there), so the donor is placed by hint just below or above it,
+    one guard page apart so that it cannot merge with the populated vma."""
+    for hint in (st.addr - st.length - PAGE_SIZE, st.addr + st.length + PAGE_SIZE):
+        a = mm.mmap(hint, st.length, RW, ANON)
+        if a + st.length <= st.addr or a >= st.addr + st.length:
+            return {"donor": a}
+        mm.munmap(a, st.length)
+    raise RuntimeError(f"no room for a donor beside {st.addr:#x}+{st.length:#x}")
+
+
+def _mremap_fixed(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.mremap(p["donor"], st.length, st.length, MREMAP_MAYMOVE | MREMAP_FIXED, st.addr)
+
+
+def _protect_part(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
+    """A random part of the range: at least one page, at most half of it."""
+    pages = st.length // PAGE_SIZE
+    n = rng.randint(1, max(1, pages // 2))
+    first = rng.randrange(0, pages - n + 1)
+    return {"start": st.addr + first * PAGE_SIZE, "len": n * PAGE_SIZE, "prot": restore_prot(pop)}
+
+
+def _mprotect(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.mprotect(p["start"], p["len"], PROT_NONE)
+    mm.mprotect(p["start"], p["len"], p["prot"])
+
+
+RACERS: dict[str, Racer] = {r.name: r for r in (
+    Racer("munmap-mmap", "munmap(), then mmap(MAP_FIXED) of an unpopulated anonymous replacement",
+          _nothing, _munmap_mmap),
+    Racer("mmap-fixed", "mmap(MAP_FIXED) of an unpopulated anonymous replacement in one call",
+          _nothing, _mmap_fixed),
+    Racer("mremap-fixed", "mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of an untouched donor onto the range",
+          _donor, _mremap_fixed),
+    Racer("mprotect", "control: mprotect(PROT_NONE) of part of the range, then back (identity kept)",
+          _protect_part, _mprotect, replaces=False),
+    Racer("mmap-fixed-populate", "mmap(MAP_FIXED|MAP_POPULATE): a replacement that asked to be populated",
+          _nothing, _mmap_fixed_populate),
+)}
+
+DEFAULT_RACERS = ("munmap-mmap", "mmap-fixed", "mremap-fixed", "mprotect")
+
+
+def get_racers(spec: str) -> list[Racer]:
+    """A comma-separated list of racer names; ``all`` (or empty) for the four of the issue,
+    ``every`` to add mmap-fixed-populate."""
+    s = spec.strip()
+    if s in ("", "all"):
+        return [RACERS[n] for n in DEFAULT_RACERS]
+    if s == "every":
+        return list(RACERS.values())
+    out = []
+    for name in (x.strip() for x in s.split(",") if x.strip()):
+        if name not in RACERS:
+            raise ValueError(f"unknown racer {name!r}; known: {', '.join(RACERS)}")
+        out.append(RACERS[name])
+    return out

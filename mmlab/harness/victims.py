@@ -1,0 +1,112 @@
+"""Victims: the other threads of the process, whose latency a populate must not ruin.
+
+* ``fault`` -- a reader: a task that only writes to fresh pages of a vma of its own (a page
+  fault each: handle_mm_fault() under mmap_sem read, or under the per-VMA lock where the profile
+  has ``per_vma_lock``), recycling the vma with MADV_DONTNEED (untimed) when it is used up. The
+  vma has PROT_NONE guard pages on both sides so it never merges with a neighbour.
+* ``writer`` -- a task that maps one page, mprotects it and unmaps it again: three calls that
+  each take mmap_sem for write (vm_mmap_pgoff, do_mprotect_pkey, __vm_munmap).
+
+They are separate threads on purpose: with a fair rwsem a queued writer blocks new readers, so
+when the writer waits behind a long read hold, the reader waits behind the writer -- Michel
+Lespinasse's objection to populating under the read lock. The model shows that convoy only if the
+two are different tasks.
+
+Both run as repeating tasks and set ``task.user["ready"]`` after a few steps, so a populator can
+start once they are in full swing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import threading
+from typing import Callable, Iterator
+
+from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE,
+                         PROT_NONE, PROT_READ, PROT_WRITE)
+from mmlab.harness.tasks import Step, Task
+
+__all__ = ["VICTIMS", "make_victims", "fault_victim", "writer_victim", "has_mprotect", "READY_AFTER"]
+
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+READY_AFTER = 4  # steps before a victim says it is running
+
+
+def has_mprotect() -> bool:
+    """mprotect() is modelled by mmlab.mm.mprotect (written on another branch)."""
+    return importlib.util.find_spec("mmlab.mm.mprotect") is not None
+
+
+def fault_victim(name: str = "fault", region: int = 4 << 20, seed: int = 0,
+                 interval_ns: int | None = None) -> Task:
+    """A reader faulting fresh pages of its own guarded vma, in a seeded random order."""
+    npages = region // PAGE_SIZE
+    ready = threading.Event()
+
+    def setup(task: Task) -> None:
+        mm = task.mm
+        base = mm.mmap(0, region + 2 * PAGE_SIZE, PROT_NONE, ANON)
+        a = mm.mmap(base + PAGE_SIZE, region, RW, ANON | MAP_FIXED)
+        # Under mlockall(MCL_FUTURE) the region was locked and populated: make faults real again.
+        mm.munlock(base, region + 2 * PAGE_SIZE)
+        mm.madvise(a, region, MADV_DONTNEED)
+        task.user.update(base=base, addr=a, ready=ready)
+
+    def teardown(task: Task) -> None:
+        if "base" in task.user:
+            task.mm.munmap(task.user["base"], region + 2 * PAGE_SIZE)  # type: ignore[arg-type]
+
+    rng = random.Random(seed)
+
+    def script(task: Task) -> Iterator[Step]:
+        a: int = task.user["addr"]  # type: ignore[assignment]
+        order = list(range(npages))
+        rng.shuffle(order)
+        for i, p in enumerate(order):
+            addr = a + p * PAGE_SIZE
+            yield Step("fault", lambda mm, addr=addr: mm.touch(addr, write=True))
+            if i == READY_AFTER:
+                ready.set()
+        yield Step("recycle", lambda mm: mm.madvise(a, region, MADV_DONTNEED), timed=False)
+
+    return Task(name, script, repeat=True, interval_ns=interval_ns, setup=setup, teardown=teardown)
+
+
+def writer_victim(name: str = "writer", interval_ns: int | None = None, mprotect: bool | None = None) -> Task:
+    """One-page mmap, mprotect, munmap: three write-lock calls per round."""
+    use_mprotect = has_mprotect() if mprotect is None else mprotect
+    ready = threading.Event()
+
+    def setup(task: Task) -> None:
+        task.user["ready"] = ready
+
+    def script(task: Task) -> Iterator[Step]:
+        box: dict[str, int] = {}
+        n = 0
+        while True:
+            yield Step("mmap", lambda mm: box.__setitem__("a", mm.mmap(0, PAGE_SIZE, RW, ANON | MAP_NORESERVE)))
+            if use_mprotect:
+                yield Step("mprotect", lambda mm: mm.mprotect(box["a"], PAGE_SIZE, PROT_READ))
+            yield Step("munmap", lambda mm: mm.munmap(box["a"], PAGE_SIZE))
+            n += 1
+            if n == READY_AFTER:
+                ready.set()
+
+    return Task(name, script, repeat=True, interval_ns=interval_ns, setup=setup)
+
+
+VICTIMS: dict[str, Callable[..., Task]] = {"fault": fault_victim, "writer": writer_victim}
+
+
+def make_victims(names: list[str], seed: int, interval_ns: int | None = None) -> list[Task]:
+    out = []
+    for n in names:
+        if n == "fault":
+            out.append(fault_victim(seed=seed, interval_ns=interval_ns))
+        elif n == "writer":
+            out.append(writer_victim(interval_ns=interval_ns))
+        else:
+            raise ValueError(f"unknown victim {n!r}; known: {', '.join(VICTIMS)}")
+    return out

@@ -1,0 +1,199 @@
+"""`mmlab latency`: the Lutomirski-style latency report.
+
+For each kernel profile, populator and populate size, run a populating thread beside a faulting
+reader thread and an mmap/mprotect/munmap writer thread on one MM, and print -- per populator --
+the victims' mmap_sem waits (p50/p99/p99.9/max, from the model's lock records) with the
+populator's own time, a noise floor (the victims alone), and a verdict per kernel, populator and
+victim: bounded or unbounded, from how the worst wait grows with the populate size.
+
+Exit status: 0 done; 1 with ``--expect-bounded`` when any verdict is unbounded, or when a task
+raised; 2 bad arguments (nothing run); 3 a hang (the watchdog's hard limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from mmlab.clock import DEFAULT_COSTS
+
+__all__ = ["register", "run", "parse_size", "parse_sizes"]
+
+DEFAULT_SIZES = "16M,64M,256M"
+QUICK_TIME_SCALE = 0.5
+
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``16M``, ``1G``, ``512K``, or a bare number of MiB; a positive multiple of 4 KiB."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KkMmGg]?)(?:i?[Bb])?\s*", text)
+    if not m:
+        raise ValueError(f"bad size {text!r} (use e.g. 16M, 1G, 512K)")
+    n = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if n <= 0 or n % 4096:
+        raise ValueError(f"size {text!r} must be a positive multiple of 4K")
+    return n
+
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = sorted({parse_size(s) for s in text.split(",") if s.strip()})
+    if len(sizes) < 2:
+        raise ValueError("--sizes needs at least two different sizes: a verdict reads growth with size")
+    return sizes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latency", help="victims' mmap_sem waits while a populate runs, per kernel: bounded or not",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: mmlab latency --quick --kernel v3.9,v6.18,bounded --populator populate-anon,populate-file")
+    p.add_argument("--kernel", default="all", help="comma-separated profiles, with switches "
+                   "(v3.9+populate_after_unlock=off); default: all")
+    p.add_argument("--populator", default="all", help="comma-separated populators; default: all")
+    p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"populate sizes (default {DEFAULT_SIZES})")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help=f"cost multiplier: 1 is the real kernel's speed (default 1; {QUICK_TIME_SCALE} with --quick)")
+    p.add_argument("--quick", action="store_true", help="the default report at a reduced time scale (<= 60 s)")
+    p.add_argument("--stall-ms", type=float, default=100.0,
+                   help="watchdog: report a task waiting longer than this for mmap_sem (default 100)")
+    p.add_argument("--hang-ms", type=float, default=30_000.0,
+                   help="watchdog hard limit: a wait this long is a hang, exit 3 (default 30000)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the victims' choices (default: random, printed)")
+    p.add_argument("--rounds", type=int, default=1, help="populate calls per run (default 1)")
+    p.add_argument("--interval-us", type=float, default=250.0,
+                   help="victims run open loop, one call per interval, corrected for coordinated omission "
+                   "(default 250)")
+    p.add_argument("--closed-loop", action="store_true",
+                   help="victims call back to back instead (as the real-kernel measurement did)")
+    p.add_argument("--noise-ms", type=float, default=250.0, help="length of each noise-floor run (default 250)")
+    p.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
+    p.add_argument("--expect-bounded", action="store_true", help="exit 1 if any verdict is unbounded")
+    p.add_argument("--quiet-stalls", action="store_true", help="record watchdog reports without printing them")
+    p.set_defaults(func=run)
+
+
+def _bad(msg: str) -> int:
+    print(f"mmlab latency: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmlab.harness.populators import get_populators
+    from mmlab.kernels import parse_kernels
+
+    try:
+        kernels = parse_kernels(args.kernel)
+        populators = get_populators(args.populator)
+        sizes = parse_sizes(args.sizes)
+    except ValueError as e:
+        return _bad(str(e))
+    if not kernels or not populators:
+        return _bad("no kernel or no populator selected")
+    ts = args.time_scale if args.time_scale is not None else (QUICK_TIME_SCALE if args.quick else 1.0)
+    if not ts > 0:
+        return _bad("--time-scale must be > 0")
+    if not args.stall_ms > 0 or not args.hang_ms > args.stall_ms:
+        return _bad("--stall-ms must be > 0 and --hang-ms above it")
+    if args.rounds < 1 or not args.interval_us > 0 or not args.noise_ms > 0:
+        return _bad("--rounds must be >= 1, --interval-us and --noise-ms > 0")
+    if args.plot and not _have_plot():
+        return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    return _report(args, kernels, populators, sizes, ts, seed)
+
+
+def _have_plot() -> bool:
+    from mmlab.report.latency_plot import have_matplotlib
+    return have_matplotlib()
+
+
+def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: list[int], ts: float,
+            seed: int) -> int:
+    from rich.console import Console
+
+    from mmlab.harness.latency import LatencyConfig, RunResult, run_latency
+    from mmlab.report.latency_tables import fmt_us, populator_table, size_text, verdict_table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 150))  # a log or a pipe: do not squash the tables
+    err = Console(stderr=True)
+    tty = console.is_terminal
+    timeline_for = (kernels[0].name, populators[0].name, max(sizes)) if args.plot else None
+
+    def stall_out(text: str) -> None:
+        if not args.quiet_stalls:
+            err.print(text, markup=False, highlight=False)
+
+    cfg = LatencyConfig(kernels, populators, sizes, costs=DEFAULT_COSTS.scaled(ts), stall_ms=args.stall_ms,
+                        hang_ms=args.hang_ms, seed=seed, rounds=args.rounds,
+                        interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
+                        noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out)
+    console.print(f"mmlab latency: kernels {', '.join(k.name for k in kernels)}; populators "
+                  f"{', '.join(p.name for p in populators)}; sizes {', '.join(size_text(s) for s in sizes)}; "
+                  f"time scale {ts:g}; victims "
+                  f"{'closed loop' if args.closed_loop else f'open loop every {args.interval_us:g} us'}; seed {seed}",
+                  highlight=False)
+
+    def line(kind: str, r: RunResult, done: int, total: int) -> str:
+        what = f"{r.kernel} noise floor" if kind == "noise floor" else \
+            f"{r.kernel} {r.populator} {size_text(r.size_bytes)}: populate {fmt_us(r.populate_ms * 1e3)}"
+        worst = ", ".join(f"{op} {fmt_us(r.worst_wait_us(op))}" for op in ("fault", "writer") if op in r.victim)
+        extra = "" if r.reason in ("done", "duration") else f" [{r.reason}]"
+        return f"[{done}/{total}] {what}; worst wait {worst}{extra}"
+
+    try:
+        if tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console, transient=True) as prog:
+                tid = prog.add_task("starting", total=None)
+
+                def progress(kind: str, r: RunResult, done: int, total: int) -> None:
+                    prog.update(tid, total=total, completed=done, description=line(kind, r, done, total))
+                res = run_latency(cfg, progress)
+        else:
+            def progress(kind: str, r: RunResult, done: int, total: int) -> None:
+                print(line(kind, r, done, total), flush=True)
+            res = run_latency(cfg, progress)
+    except KeyboardInterrupt:
+        raise  # cli.main turns it into exit 130; task threads are daemons and stop with the process
+    for name, why in res.skipped.items():
+        console.print(f"skipped {name}: {why}", highlight=False)
+    for p in populators:
+        if p.name in res.skipped:
+            continue
+        console.print(populator_table(res, p.name))
+    console.print(verdict_table(res))
+    console.print("waits are the model's lock-record waits (acquired - requested); 'max wall' is the "
+                  "victim call's wall-clock time, interpreter included; 'noise' rows are the victims alone.",
+                  style="dim", highlight=False)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res.as_dict(), f, indent=1, default=str)
+        console.print(f"wrote {args.json}", highlight=False)
+    if args.plot:
+        from mmlab.report.latency_plot import plot_latency
+        tl = next((r for r in res.runs if r.spans), None)
+        plot_latency(res, args.plot, tl)
+        console.print(f"wrote {args.plot}", highlight=False)
+    for r in res.failed:
+        err.print(f"{r.kernel} {r.populator} {size_text(r.size_bytes) if r.size_bytes else 'noise'}: "
+                  + "\n".join(r.errors), markup=False, highlight=False)
+    if res.hung:
+        err.print("a task hung: see the hang report above (and in the JSON under 'hangs')")
+        return 3
+    unbounded = [v for v in res.verdicts if not v.bounded]
+    if args.expect_bounded and unbounded:
+        err.print(f"--expect-bounded: {len(unbounded)} unbounded verdict(s): " +
+                  ", ".join(f"{v.kernel}/{v.populator}/{v.op}" for v in unbounded), highlight=False)
+        return 1
+    if res.failed:
+        return 1
+    return 0
+

@@ -1,0 +1,70 @@
+"""`mmlab latency --plot`: worst wait against populate size (log-log), and one run's timeline.
+
+matplotlib is an optional extra (``pip install 'mmlab[plot]'``); :func:`have_matplotlib` lets the
+command refuse ``--plot`` up front, before anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+from mmlab.harness.latency import LatencyResult, RunResult
+
+__all__ = ["have_matplotlib", "plot_latency"]
+
+
+def have_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pops = list(dict.fromkeys(r.populator for r in res.runs))
+    ncols = max(len(pops), 1)
+    fig = plt.figure(figsize=(4.2 * ncols, 8.5), constrained_layout=True)
+    gs = fig.add_gridspec(2, ncols, height_ratios=[1.3, 1])
+    kernels = [k.name for k in res.config.kernels]
+    colors = {k: f"C{i}" for i, k in enumerate(kernels)}
+    for i, p in enumerate(pops):
+        ax = fig.add_subplot(gs[0, i])
+        for k in kernels:
+            rs = sorted((r for r in res.runs if r.kernel == k and r.populator == p and r.reason == "done"),
+                        key=lambda r: r.size_bytes)
+            if not rs:
+                continue
+            xs = [r.size_bytes / (1 << 20) for r in rs]
+            for op, ls in (("writer", "-"), ("fault", "--")):
+                ys = [max(r.worst_wait_us(op) or 0.0, 1.0) / 1e3 for r in rs]
+                ax.plot(xs, ys, ls, marker="o", color=colors[k], label=f"{k} {op}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(p)
+        ax.set_xlabel("populate size (MiB)")
+        if i == 0:
+            ax.set_ylabel("worst mmap_sem wait (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+        if i == ncols - 1:
+            ax.legend(fontsize=7, loc="upper left")
+    ax = fig.add_subplot(gs[1, :])
+    if timeline is not None and timeline.spans:
+        tasks = list(dict.fromkeys(s.task for s in timeline.spans))
+        for y, task in enumerate(tasks):
+            mine = [s for s in timeline.spans if s.task == task and s.acq_ns >= 0]
+            waits = [(s.req_ns / 1e6, (s.acq_ns - s.req_ns) / 1e6) for s in mine if s.acq_ns > s.req_ns]
+            for mode, col in (("R", "tab:blue"), ("W", "tab:red")):
+                holds = [(s.acq_ns / 1e6, max((s.rel_ns - s.acq_ns) / 1e6, 0.002)) for s in mine if s.mode == mode]
+                ax.broken_barh(holds, (y - 0.3, 0.6), color=col, label=f"hold {mode}" if y == 0 else None)
+            ax.broken_barh(waits, (y - 0.12, 0.24), color="0.6", label="wait" if y == 0 else None)
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.set_xlabel("ms since the start of the run")
+        ax.set_title(f"timeline: {timeline.kernel}, {timeline.populator}, "
+                     f"{timeline.size_bytes >> 20} MiB (mmap_sem holds and waits per task)")
+        ax.legend(fontsize=7, loc="upper right")
+    else:
+        ax.set_axis_off()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
