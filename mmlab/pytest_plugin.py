@@ -303,7 +303,8 @@ class Oracle:
 
 
 def _suite_name(node: pytest.Item) -> str:
-    return node.nodeid.split("[")[0]
+    """A test's row name: its file and function, without the directories and parameters."""
+    return node.nodeid.split("[")[0].rsplit("/", 1)[-1]
 
 
 def _recorder(node: pytest.Item) -> Callable[[Row], None]:

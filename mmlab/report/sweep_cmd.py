@@ -148,6 +148,8 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
             "--mmlab-seeds", args.seeds, "--mmlab-hang-timeout", str(args.hang_timeout)]
     if args.shard:
         argv += ["--mmlab-shard", args.shard]
+    if not any(p.endswith(".py") for p in paths):  # suites only: hypothesis's plugin costs seconds per worker
+        argv += ["-p", "no:hypothesispytest"]
     if importlib.util.find_spec("pytest_timeout") is not None:
         argv += ["--timeout", str(int(args.hang_timeout * 2 + 30))]
     argv += ["-n", str(args.workers)] if args.workers > 1 else ["-p", "no:xdist"]
@@ -189,8 +191,8 @@ def throughput(paths: list[str], seeds: str, workers: int, extra: Optional[list[
     import io
 
     import pytest
-    argv = [*paths, *_plugin_args(), "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=no",
-            "--mmlab-seeds", seeds, *(extra or [])]
+    argv = [*paths, *_plugin_args(), "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
+            "--tb=no", "--mmlab-seeds", seeds, *(extra or [])]
     argv += ["-n", str(workers)] if workers > 1 else ["-p", "no:xdist"]
     grab = _Grab()
     t0 = time.perf_counter()
