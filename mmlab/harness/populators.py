@@ -122,9 +122,13 @@ def _populate_mremap(mm: MM, st: PopState) -> None:
 
 
 def _fremap_setup(mm: MM, size: int) -> PopState:
-    f = File("remap.dat", size)
+    # A tmpfs file, so that v3.x makes the vma truly nonlinear (on a regular file it emulates
+    # with a linear vma, which v3.7 does not populate unless VM_LOCKED). The mapping shows the
+    # file's second half; the remap makes it show the first half -- a real, nonlinear remap (a
+    # remap to the offsets already mapped is a no-op in v3.7).
+    f = File("remap.dat", 2 * size, tmpfs=True)
     a = reserve(mm, size)
-    mm.mmap(a, size, RW, MAP_SHARED, f)  # not populated: remap_file_pages does it
+    mm.mmap(a, size, RW, MAP_SHARED, f, size)  # not populated: remap_file_pages does it
     return PopState(a, size, file=f)
 
 

@@ -77,6 +77,7 @@ def mm_populate(mm: "MM", start: int, length: int, call: "CallInfo", ignore_erro
                     nstart = nend
                     continue
                 nstart, nend = span
+            ctx.progress = ("populate", (nstart - start) >> 12, total)
             n, locked = populate_vma_page_range(mm, vma, nstart, nend, call, ctx, allow_drop=True)
             if n < 0:
                 if ignore_errors:
@@ -108,11 +109,16 @@ def populate_range_locked(mm: "MM", vma: Vma, start: int, end: int, call: "CallI
     mm.calls[call.call_id] = call
     ctx = current()
     addr = start
-    while addr < end:
-        n, _ = populate_vma_page_range(mm, vma, addr, end, call, ctx, allow_drop=False)
-        if n <= 0:
-            return
-        addr += n * PAGE_SIZE
+    saved = ctx.progress
+    try:
+        while addr < end:
+            ctx.progress = ("populate", (addr - start) >> 12, (end - start) >> 12)
+            n, _ = populate_vma_page_range(mm, vma, addr, end, call, ctx, allow_drop=False)
+            if n <= 0:
+                return
+            addr += n * PAGE_SIZE
+    finally:
+        ctx.progress = saved
 
 
 def populate_vma_page_range(mm: "MM", vma: Vma, start: int, end: int, call: "CallInfo", ctx,
@@ -143,6 +149,7 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     since_check = 0
     addr = start
     hp = hooks.schedule_point
+    prog = ctx.progress  # (what, pages done before this range, total): advanced per chunk
     if vma.file is None:
         anon_vma_prepare(vma)
         while addr < end:
@@ -157,6 +164,8 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                 hp("populate_batch", call)
             since_check += (stop - addr) >> 12
             addr = stop
+            if prog is not None:
+                ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
             if batch and since_check >= batch and addr < end:
                 since_check = 0
                 if mm.mmap_sem.is_contended():
@@ -198,6 +207,8 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             hp("populate_batch", call)
         since_check += (stop - addr) >> 12
         addr = stop
+        if prog is not None:
+            ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
         if batch and since_check >= batch and addr < end:
             since_check = 0
             if mm.mmap_sem.is_contended():

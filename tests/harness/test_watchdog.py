@@ -1,0 +1,131 @@
+"""The stall watchdog names the waiter, the holder, the holder's call and its progress; the
+convoy (a reader behind a queued writer) and hangs are reported too."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from mmlab import (DEFAULT_COSTS, MAP_ANONYMOUS, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MM, PROT_READ,
+                   PROT_WRITE, ZERO_COSTS)
+from mmlab.harness.tasks import Step, Task, TaskGroup
+from mmlab.harness.watchdog import Watchdog
+
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+
+
+def _wait_for(cond, timeout: float = 10.0) -> bool:
+    ev = threading.Event()
+    for _ in range(int(timeout * 1000)):
+        if cond():
+            return True
+        ev.wait(0.001)
+    return cond()
+
+
+def _populating(mm: MM) -> bool:
+    return any(r.how == "populate" and r.ctx.progress for r in list(mm.mmap_sem.holders.values()))
+
+
+def _scenario(kernel: str, with_reader: bool) -> tuple[MM, Watchdog, list[str]]:
+    """A 64 MiB MAP_POPULATE (~50 ms at this scale); a writer maps a page once the populate
+    holds the lock; optionally a reader faults once the writer is queued."""
+    mm = MM(kernel, DEFAULT_COSTS.scaled(0.5))
+    region = mm.mmap(0, 1 << 20, RW, ANON)
+    printed: list[str] = []
+    wd = Watchdog(mm, stall_ms=5, hang_ms=20_000, out=printed.append)
+
+    def write(mm: MM) -> None:
+        assert _wait_for(lambda: _populating(mm)), "populate never started"
+        a = mm.mmap(0, 4096, RW, ANON | MAP_NORESERVE)
+        mm.munmap(a, 4096)
+
+    def fault(mm: MM) -> None:
+        assert _wait_for(lambda: any(r.mode == "W" for r in list(mm.mmap_sem.waiters.values())))
+        mm.touch(region, write=True)
+
+    tasks = [Task("populator", [Step("populate", lambda mm: mm.mmap(0, 64 << 20, RW, ANON | MAP_POPULATE))]),
+             Task("writer", [Step("mmap", write)])]
+    if with_reader:
+        tasks.append(Task("reader", [Step("fault", fault)]))
+    TaskGroup(mm, tasks, watchdog=wd).run().raise_errors()
+    return mm, wd, printed
+
+
+def test_stall_report_names_holder_call_and_progress() -> None:
+    mm, wd, printed = _scenario("v6.18", with_reader=False)
+    mine = [s for s in wd.stalls if s.waiter == "writer"]
+    assert mine, f"no stall report; got {wd.stalls}"
+    r = mine[0]
+    assert r.mode == "W" and r.call == "mmap" and r.waiting_ms >= 5
+    assert len(r.holders) == 1
+    h = r.holders[0]
+    assert (h.task, h.mode, h.call) == ("populator", "R", "mmap")
+    m = re.fullmatch(r"populate ([\d,]+) of 16,384 pages", h.progress)
+    assert m and 0 < int(m.group(1).replace(",", "")) < 16384, h.progress
+    assert r.final_wait_ms is not None and r.final_wait_ms >= r.waiting_ms
+    text = printed[0]
+    assert "task writer" in text and "held by populator" in text and "of 16,384 pages" in text
+    d = r.as_dict()
+    assert d["holders"][0]["progress"] == h.progress  # what goes into the JSON
+
+
+def test_convoy_reader_queued_behind_writer() -> None:
+    """v3.9: the reader's fault needs mmap_sem read; only a reader holds it, but a writer is
+    queued, so the fair rwsem makes the reader wait -- and the report says behind whom."""
+    mm, wd, _ = _scenario("v3.9", with_reader=True)
+    rd = [s for s in wd.stalls if s.waiter == "reader"]
+    assert rd, f"the reader never stalled: {wd.stalls}"
+    r = rd[0]
+    assert r.mode == "R" and r.call == "fault"
+    assert [h.task for h in r.holders] == ["populator"] and r.holders[0].mode == "R"
+    assert [q["task"] for q in r.queued_ahead] == ["writer"]
+    assert "queued ahead: writer (write)" in r.text()
+
+
+def test_per_vma_lock_fault_is_not_in_the_convoy() -> None:
+    """The same scenario on v6.18: the fault takes the per-VMA lock and never waits."""
+    mm, wd, _ = _scenario("v6.18", with_reader=True)
+    assert not [s for s in wd.stalls if s.waiter == "reader"]
+    assert [s for s in wd.stalls if s.waiter == "writer"]
+
+
+def test_hang_report_has_every_stack_and_the_lock_state() -> None:
+    mm = MM("v6.18", ZERO_COSTS)
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold(mm: MM) -> None:
+        mm.mmap_write_lock()
+        held.set()
+        release.wait(30)
+        mm.mmap_write_unlock()
+
+    def read(mm: MM) -> None:
+        held.wait(10)
+        mm.mmap_read_lock()
+        mm.mmap_read_unlock()
+
+    holder = Task("holder", [Step("hold", hold)])
+    reader = Task("reader", [Step("read", read)])
+    printed: list[str] = []
+    wd = Watchdog(mm, stall_ms=20, hang_ms=150, out=printed.append)
+    try:
+        res = TaskGroup(mm, [holder, reader], watchdog=wd, join_timeout_s=0.3).run()
+    finally:
+        release.set()
+        for t in (holder, reader):
+            t.thread.join(10)  # type: ignore[union-attr]
+    assert res.reason == "hang"
+    assert res.hang_report is not None
+    h = res.hang_report
+    assert "reader" in str(h["why"])
+    lock = h["lock"]
+    assert [x["task"] for x in lock["holders"]] == ["holder"]  # type: ignore[index]
+    assert [x["task"] for x in lock["waiters"]] == ["reader"]  # type: ignore[index]
+    stacks = h["stacks"]
+    assert any(k.startswith("holder") and "release.wait" in v for k, v in stacks.items())  # type: ignore[union-attr]
+    assert any(k.startswith("reader") and "mmap_read_lock" in v for k, v in stacks.items())  # type: ignore[union-attr]
+    assert any(p.startswith("HANG:") for p in printed)
+    assert not holder.thread.is_alive() and not reader.thread.is_alive()  # type: ignore[union-attr]
