@@ -32,6 +32,7 @@ and one JSON file. Stress suite files (``stress/*.toml``) are collected as items
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shlex
@@ -44,14 +45,12 @@ import pytest
 from mmlab.ci.hang import HangError, call_guarded, dump_threads
 from mmlab.ci.results import Failure, Results, Row, merge_docs
 from mmlab.ci.seeds import format_seeds, parse_seeds, parse_shard, shard
-from mmlab.ci.stress import SeedFailure, Stress, failure_detail, run_race_seed
-from mmlab.ci.suites import Suite, SuiteError, is_suite_file, load_suite
+from mmlab.ci.stress import SeedFailure, Stress, race_replay_cmd, record_round
 from mmlab.clock import DEFAULT_COSTS, Costs
 from mmlab.current import set_task_name
 from mmlab.harness.oracle import INTERESTING, OK, Verdict, capture, judge
-from mmlab.harness.populators import POPULATORS
-from mmlab.harness.race import RoundHang
-from mmlab.harness.racers import RACERS
+from mmlab.harness.stress import run_suite
+from mmlab.harness.suite import Suite, SuiteError, load_suite
 from mmlab.kernels import KERNELS, Kernel, get_kernel
 from mmlab.mm.mm_struct import MM
 
@@ -77,8 +76,6 @@ class _State:
         self.parts: list[tuple[str, dict[str, Any]]] = []
         self.crashed: list[str] = []
         self.merged: Optional[Results] = None
-        self.reproduce: dict[tuple[str, str], list[str]] = {}
-        self.violations: list[str] = []
 
 
 # ---------------------------------------------------------------------------- options and markers
@@ -413,11 +410,17 @@ def _item_kernel(item: pytest.Item) -> str:
     return ""
 
 
+def _installed() -> bool:
+    """Is the plugin registered through its entry point (mmlab installed)?"""
+    import importlib.metadata
+    return any(e.value == "mmlab.pytest_plugin" for e in importlib.metadata.entry_points(group="pytest11"))
+
+
 def replay_command(item: pytest.Item) -> str:
     """The pytest command line that runs exactly this item again, seed included."""
     cfg = item.config
     parts = ["pytest", item.nodeid]
-    if cfg.pluginmanager.get_plugin("mmlab") is None:
+    if not _installed():
         parts[1:1] = ["-p", "mmlab.pytest_plugin"]
     seed = _item_seed(item)
     if seed is not None:
@@ -471,10 +474,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     else:
         rep.longrepr = f"{lr}\n\n{'-' * 20} mmlab {'-' * 20}\n{text}"
     when = "" if rep.when == "call" else f" (in {rep.when})"
-    st.results.add_failure(Failure(item.nodeid, seed, kernel, what + when, what, replay, token))
+    suite = item.suite.name if isinstance(item, SuiteItem) else ""
+    st.results.add_failure(Failure(item.nodeid, seed, kernel, what + when, what, replay, token, suite))
 
 
 # ---------------------------------------------------------------------------- stress suites as items
+def is_suite_file(path: Path) -> bool:
+    """A TOML file in a directory named ``stress``: a stress suite (mmlab/harness/suite.py)."""
+    return path.suffix == ".toml" and path.parent.name == "stress"
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[pytest.Collector]:
     if is_suite_file(file_path):
         return SuiteFile.from_parent(parent, path=file_path)
@@ -482,24 +491,24 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[p
 
 
 class SuiteFile(pytest.File):
-    """A stress suite: one item per (kernel, seed)."""
+    """A stress suite: one item per (kernel, seed), each the run ``mmlab stress FILE --kernel K
+    --seed S`` makes."""
 
     def collect(self) -> Iterator[pytest.Item]:
         try:
             suite = load_suite(self.path)
         except SuiteError as e:
             raise self.CollectError(str(e)) from None
-        seeds = _seeds(self.config)
-        for k in _kernels(self.config, suite.kernels):
-            exp = suite.expect_for(k)
-            if exp.reproduce:
-                self.config.stash[state_key].reproduce[(suite.name, get_kernel(k).name)] = list(exp.reproduce)
+        self.config.stash[state_key].results.suite_files[suite.name] = str(self.path)
+        seeds = _seeds(self.config, str(suite.seed) + ".." + str(suite.seed))
+        for k in _kernels(self.config, list(suite.kernels)):
             for s in seeds:
                 yield SuiteItem.from_parent(self, name=f"{suite.name}[{k}-seed{s}]", suite=suite, kernel=k, seed=s)
 
 
 class SuiteItem(pytest.Item):
-    """One seed of one kernel of a stress suite: every populator x racer cell of the suite."""
+    """One seed of one kernel of a stress suite: its race sections and its workload, then its
+    expectations (never, reproduce, stall bounds), as ``mmlab stress`` checks them."""
 
     def __init__(self, *, suite: Suite, kernel: str, seed: int, **kw: Any) -> None:
         super().__init__(**kw)
@@ -511,32 +520,86 @@ class SuiteItem(pytest.Item):
     def runtest(self) -> None:
         _run_guarded(self, self._run)
 
+    def _suite_for_item(self) -> Suite:
+        cfg = self.config
+        changes: dict[str, Any] = {"kernels": (self.kernel,), "seed": self.seed}
+        ts = cfg.getoption("--mmlab-time-scale")
+        if ts is not None:
+            changes["time_scale"] = ts
+        rounds = cfg.getoption("--mmlab-rounds")
+        if rounds:
+            changes["races"] = [dataclasses.replace(r, rounds=rounds, duration_s=0.0) for r in self.suite.races]
+        return dataclasses.replace(self.suite, **changes)
+
+    def replay_stress(self) -> str:
+        cfg = self.config
+        parts = ["mmlab", "stress", str(self.path), "--kernel", self.kernel, "--seed", str(self.seed)]
+        ts = cfg.getoption("--mmlab-time-scale")
+        if ts is not None:
+            parts += ["--time-scale", str(ts)]
+        return shlex.join(parts)
+
     def _run(self) -> None:
-        s = self.suite
-        rounds = self.config.getoption("--mmlab-rounds") or s.rounds
-        ts = self.config.getoption("--mmlab-time-scale")
-        costs = s.costs if ts is None else DEFAULT_COSTS.scaled(ts)
-        never = s.expect_for(self.kernel).never
+        sub = self._suite_for_item()
+        name = sub.name
         results = self.config.stash[state_key].results
-        fails: list[tuple[str, str, list[str]]] = []
-        for pop, racer in s.cells():
-            try:
-                cell, row, notable = run_race_seed(self.kernel, POPULATORS[pop], RACERS[racer], seed=self.seed,
-                                                   rounds=rounds, size=s.size, costs=costs, suite=s.name)
-            except RoundHang as h:
-                results.add_row(Row(s.name, get_kernel(self.kernel).name, pop, racer, seeds=1, hangs=1,
-                                    failed_seeds=[self.seed]))
-                raise SeedFailure(f"HANG in {self.kernel} {pop} vs {racer}, seed {self.seed}: {h}",
-                                  f"lock state: {json.dumps(h.lock_state, default=str)}\n{h.stacks}") from None
-            bad = [r for r in notable if r.outcome in never]
-            if bad or cell.broken:
-                row.failed_seeds = [self.seed]
-                fails.append(failure_detail(cell, bad, self.seed, s.size, costs))
-            results.add_row(row)
-        if fails:
-            what = "; ".join(f[0] for f in fails)
-            detail = f"never allowed on {self.kernel}: {', '.join(never)}\n" + "\n".join(f[1] for f in fails)
-            raise SeedFailure(what, detail, replay=[c for f in fails for c in f[2]])
+        kname = get_kernel(self.kernel).name
+        rows: dict[tuple[str, str], Row] = {}
+
+        bad_rounds: list[str] = []
+
+        def on_round(k: str, cell: Any, rr: Any) -> None:
+            row = rows.get((cell.populator, cell.racer))
+            if row is None:
+                row = rows[(cell.populator, cell.racer)] = Row(name, kname, cell.populator, cell.racer, seeds=1)
+            record_round(row, rr)
+            row.calls += rr.calls
+            if rr.outcome in self._never(sub, k, cell.populator, cell.racer):
+                bad_rounds.append(race_replay_cmd(k, cell.populator, cell.racer, rr.seed,
+                                                  self._section(sub, k, cell.populator, cell.racer).size,
+                                                  DEFAULT_COSTS.scaled(sub.time_scale)))
+
+        res = run_suite(sub, on_round=on_round)
+        failed = res.status != "HELD"
+        for run in res.runs:
+            for _i, cell in run.cells:
+                row = rows.pop((cell.populator, cell.racer), None) or Row(name, kname, cell.populator, cell.racer,
+                                                                         seeds=1)
+                row.broken, row.kinds = cell.broken, dict(cell.kinds)
+                self._finish(row, failed, bool(res.hang), results)
+            wl = run.workload
+            if wl is not None and wl.reason != "skipped":
+                row = Row(name, kname, "workload", "-", seeds=1, calls=wl.calls)
+                if wl.verdict is not None:
+                    row.rounds = 1
+                    row.outcomes[wl.verdict.outcome] += 1
+                    row.wrong_pages = row.max_wrong_pages = wl.verdict.wrong_pages
+                    for f in wl.verdict.findings:
+                        if f.grade != "OK":
+                            row.kinds[f.kind] = row.kinds.get(f.kind, 0) + 1
+                row.hist("max_wait").record_value(min(int(wl.worst_wait_ms * 1e6), 600 * 10**9))
+                self._finish(row, failed, wl.reason == "hang", results)
+        if failed:
+            what = (f"{res.status} {name} on {self.kernel}, seed {self.seed}: "
+                    + "; ".join(res.violations or [res.hang.splitlines()[0] if res.hang else "interrupted"]))
+            if res.hang:
+                what = "HANG: " + what
+            detail = "\n".join(res.details + ([res.hang] if res.hang else []))
+            raise SeedFailure(what, detail, replay=[self.replay_stress(), *bad_rounds])
+
+    @staticmethod
+    def _section(suite: Suite, k: str, pop: str, racer: str) -> Any:
+        return next(sec for sec in suite.races if pop in sec.populators and racer in sec.racers
+                    and (not sec.kernels or k in sec.kernels))
+
+    def _never(self, suite: Suite, k: str, pop: str, racer: str) -> tuple[str, ...]:
+        return suite.expect_for(k, self._section(suite, k, pop, racer)).never
+
+    def _finish(self, row: Row, failed: bool, hung: bool, results: Results) -> None:
+        if failed:
+            row.failed_seeds = [self.seed]
+        row.hangs = int(hung)
+        results.add_row(row)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (SeedFailure, HangError)):
@@ -561,10 +624,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if doc is None:
         st.crashed.append(wid)
         return
-    d = json.loads(doc)
-    st.parts.append((wid, d))
-    for key in d.pop("reproduce", []):
-        st.reproduce[(key[0], key[1])] = key[2]
+    st.parts.append((wid, json.loads(doc)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -574,35 +634,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: ship this process's results
-        doc = st.results.as_dict()
-        doc["reproduce"] = [[s, k, g] for (s, k), g in st.reproduce.items()]
-        workeroutput[_RESULTS_KEY] = json.dumps(doc)
+        workeroutput[_RESULTS_KEY] = json.dumps(st.results.as_dict())
         return
     parts = st.parts if st.parts or st.crashed else [("main", st.results.as_dict())]
     merged = merge_docs(parts)
     st.merged = merged
-    for (suite, kernel), grades in sorted(st.reproduce.items()):
-        rows = [r for r in merged.rows.values() if r.suite == suite and r.kernel == kernel]
-        if not rows:
-            continue
-        for g in grades:
-            if not sum(r.outcomes[g] for r in rows):
-                seeds = max(r.seeds for r in rows)
-                st.violations.append(f"known bug not reproduced: suite {suite} on {kernel} expects {g}, "
-                                     f"and none of its {seeds} seeds found one")
-    if st.violations and session.exitstatus == 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = config.getoption("--mmlab-json")
     if path and not merged.empty:
         seeds = config.getoption("--mmlab-seeds")
         merged.write_json(path, seeds=format_seeds(parse_seeds(seeds)) if seeds else None,
                           kernels=config.getoption("--mmlab-kernels"), shard=config.getoption("--mmlab-shard"),
-                          crashed_workers=st.crashed, violations=st.violations)
+                          crashed_workers=st.crashed, interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     st = config.stash.get(state_key, None)
-    if st is None or st.merged is None or (st.merged.empty and not st.violations):
+    if st is None or st.merged is None or st.merged.empty:
         return
     import io
 
@@ -624,8 +671,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"worker {wid} crashed: its counts are missing from the merge", red=True)
     for line in st.merged.failure_lines():
         tr.write_line(line)
-    for v in st.violations:
-        tr.write_line(v, red=True)
     path = config.getoption("--mmlab-json")
     if path:
         tr.write_line(f"mmlab results written to {path}")

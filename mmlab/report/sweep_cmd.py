@@ -14,7 +14,6 @@ bug not reproduced, 2 bad arguments or suites (nothing run), 3 a hang, 130 inter
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -65,8 +64,8 @@ def _fail(msg: str) -> int:
 
 
 def _plugin_args() -> list[str]:
-    eps = importlib.metadata.entry_points(group="pytest11")
-    return [] if any(e.name == "mmlab" for e in eps) else ["-p", "mmlab.pytest_plugin"]
+    """Load the plugin by name: a no-op where the entry point (named as the module) loaded it."""
+    return ["-p", "mmlab.pytest_plugin"]
 
 
 def _triple_suite(args: argparse.Namespace, tmp: Path) -> Path:
@@ -78,9 +77,10 @@ def _triple_suite(args: argparse.Namespace, tmp: Path) -> Path:
     d.mkdir()
     f = d / "sweep.toml"
     q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
-    f.write_text(f'[suite]\nname = "sweep"\nkernels = {q(kernels)}\npopulators = {q(pops)}\nracers = {q(racers)}\n'
-                 f'rounds = {args.rounds or 4}\nsize = {size}\ntime_scale = {args.time_scale if args.time_scale is not None else 0.1}\n'
-                 '[expect.default]\nnever = ["FORBIDDEN"]\n')
+    ts = args.time_scale if args.time_scale is not None else 0.1
+    f.write_text(f'[suite]\nname = "sweep"\nkernels = {q(kernels)}\ntime_scale = {ts}\n\n'
+                 f'[[race]]\npopulators = {q(pops)}\nracers = {q(racers)}\nsize = {size}\nrounds = {args.rounds or 4}\n'
+                 '[race.expect.default]\nnever = ["FORBIDDEN"]\n')
     return d
 
 
@@ -130,16 +130,15 @@ def run(args: argparse.Namespace) -> int:
             import xdist  # noqa: F401
     except ImportError as e:
         return _fail(f"mmlab sweep runs on pytest and pytest-xdist ({e}); pip install 'mmlab[dev]'")
-    with tempfile.TemporaryDirectory(prefix="mmlab-sweep-") as tmp:
-        if args.populator:
-            paths = [str(_triple_suite(args, Path(tmp)))]
-        else:
-            paths = args.paths or ["stress"]
-            missing = [p for p in paths if not Path(p).exists()]
-            if missing:
-                return _fail(f"no such suite file or directory: {', '.join(missing)}"
-                             + (" (run from the project root, or name the suites)" if paths == ["stress"] else ""))
-        return _sweep(args, paths, seeds)
+    if args.populator:  # the suite stays on disk: the replay commands of failing seeds name it
+        paths = [str(_triple_suite(args, Path(tempfile.mkdtemp(prefix="mmlab-sweep-"))))]
+    else:
+        paths = args.paths or ["stress"]
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            return _fail(f"no such suite file or directory: {', '.join(missing)}"
+                         + (" (run from the project root, or name the suites)" if paths == ["stress"] else ""))
+    return _sweep(args, paths, seeds)
 
 
 def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:

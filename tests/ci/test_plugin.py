@@ -4,7 +4,6 @@ across xdist workers, and stress suite files collected as items."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -17,9 +16,8 @@ from mmlab.harness.histograms import decode
 pytest_plugins = ["pytester"]
 
 ROOT = str(Path(mmlab.__file__).resolve().parents[1])
-# the plugin is active through its entry point once mmlab is installed; until then, by name
-PLUGIN = [] if any(e.name == "mmlab" for e in importlib.metadata.entry_points(group="pytest11")) \
-    else ["-p", "mmlab.pytest_plugin"]
+# by name: a no-op where mmlab is installed (the entry point is named as the module)
+PLUGIN = ["-p", "mmlab.pytest_plugin"]
 # the hypothesis plugin costs seconds per inner session on a loaded machine, and nothing here uses it
 COMMON = [*PLUGIN, "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts="]
 
@@ -36,17 +34,17 @@ SUITE = """
 [suite]
 name = "race"
 kernels = ["v3.9", "bounded"]
-populators = ["populate-file"]
-racers = ["munmap-mmap"]
-rounds = 2
-size = "1M"
+seed = 7
 time_scale = 0.1
 
-[expect.default]
-never = ["FORBIDDEN", "INTERESTING"]
+[[race]]
+populators = ["populate-file"]
+racers = ["munmap-mmap"]
+size = "1M"
+rounds = 2
 
-[expect."v3.9"]
-never = []
+[race.expect.bounded]
+never = ["FORBIDDEN", "INTERESTING"]
 """
 
 
@@ -167,6 +165,10 @@ def test_stress_suites_run_per_seed_across_workers_and_merge_exactly(pytester: p
                             "*merged from workers gw0, gw1*"])
     doc = json.loads((pytester.path / "merged.json").read_text())
     assert doc["seeds"] == "0..5" and set(doc["workers"]) == {"gw0", "gw1"}
+    # per suite, as mmlab stress --json reports it
+    (suite,) = doc["suites"]
+    assert (suite["suite"], suite["status"], suite["seeds"]) == ("race", "HELD", 6)
+    assert [k["kernel"] for k in suite["kernels"]] == ["bounded", "v3.9"]
     for row in doc["results"]:
         parts = [p for w in doc["workers"].values() for p in w["results"]
                  if (p["suite"], p["kernel"]) == (row["suite"], row["kernel"])]
@@ -182,21 +184,24 @@ def test_stress_suites_run_per_seed_across_workers_and_merge_exactly(pytester: p
     assert doc["totals"]["rounds"] == 24 and doc["items"]["passed"] == 12
 
 
-def test_a_known_bug_not_reproduced_fails_the_session(pytester: pytest.Pytester) -> None:
-    # bounded cannot populate a replacement (the identity check), so a suite that claims it does fails
+def test_a_suite_seed_that_breaks_an_expectation_fails_with_the_stress_replay(pytester: pytest.Pytester) -> None:
+    # bounded cannot populate a replacement (the identity check): a suite claiming it does is wrong
     _suite_dir(pytester, SUITE.replace('kernels = ["v3.9", "bounded"]', 'kernels = ["bounded"]')
-               + '[expect.bounded]\nnever = []\nreproduce = ["FORBIDDEN"]\n')
-    r = pytester.runpytest(*COMMON, "stress", "--mmlab-seeds", "2")
-    assert r.ret == pytest.ExitCode.TESTS_FAILED
-    r.stdout.fnmatch_lines(["*known bug not reproduced: suite race on bounded expects FORBIDDEN, and none of its 2 "
-                            "seeds found one*"])
+               .replace('never = ["FORBIDDEN", "INTERESTING"]', 'reproduce = ["replacement-populated"]'))
+    r = pytester.runpytest(*COMMON, "stress", "--mmlab-seeds", "3..4")
+    r.assert_outcomes(failed=2)
+    out = r.stdout.str()
+    for seed in (3, 4):
+        assert f"VIOLATED race on bounded, seed {seed}: bounded: known bug not reproduced" in out
+        assert f"replay: mmlab stress {pytester.path / 'stress' / 'race.toml'} --kernel bounded --seed {seed}" in out
+        assert f"'stress/race.toml::race[bounded-seed{seed}]' --mmlab-seeds {seed}..{seed}" in out
 
 
 def test_a_bad_suite_file_is_a_collection_error_that_names_the_field(pytester: pytest.Pytester) -> None:
     _suite_dir(pytester, SUITE.replace('size = "1M"', 'size = "lots"'))
     r = pytester.runpytest(*COMMON, "stress")
     assert r.ret == pytest.ExitCode.INTERRUPTED  # collection errors stop the session before any test runs
-    r.stdout.fnmatch_lines(["*race.toml: [[]suite[]] size: not a size: 'lots'*"])
-    _suite_dir(pytester, SUITE.replace("rounds = 2", "rounds = 2\nduration = 3"))
+    r.stdout.fnmatch_lines(["*race.toml:11: size: not a size: 'lots'*"])
+    _suite_dir(pytester, SUITE.replace("rounds = 2", "rounds = 2\nrepeat = 3"))
     r = pytester.runpytest(*COMMON, "stress")
-    r.stdout.fnmatch_lines(["*race.toml: [[]suite[]]: unknown field(s) duration*"])
+    r.stdout.fnmatch_lines(["*race.toml:13: unknown field 'repeat' in [[]race.0[]]*"])

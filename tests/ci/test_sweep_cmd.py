@@ -52,6 +52,8 @@ def test_a_sweep_that_finds_the_race_exits_1_and_lists_every_failing_seed(tmp_pa
     failed = doc["results"][0]["failed_seeds"]
     assert failed and len(doc["failures"]) == len(failed)
     for s in failed:
-        assert f"sweep.toml::sweep[v3.9-seed{s}] (seed {s}): FORBIDDEN" in out
+        assert f"sweep.toml::sweep[v3.9-seed{s}] (seed {s}): VIOLATED sweep on v3.9, seed {s}: v3.9: FORBIDDEN " \
+            "appeared" in out
+        assert f"sweep.toml --kernel v3.9 --seed {s}" in out
         assert f"--mmlab-seeds {s}..{s} --mmlab-kernels v3.9" in out
     assert "replay: mmlab race --kernel v3.9 --populator populate-file --racer munmap-mmap --round-seed" in out
