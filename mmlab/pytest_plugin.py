@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
+from mmlab.ci.explore import Explorer
 from mmlab.ci.hang import HangError, call_guarded, dump_threads
 from mmlab.ci.results import Failure, Results, Row, merge_docs
 from mmlab.ci.seeds import format_seeds, parse_seeds, parse_shard, shard
@@ -59,8 +60,8 @@ DEFAULT_TIME_SCALE = 0.1
 DEFAULT_ROUNDS = 4
 DEFAULT_HANG_S = 60.0
 _FIXTURES = frozenset({"mmlab_kernel", "mmlab_seed", "mmlab_rng", "mmlab_costs", "mmlab_mm", "mmlab_threads",
-                       "mmlab_oracle", "mmlab_stress"})
-_MARKERS = ("mmlab_seeds", "mmlab_kernels", "mmlab_all_kernels", "mmlab_stress", "mmlab_hang")
+                       "mmlab_oracle", "mmlab_stress", "mmlab_explore"})
+_MARKERS = ("mmlab_seeds", "mmlab_kernels", "mmlab_all_kernels", "mmlab_stress", "mmlab_explore", "mmlab_hang")
 _RESULTS_KEY = "mmlab_results"
 
 models_key = pytest.StashKey[list]()
@@ -103,6 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "mmlab_all_kernels: run the test on every kernel profile",
         "mmlab_stress(rounds=4, size='1M', time_scale=0.1, seeds=1): the body runs under the stress "
         "harness (fixture mmlab_stress) for each seed",
+        "mmlab_explore(iterations=200, strategy='pct', depth=2, time_scale=0.1, seeds=1): the body runs "
+        "under controlled exploration (fixture mmlab_explore) for each seed; failures carry a replay token",
         "mmlab_hang(seconds): a hang limit for this test below pytest-timeout's",
     ):
         config.addinivalue_line("markers", line)
@@ -168,16 +171,17 @@ def _own_kernels(node: Any) -> Optional[list[str]]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     node = metafunc.definition
-    seeded = "mmlab_seed" in names or node.get_closest_marker("mmlab_stress") is not None \
-        or node.get_closest_marker("mmlab_seeds") is not None
+    seeded = "mmlab_seed" in names or any(node.get_closest_marker(m) is not None
+                                          for m in ("mmlab_stress", "mmlab_explore", "mmlab_seeds"))
     if "mmlab_kernel" in names:
         ks = _kernels(metafunc.config, _own_kernels(node))
         metafunc.parametrize("mmlab_kernel", ks, ids=ks, indirect=True)
     if seeded:
         ms = _marker_arg(node, "mmlab_seeds", "seeds")
-        if ms is None:
-            ms = (node.get_closest_marker("mmlab_stress").kwargs.get("seeds")
-                  if node.get_closest_marker("mmlab_stress") else None)
+        for m in ("mmlab_stress", "mmlab_explore"):
+            mk = node.get_closest_marker(m)
+            if ms is None and mk is not None:
+                ms = mk.kwargs.get("seeds")
         seeds = list(_seeds(metafunc.config, ms))
         if "mmlab_seed" not in names:
             metafunc.fixturenames.append("mmlab_seed")
@@ -211,9 +215,10 @@ def mmlab_costs(request: pytest.FixtureRequest) -> Costs:
 
 
 def _time_scale(node: Any, default: float = DEFAULT_TIME_SCALE) -> float:
-    m = node.get_closest_marker("mmlab_stress")
-    if m is not None and "time_scale" in m.kwargs:
-        return float(m.kwargs["time_scale"])
+    for name in ("mmlab_stress", "mmlab_explore"):
+        m = node.get_closest_marker(name)
+        if m is not None and "time_scale" in m.kwargs:
+            return float(m.kwargs["time_scale"])
     opt = node.config.getoption("--mmlab-time-scale")
     return float(opt) if opt is not None else default
 
@@ -327,6 +332,19 @@ def mmlab_stress(request: pytest.FixtureRequest, mmlab_kernel: Kernel, mmlab_see
     return Stress(mmlab_kernel, mmlab_seed, DEFAULT_COSTS.scaled(_time_scale(node)), rounds=int(rounds),
                   size=kw.get("size", "1M"), suite=_suite_name(node), record=seeds_row,
                   register=_models(node).append)
+
+
+@pytest.fixture
+def mmlab_explore(request: pytest.FixtureRequest, mmlab_kernel: Kernel, mmlab_seed: int) -> Explorer:
+    """Controlled exploration for the item's kernel and seed: ``race(populator, racer)``."""
+    node = request.node
+    m = node.get_closest_marker("mmlab_explore")
+    kw = dict(m.kwargs) if m is not None else {}
+    spec = str(getattr(request.node, "callspec", None) and request.node.callspec.params.get("mmlab_kernel")
+               or mmlab_kernel.name)
+    return Explorer(mmlab_kernel, spec, mmlab_seed, _time_scale(node), iterations=int(kw.get("iterations", 200)),
+                    strategy=str(kw.get("strategy", "pct")), depth=int(kw.get("depth", 2)), suite=_suite_name(node),
+                    record=_recorder(node))
 
 
 # ---------------------------------------------------------------------------- hangs become failures
@@ -464,7 +482,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     lines = [f"seed: {seed if seed is not None else '(not seeded)'}" + (f", kernel {kernel}" if kernel else "")]
     lines.append(f"token: {token if token else '(none: free-running threads; the seed replays the same random choices, the OS picks the interleaving)'}")
     lines.append(f"replay: {replay[0]}")
-    lines += [f"replay the round: {c}" for c in replay[1:4]]
+    lines += [f"replay: {c}" for c in replay[1:4]]
     if len(replay) > 4:
         lines.append(f"... {len(replay) - 4} more rounds failed (all in --mmlab-json)")
     text = "\n".join(lines)

@@ -101,7 +101,7 @@ def test_v39_file_populate_race_fails_with_seed_and_replay_command(pytester: pyt
         assert f"'{nodeid}' --mmlab-seeds {seed}..{seed} --mmlab-kernels v3.9" in out
     assert "token: " in out
     assert "replacement populated" in out
-    assert "replay the round: mmlab race --kernel v3.9 --populator populate-file --racer munmap-mmap --round-seed" in out
+    assert "replay: mmlab race --kernel v3.9 --populator populate-file --racer munmap-mmap --round-seed" in out
     # the merged summary lists the failing seeds too, and JUnit XML carries the seed property
     assert "mmlab merged results" in out
     junit = (pytester.path / "junit.xml").read_text()
@@ -205,3 +205,28 @@ def test_a_bad_suite_file_is_a_collection_error_that_names_the_field(pytester: p
     _suite_dir(pytester, SUITE.replace("rounds = 2", "rounds = 2\nrepeat = 3"))
     r = pytester.runpytest(*COMMON, "stress")
     r.stdout.fnmatch_lines(["*race.toml:13: unknown field 'repeat' in [[]race.0[]]*"])
+
+
+EXPLORE_TEST = """
+import pytest
+
+@pytest.mark.mmlab_kernels("v3.9", "bounded")
+@pytest.mark.mmlab_explore(iterations=100)
+def test_file_populate_race_explored(mmlab_explore):
+    mmlab_explore.race("populate-file", "munmap-mmap")
+"""
+
+
+def test_under_exploration_v39_fails_with_a_replay_token_and_bounded_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(EXPLORE_TEST)
+    r = pytester.runpytest(*COMMON, "--mmlab-seeds", "0..1")
+    r.assert_outcomes(failed=2, passed=2)  # PCT finds the v3.9 race for every seed; bounded has none to find
+    out = r.stdout.str()
+    assert "FORBIDDEN (replacement-populated) in v3.9 populate-file vs munmap-mmap, seed 0" in out
+    tokens = [line.split("token: ", 1)[1] for line in r.outlines if line.startswith("token: mmlab1.")]
+    assert len(tokens) == 2
+    assert f"replay: mmlab replay {tokens[0]}" in out
+    assert "reproduced 3/3" in out
+    from mmlab.sched.explore import replay_token
+    rr = replay_token(tokens[0], times=1)  # the token names the failing execution exactly
+    assert rr.identical == 1 and rr.runs[0][1].verdict == "FORBIDDEN"
