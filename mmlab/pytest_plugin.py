@@ -36,6 +36,7 @@ import dataclasses
 import json
 import random
 import shlex
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -389,14 +390,21 @@ def hang_limit(item: pytest.Item) -> float:
     return lim
 
 
+SWITCH_INTERVAL_S = 0.0005  # as `mmlab race`: the GIL changes hands often, so threads interleave finely
+
+
 def _run_guarded(item: pytest.Item, fn: Callable[[], Any]) -> Any:
     lim = hang_limit(item)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(min(old, SWITCH_INTERVAL_S))
     try:
         return call_guarded(fn, limit_s=lim, lock_hang_s=lim, models=lambda: list(_models(item)),
                             name=f"mmlab-body:{item.name}")
     except HangError:
         item.stash[hung_key] = True
         raise
+    finally:
+        sys.setswitchinterval(old)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -460,6 +468,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if not _is_mmlab_item(item):
         return
     st = item.config.stash[state_key]
+    st.results.span(rep.start, rep.stop)
     if rep.when == "call" or (rep.when == "setup" and not rep.passed):
         st.results.count_item("failed" if rep.failed else rep.outcome)
     if not rep.failed:

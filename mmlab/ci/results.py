@@ -148,6 +148,19 @@ class Results:
         self.items: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
         self.workers: dict[str, dict[str, Any]] = {}
         self.suite_files: dict[str, str] = {}  # stress suite name -> its file
+        self.first_start = 0.0  # wall-clock (epoch s) of the first item's setup, and the last teardown's end
+        self.last_stop = 0.0
+
+    def span(self, start: float, stop: float) -> None:
+        """Widen the wall-clock span of the items run to include [start, stop]."""
+        self.first_start = min(self.first_start, start) if self.first_start else start
+        self.last_stop = max(self.last_stop, stop)
+
+    @property
+    def items_s(self) -> float:
+        """Wall-clock seconds from the first item's start to the last item's end (worker start-up
+        and collection excluded), over every worker."""
+        return max(self.last_stop - self.first_start, 0.0)
 
     def row(self, suite: str, kernel: str, populator: str = "-", racer: str = "-") -> Row:
         key = (suite, kernel, populator, racer)
@@ -176,13 +189,16 @@ class Results:
         for k, v in other.items.items():
             self.items[k] = self.items.get(k, 0) + v
         self.suite_files.update(other.suite_files)
+        if other.first_start:
+            self.span(other.first_start, other.last_stop)
 
     # ------------------------------------------------------------------ documents
     def as_dict(self, blobs: bool = True) -> dict[str, Any]:
         rows = sorted(self.rows.values(), key=lambda r: r.key)
         return {"results": [r.as_dict(blobs) for r in rows],
                 "failures": [f.as_dict() for f in sorted(self.failures, key=lambda f: (f.nodeid, f.seed or 0))],
-                "items": dict(self.items), "suite_files": dict(self.suite_files)}
+                "items": dict(self.items), "suite_files": dict(self.suite_files),
+                "span": [self.first_start, self.last_stop]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Results":
@@ -193,6 +209,8 @@ class Results:
         for k, v in d.get("items", {}).items():
             res.items[k] = int(v)
         res.suite_files = dict(d.get("suite_files", {}))
+        sp = d.get("span") or [0.0, 0.0]
+        res.first_start, res.last_stop = float(sp[0]), float(sp[1])
         return res
 
     def document(self, **meta: Any) -> dict[str, Any]:
@@ -201,6 +219,7 @@ class Results:
         doc["suites"] = self.suites_view()
         doc.update(self.as_dict())
         doc["totals"] = self.totals()
+        doc["items_s"] = round(self.items_s, 3)
         doc["workers"] = self.workers
         return doc
 

@@ -175,8 +175,10 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
     if code == pytest.ExitCode.INTERNAL_ERROR:
         return 2
     n = sum(merged.items.values()) if merged is not None else grab.items
+    busy = merged.items_s if merged is not None else 0.0
     print(f"mmlab sweep: {n} items (suite x kernel x seed) in {wall:.1f} s: {n / wall if wall else 0:.2f} items/s "
-          f"with {args.workers} worker(s)")
+          f"with {args.workers} worker(s); {n / busy if busy else 0:.2f} items/s from the first item to the last "
+          f"({busy:.1f} s, start-up excluded)")
     if merged is not None and (merged.totals()["hangs"] or any(f.what.startswith("HANG") for f in merged.failures)):
         return 3
     if code == pytest.ExitCode.TESTS_FAILED:
@@ -184,8 +186,10 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
     return 0 if code == pytest.ExitCode.OK else 1
 
 
-def throughput(paths: list[str], seeds: str, workers: int, extra: Optional[list[str]] = None) -> tuple[int, float]:
-    """(items, wall seconds) of one quiet sweep: what ``mmlab bench`` can measure."""
+def throughput(paths: list[str], seeds: str, workers: int,
+               extra: Optional[list[str]] = None) -> tuple[int, float, float]:
+    """(items, wall seconds, seconds from the first item to the last) of one quiet sweep: what
+    ``mmlab bench`` can measure."""
     import contextlib
     import io
 
@@ -198,4 +202,5 @@ def throughput(paths: list[str], seeds: str, workers: int, extra: Optional[list[
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main(argv, plugins=[grab])
     wall = time.perf_counter() - t0
-    return (sum(grab.merged.items.values()) if grab.merged is not None else grab.items), wall
+    m = grab.merged
+    return (sum(m.items.values()) if m is not None else grab.items), wall, (m.items_s if m is not None else 0.0)
