@@ -353,9 +353,11 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
 
 # ---------------------------------------------------------------------------- the run
 def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threading.Event] = None,
-              out: Optional[Callable[[str], None]] = None) -> SuiteResult:
+              out: Optional[Callable[[str], None]] = None,
+              on_round: Optional[Callable[[str, CellResult, object], None]] = None) -> SuiteResult:
     """Run *suite*; KeyboardInterrupt is caught (``interrupted`` set, expectations still checked
-    on what was measured). A hang stops the run."""
+    on what was measured). A hang stops the run. ``on_round(kernel, cell, round)`` sees every
+    race round (the seed sweep records its latencies)."""
     live = live or Live(suite)
     res = SuiteResult(suite, skipped=missing_features(suite))
     t0 = time.monotonic()
@@ -386,12 +388,14 @@ def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threadin
             if sec is not None:
                 live.phase = f"{k}: race {p} x {r}"
 
-                def on_round(cell: CellResult, rr) -> None:
+                def each_round(cell: CellResult, rr, k: str = k) -> None:
                     live.calls += rr.calls
                     live.outcomes[rr.outcome] += 1
+                    if on_round is not None:
+                        on_round(k, cell, rr)
                 cell = run_cell(get_kernel(k), POPULATORS[p], RACERS[r], seed=suite.seed, size=sec.size,
                                 costs=costs, rounds=sec.rounds, duration_s=sec.duration_s, keep=1, stop=stop,
-                                on_round=on_round)
+                                on_round=each_round)
                 run.cells.append((i, cell))
             else:
                 live.phase = f"{k}: workload ({len(suite.tasks)} task kinds, {suite.duration_s:g} s)"
