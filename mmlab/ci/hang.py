@@ -70,10 +70,10 @@ def lock_states(mms: Iterable[Any]) -> str:
         lines.append(f"model {i} ({mm.kernel.name}) {st['lock']}:")
         for h in st["holders"]:
             prog = f", progress {h['progress']}" if h.get("progress") else ""
-            lines.append(f"  held {'W' if h['mode'] == 'W' else 'R'} by {h['task']} in {h['call']}#{h['call_id']} "
+            lines.append(f"  held {'W' if h['mode'] == 'W' else 'R'} by {h['task']} in {h['call'] or '(no syscall)'}#{h['call_id']} "
                          f"for {h['held_ns'] / 1e6:.1f} ms{prog}")
         for w in st["waiters"]:
-            lines.append(f"  waited {'W' if w['mode'] == 'W' else 'R'} by {w['task']} in {w['call']}#{w['call_id']} "
+            lines.append(f"  waited {'W' if w['mode'] == 'W' else 'R'} by {w['task']} in {w['call'] or '(no syscall)'}#{w['call_id']} "
                          f"for {w['waiting_ns'] / 1e6:.1f} ms")
     return "\n".join(lines) if lines else "(no model holds or waits for mmap_sem)"
 

@@ -54,6 +54,8 @@ class Row:
     hangs: int = 0
     failed_seeds: list[int] = field(default_factory=list)
     hists: dict[str, HdrHistogram] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)  # oracle finding kind -> rounds it appeared in
+    calls: int = 0
 
     @property
     def key(self) -> RowKey:
@@ -77,6 +79,9 @@ class Row:
         self.broken += other.broken
         self.hangs += other.hangs
         self.failed_seeds = sorted(set(self.failed_seeds) | set(other.failed_seeds))
+        for k, n in other.kinds.items():
+            self.kinds[k] = self.kinds.get(k, 0) + n
+        self.calls += other.calls
         for name, h in other.hists.items():
             self.hist(name).add(h)
 
@@ -92,6 +97,7 @@ class Row:
                 "seeds": self.seeds, "rounds": self.rounds, "window_hits": self.window_hits,
                 "overlaps": self.overlaps, "outcomes": dict(self.outcomes, wrong_pages=self.wrong_pages),
                 "wrong_pages": self.wrong_pages, "max_wrong_pages": self.max_wrong_pages,
+                "finding_kinds": dict(sorted(self.kinds.items())), "calls": self.calls,
                 "broken": self.broken, "hangs": self.hangs, "failed_seeds": list(self.failed_seeds),
                 "histograms": hists}
 
@@ -102,6 +108,8 @@ class Row:
                 {g: int(d.get("outcomes", {}).get(g, 0)) for g in GRADES}, int(d.get("wrong_pages", 0)),
                 int(d.get("max_wrong_pages", 0)), int(d.get("broken", 0)), int(d.get("hangs", 0)),
                 [int(s) for s in d.get("failed_seeds", [])])
+        r.kinds = {k: int(n) for k, n in d.get("finding_kinds", {}).items()}
+        r.calls = int(d.get("calls", 0))
         for name, h in d.get("histograms", {}).items():
             if "blob" in h:
                 r.hists[name] = decode(h["blob"])
@@ -119,15 +127,16 @@ class Failure:
     message: str
     replay: list[str] = field(default_factory=list)
     token: str = ""
+    suite: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "seed": self.seed, "kernel": self.kernel, "what": self.what,
-                "message": self.message, "replay": list(self.replay), "token": self.token}
+        return {"nodeid": self.nodeid, "suite": self.suite, "seed": self.seed, "kernel": self.kernel,
+                "what": self.what, "message": self.message, "replay": list(self.replay), "token": self.token}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Failure":
         return cls(d["nodeid"], d.get("seed"), d.get("kernel", ""), d.get("what", ""), d.get("message", ""),
-                   list(d.get("replay", [])), d.get("token", ""))
+                   list(d.get("replay", [])), d.get("token", ""), d.get("suite", ""))
 
 
 class Results:
@@ -138,6 +147,20 @@ class Results:
         self.failures: list[Failure] = []
         self.items: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
         self.workers: dict[str, dict[str, Any]] = {}
+        self.suite_files: dict[str, str] = {}  # stress suite name -> its file
+        self.first_start = 0.0  # wall-clock (epoch s) of the first item's setup, and the last teardown's end
+        self.last_stop = 0.0
+
+    def span(self, start: float, stop: float) -> None:
+        """Widen the wall-clock span of the items run to include [start, stop]."""
+        self.first_start = min(self.first_start, start) if self.first_start else start
+        self.last_stop = max(self.last_stop, stop)
+
+    @property
+    def items_s(self) -> float:
+        """Wall-clock seconds from the first item's start to the last item's end (worker start-up
+        and collection excluded), over every worker."""
+        return max(self.last_stop - self.first_start, 0.0)
 
     def row(self, suite: str, kernel: str, populator: str = "-", racer: str = "-") -> Row:
         key = (suite, kernel, populator, racer)
@@ -165,13 +188,17 @@ class Results:
         self.failures.extend(other.failures)
         for k, v in other.items.items():
             self.items[k] = self.items.get(k, 0) + v
+        self.suite_files.update(other.suite_files)
+        if other.first_start:
+            self.span(other.first_start, other.last_stop)
 
     # ------------------------------------------------------------------ documents
     def as_dict(self, blobs: bool = True) -> dict[str, Any]:
         rows = sorted(self.rows.values(), key=lambda r: r.key)
         return {"results": [r.as_dict(blobs) for r in rows],
                 "failures": [f.as_dict() for f in sorted(self.failures, key=lambda f: (f.nodeid, f.seed or 0))],
-                "items": dict(self.items)}
+                "items": dict(self.items), "suite_files": dict(self.suite_files),
+                "span": [self.first_start, self.last_stop]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Results":
@@ -181,15 +208,44 @@ class Results:
         res.failures = [Failure.from_dict(f) for f in d.get("failures", [])]
         for k, v in d.get("items", {}).items():
             res.items[k] = int(v)
+        res.suite_files = dict(d.get("suite_files", {}))
+        sp = d.get("span") or [0.0, 0.0]
+        res.first_start, res.last_stop = float(sp[0]), float(sp[1])
         return res
 
     def document(self, **meta: Any) -> dict[str, Any]:
         """The JSON document: *meta* (seeds, kernels, ...), the merged rows, and per worker."""
         doc = dict(meta)
+        doc["suites"] = self.suites_view()
         doc.update(self.as_dict())
         doc["totals"] = self.totals()
+        doc["items_s"] = round(self.items_s, 3)
         doc["workers"] = self.workers
         return doc
+
+    def suites_view(self) -> list[dict[str, Any]]:
+        """The merged rows of each stress suite in the shape of ``mmlab stress --json``'s
+        ``suites``: status, violations (each failing seed), outcome counts, worst wait, and per
+        kernel the race cells and the workload."""
+        out = []
+        for name in sorted(self.suite_files):
+            rows = [r for r in self.rows.values() if r.suite == name]
+            fails = sorted((f for f in self.failures if f.suite == name), key=lambda f: (f.kernel, f.seed or 0))
+            status = "HANG" if any(f.what.startswith("HANG") for f in fails) else ("VIOLATED" if fails else "HELD")
+            outcomes = {g: sum(r.outcomes[g] for r in rows) for g in GRADES}
+            worst = max((r.hists["max_wait"].get_max_value() for r in rows if r.populator == "workload"
+                         and "max_wait" in r.hists), default=0)
+            kernels = []
+            for k in sorted({r.kernel for r in rows}):
+                race = [r.as_dict(blobs=False) for r in sorted(rows, key=lambda r: r.key)
+                        if r.kernel == k and r.populator != "workload"]
+                wl = [r.as_dict(blobs=False) for r in rows if r.kernel == k and r.populator == "workload"]
+                kernels.append({"kernel": k, "race": race, "workload": wl[0] if wl else None})
+            out.append({"suite": name, "file": self.suite_files[name], "status": status,
+                        "violations": [f"{f.kernel} seed {f.seed}: {f.what}" for f in fails],
+                        "seeds": max((r.seeds for r in rows), default=0), "outcomes": outcomes,
+                        "worst_wait_ms": round(worst / 1e6, 3), "kernels": kernels})
+        return out
 
     def totals(self) -> dict[str, int]:
         t = {"rows": len(self.rows), "seeds": 0, "rounds": 0, "window_hits": 0, "OK": 0, "INTERESTING": 0,

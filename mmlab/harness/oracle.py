@@ -10,7 +10,8 @@ merge, mprotect and mlock keep it; a new mmap or an mremap move-in replaces it).
 
 Grades, per populated page:
 
-* OK          -- its origin is one the populating call asked for (same mapping identity);
+* OK          -- its origin is one the populating call asked for (same mapping identity), or
+                 the page moved there with its mapping (mremap after the call had returned);
 * INTERESTING -- a replacement that itself asked to be populated (MAP_POPULATE, MAP_LOCKED,
                  mlock, MCL_FUTURE): what patch 9 accepted;
 * FORBIDDEN   -- a replacement that never asked ("replacement populated"), a page outside any
@@ -320,9 +321,21 @@ def _grade_page(snap: Snapshot, addr: int, state: int, cid: int, origin: Optiona
         return FORBIDDEN, "no-origin"
     if origin.oid in call.targets:
         return OK, "asked"
+    if origin.kind == "mremap" and _moved_here(snap, call, origin):
+        return OK, "moved"
     if origin.asked_populate:
         return INTERESTING, "replacement-asked"
     return FORBIDDEN, "replacement-populated"
+
+
+def _moved_here(snap: Snapshot, call: CallView, origin: OriginView) -> bool:
+    """move_page_tables() carries ptes, provenance included, to the new place of a mapping that
+    mremap() moved there (a new origin). A page whose call had finished before that mremap()
+    started was made present before the move, at the old place: it moved with its mapping. A
+    call still running when the mremap() began is judged by the lineage (it may have populated
+    the moved-in mapping afterwards -- the race)."""
+    mv = snap.calls.get(origin.call_id)
+    return mv is not None and 0 <= call.t_end <= mv.t_start
 
 
 def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int,

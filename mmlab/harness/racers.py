@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, MREMAP_FIXED,
+from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_POPULATE, MAP_PRIVATE, MREMAP_FIXED,
                          MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
 from mmlab.harness.populators import Populator, PopState
 from mmlab.mm.mm_struct import MM
@@ -76,17 +76,26 @@ def _mmap_fixed_populate(mm: MM, st: PopState, p: Prepared) -> None:
 
 
 def _donor(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
-    """An untouched anonymous mapping of the range's size, away from it.
-
-    The populator's target is a hole that get_unmapped_area() would hand out next (its
-    free_area_cache points there), so the donor is placed by hint just below or above it,
-    one guard page apart so that it cannot merge with the populated vma."""
-    for hint in (st.addr - st.length - PAGE_SIZE, st.addr + st.length + PAGE_SIZE):
-        a = mm.mmap(hint, st.length, RW, ANON)
-        if a + st.length <= st.addr or a >= st.addr + st.length:
-            return {"donor": a}
-        mm.munmap(a, st.length)
-    raise RuntimeError(f"no room for a donor beside {st.addr:#x}+{st.length:#x}")
+    """An untouched anonymous mapping of the range's size, away from it: PROT_NONE
+    placeholders hold the free parts of the target range while the donor is placed, so the
+    donor cannot land where the populator is about to map (or grow)."""
+    held = []
+    pos, end = st.addr, st.addr + st.length
+    for v in mm.maps():  # the populator waits at the barrier: the model is quiet
+        if v.end <= pos or v.start >= end:
+            continue
+        if v.start > pos:
+            held.append((pos, v.start - pos))
+        pos = max(pos, v.end)
+    if pos < end:
+        held.append((pos, end - pos))
+    for a, n in held:
+        mm.mmap(a, n, PROT_NONE, ANON | MAP_FIXED_NOREPLACE)
+    try:
+        return {"donor": mm.mmap(0, st.length, RW, ANON)}
+    finally:
+        for a, n in held:
+            mm.munmap(a, n)
 
 
 def _mremap_fixed(mm: MM, st: PopState, p: Prepared) -> None:

@@ -30,6 +30,7 @@ from mmlab.current import set_task_name
 from mmlab.errors import Signal
 from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
                          MCL_FUTURE, MREMAP_MAYMOVE, PAGE_SIZE, PROT_READ, PROT_WRITE)
+from mmlab.harness.latency import _prepare_process, _restore_process
 from mmlab.harness.oracle import Verdict, check
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.race import CellResult, RoundHang, run_cell
@@ -308,9 +309,12 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
         res.reason = "skipped"
         return res
     worst = {"ns": 0, "where": ""}
+    # the stall is what the *other* tasks suffer: a populator waiting to re-take the lock it
+    # yielded is the cause, not a victim
+    causes = {t.name for t in tasks if t.name.startswith(tuple(s.name for s in suite.tasks if s.populator))}
 
     def on_lock(rec) -> None:
-        if rec.acq_ns >= 0 and rec.how not in ("downgrade", "trylock"):
+        if rec.acq_ns >= 0 and rec.how not in ("downgrade", "trylock") and rec.task not in causes:
             w = rec.acq_ns - rec.req_ns
             if w > worst["ns"]:
                 worst["ns"] = w
@@ -324,9 +328,11 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
                       timeout_s=suite.duration_s + suite.hang_ms / 1e3 + 10, join_timeout_s=10.0)
     live.group = group
     t0 = time.monotonic()
+    old = _prepare_process()  # no cyclic-GC pause in the middle of a measured wait
     try:
         gr = group.run()
     finally:
+        _restore_process(old)
         live.calls += sum(t.steps_done for t in tasks)
         live.group = None
         mm.mmap_sem.listeners.remove(on_lock)
@@ -347,9 +353,11 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
 
 # ---------------------------------------------------------------------------- the run
 def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threading.Event] = None,
-              out: Optional[Callable[[str], None]] = None) -> SuiteResult:
+              out: Optional[Callable[[str], None]] = None,
+              on_round: Optional[Callable[[str, CellResult, object], None]] = None) -> SuiteResult:
     """Run *suite*; KeyboardInterrupt is caught (``interrupted`` set, expectations still checked
-    on what was measured). A hang stops the run."""
+    on what was measured). A hang stops the run. ``on_round(kernel, cell, round)`` sees every
+    race round (the seed sweep records its latencies)."""
     live = live or Live(suite)
     res = SuiteResult(suite, skipped=missing_features(suite))
     t0 = time.monotonic()
@@ -380,12 +388,14 @@ def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threadin
             if sec is not None:
                 live.phase = f"{k}: race {p} x {r}"
 
-                def on_round(cell: CellResult, rr) -> None:
+                def each_round(cell: CellResult, rr, k: str = k) -> None:
                     live.calls += rr.calls
                     live.outcomes[rr.outcome] += 1
+                    if on_round is not None:
+                        on_round(k, cell, rr)
                 cell = run_cell(get_kernel(k), POPULATORS[p], RACERS[r], seed=suite.seed, size=sec.size,
                                 costs=costs, rounds=sec.rounds, duration_s=sec.duration_s, keep=1, stop=stop,
-                                on_round=on_round)
+                                on_round=each_round)
                 run.cells.append((i, cell))
             else:
                 live.phase = f"{k}: workload ({len(suite.tasks)} task kinds, {suite.duration_s:g} s)"

@@ -130,4 +130,6 @@ def mprotect_fixup(mm: "MM", call, vma, start: int, end: int, newflags: int) -> 
     vma = vma_modify_flags(mm, vma, start, end, newflags)
     if mm.kernel.mprotect_populates_locked and \
             (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and newflags & VM_WRITE:
+        for _s, _e, o in mm.origins.ranges(start, end):  # the mappings this call populates
+            call.targets.add(o.oid)
         populate_range_locked(mm, vma, start, end, call)

@@ -105,6 +105,8 @@ def sys_mremap(mm: "MM", addr: int, old_len: int, new_len: int, flags: int, new_
 def _mremap_locked(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_len: int, flags: int,
                    new_addr: int) -> _Result:
     """The body of sys_mremap(); called with mmap_sem held for write."""
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        _check_new_addr(addr, old_len, new_addr, new_len)  # EINVAL comes before EFAULT
     vma = mm.vmas.vma_lookup(addr)
     if vma is None:
         raise err(EFAULT, "mremap")
@@ -186,15 +188,21 @@ def _expand_in_place(mm: "MM", call: "CallInfo", vma: Vma, addr: int, old_len: i
     return res
 
 
-def _mremap_to(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_addr: int, new_len: int,
-               flags: int) -> _Result:
-    """mremap_to(): MREMAP_FIXED (and MREMAP_DONTUNMAP). Every check first, then the unmaps."""
+def _check_new_addr(addr: int, old_len: int, new_addr: int, new_len: int) -> None:
+    """The new_addr checks of mremap_to() (3.x) / check_mremap_params() (6.x): made before the
+    vma at addr is looked up, so an overlap is EINVAL even when nothing is mapped at addr."""
     if new_addr & (PAGE_SIZE - 1):
         raise err(EINVAL, "mremap")
     if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
         raise err(EINVAL, "mremap")
     if addr + old_len > new_addr and new_addr + new_len > addr:  # old and new overlap
         raise err(EINVAL, "mremap")
+
+
+def _mremap_to(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_addr: int, new_len: int,
+               flags: int) -> _Result:
+    """mremap_to(): MREMAP_FIXED (and MREMAP_DONTUNMAP). Every check first, then the unmaps."""
+    _check_new_addr(addr, old_len, new_addr, new_len)
     if mm.map_count + 2 >= mm.max_map_count - 3:
         raise err(ENOMEM, "mremap")
     fixed = bool(flags & MREMAP_FIXED)
@@ -246,10 +254,14 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     if old_len:
         mm.pt.move(old_addr, new_addr, old_len)
     if flags & MREMAP_DONTUNMAP:
-        # The old range stays mapped, empty; VM_LOCKED[ONFAULT] is always cleared on it.
-        if vm_flags & VM_LOCKED:
-            mm.locked_vm -= old_len >> 12
-        vma_modify_flags(mm, vma, old_addr, old_addr + old_len, vm_flags & ~_LOCK_BITS)
+        # The old range stays mapped, empty; VM_LOCKED[ONFAULT] is cleared on the whole old
+        # vma, without a split (vm_flags_clear(vma, VM_LOCKED_MASK), as `mmlab diff` saw
+        # 6.18 do). Linux leaves locked_vm alone there; the model keeps its accounting exact.
+        if vma.flags & VM_LOCKED:
+            mm.locked_vm -= vma.pages
+        mm.vma_start_write(vma)
+        vma.flags &= ~_LOCK_BITS
+        mm.pt.set_mlocked(vma.start, vma.end, False)
     elif old_len:
         zap_detached(mm, detach_range(mm, old_addr, old_addr + old_len))
     mm.vmas.insert(new)

@@ -14,7 +14,6 @@ bug not reproduced, 2 bad arguments or suites (nothing run), 3 a hang, 130 inter
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -65,8 +64,8 @@ def _fail(msg: str) -> int:
 
 
 def _plugin_args() -> list[str]:
-    eps = importlib.metadata.entry_points(group="pytest11")
-    return [] if any(e.name == "mmlab" for e in eps) else ["-p", "mmlab.pytest_plugin"]
+    """Load the plugin by name: a no-op where the entry point (named as the module) loaded it."""
+    return ["-p", "mmlab.pytest_plugin"]
 
 
 def _triple_suite(args: argparse.Namespace, tmp: Path) -> Path:
@@ -78,9 +77,10 @@ def _triple_suite(args: argparse.Namespace, tmp: Path) -> Path:
     d.mkdir()
     f = d / "sweep.toml"
     q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
-    f.write_text(f'[suite]\nname = "sweep"\nkernels = {q(kernels)}\npopulators = {q(pops)}\nracers = {q(racers)}\n'
-                 f'rounds = {args.rounds or 4}\nsize = {size}\ntime_scale = {args.time_scale if args.time_scale is not None else 0.1}\n'
-                 '[expect.default]\nnever = ["FORBIDDEN"]\n')
+    ts = args.time_scale if args.time_scale is not None else 0.1
+    f.write_text(f'[suite]\nname = "sweep"\nkernels = {q(kernels)}\ntime_scale = {ts}\n\n'
+                 f'[[race]]\npopulators = {q(pops)}\nracers = {q(racers)}\nsize = {size}\nrounds = {args.rounds or 4}\n'
+                 '[race.expect.default]\nnever = ["FORBIDDEN"]\n')
     return d
 
 
@@ -130,16 +130,15 @@ def run(args: argparse.Namespace) -> int:
             import xdist  # noqa: F401
     except ImportError as e:
         return _fail(f"mmlab sweep runs on pytest and pytest-xdist ({e}); pip install 'mmlab[dev]'")
-    with tempfile.TemporaryDirectory(prefix="mmlab-sweep-") as tmp:
-        if args.populator:
-            paths = [str(_triple_suite(args, Path(tmp)))]
-        else:
-            paths = args.paths or ["stress"]
-            missing = [p for p in paths if not Path(p).exists()]
-            if missing:
-                return _fail(f"no such suite file or directory: {', '.join(missing)}"
-                             + (" (run from the project root, or name the suites)" if paths == ["stress"] else ""))
-        return _sweep(args, paths, seeds)
+    if args.populator:  # the suite stays on disk: the replay commands of failing seeds name it
+        paths = [str(_triple_suite(args, Path(tempfile.mkdtemp(prefix="mmlab-sweep-"))))]
+    else:
+        paths = args.paths or ["stress"]
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            return _fail(f"no such suite file or directory: {', '.join(missing)}"
+                         + (" (run from the project root, or name the suites)" if paths == ["stress"] else ""))
+    return _sweep(args, paths, seeds)
 
 
 def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
@@ -148,6 +147,8 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
             "--mmlab-seeds", args.seeds, "--mmlab-hang-timeout", str(args.hang_timeout)]
     if args.shard:
         argv += ["--mmlab-shard", args.shard]
+    if not any(p.endswith(".py") for p in paths):  # suites only: hypothesis's plugin costs seconds per worker
+        argv += ["-p", "no:hypothesispytest"]
     if importlib.util.find_spec("pytest_timeout") is not None:
         argv += ["--timeout", str(int(args.hang_timeout * 2 + 30))]
     argv += ["-n", str(args.workers)] if args.workers > 1 else ["-p", "no:xdist"]
@@ -174,8 +175,10 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
     if code == pytest.ExitCode.INTERNAL_ERROR:
         return 2
     n = sum(merged.items.values()) if merged is not None else grab.items
+    busy = merged.items_s if merged is not None else 0.0
     print(f"mmlab sweep: {n} items (suite x kernel x seed) in {wall:.1f} s: {n / wall if wall else 0:.2f} items/s "
-          f"with {args.workers} worker(s)")
+          f"with {args.workers} worker(s); {n / busy if busy else 0:.2f} items/s from the first item to the last "
+          f"({busy:.1f} s, start-up excluded)")
     if merged is not None and (merged.totals()["hangs"] or any(f.what.startswith("HANG") for f in merged.failures)):
         return 3
     if code == pytest.ExitCode.TESTS_FAILED:
@@ -183,18 +186,21 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
     return 0 if code == pytest.ExitCode.OK else 1
 
 
-def throughput(paths: list[str], seeds: str, workers: int, extra: Optional[list[str]] = None) -> tuple[int, float]:
-    """(items, wall seconds) of one quiet sweep: what ``mmlab bench`` can measure."""
+def throughput(paths: list[str], seeds: str, workers: int,
+               extra: Optional[list[str]] = None) -> tuple[int, float, float]:
+    """(items, wall seconds, seconds from the first item to the last) of one quiet sweep: what
+    ``mmlab bench`` can measure."""
     import contextlib
     import io
 
     import pytest
-    argv = [*paths, *_plugin_args(), "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--tb=no",
-            "--mmlab-seeds", seeds, *(extra or [])]
+    argv = [*paths, *_plugin_args(), "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-o", "addopts=",
+            "--tb=no", "--mmlab-seeds", seeds, *(extra or [])]
     argv += ["-n", str(workers)] if workers > 1 else ["-p", "no:xdist"]
     grab = _Grab()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         pytest.main(argv, plugins=[grab])
     wall = time.perf_counter() - t0
-    return (sum(grab.merged.items.values()) if grab.merged is not None else grab.items), wall
+    m = grab.merged
+    return (sum(m.items.values()) if m is not None else grab.items), wall, (m.items_s if m is not None else 0.0)
