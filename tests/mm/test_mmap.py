@@ -18,7 +18,7 @@ import threading
 import pytest
 
 from mmlab import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_NONBLOCK,
-                   MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MM,
+                   MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_FUTURE, MCL_ONFAULT, MM,
                    PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, SIGBUS, SIGSEGV, TASK_SIZE,
                    ZERO_COSTS, File)
 from mmlab.clock import hooks
