@@ -80,6 +80,10 @@ class MmapSem:
         self.history: collections.deque[LockRecord] = collections.deque(maxlen=history)
         self.listeners: list[Listener] = []
         self.acquisitions = 0
+        # The slow path's wait list, in arrival order (tickets), as the kernel's rwsem keeps it.
+        self._wait_list = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
 
     # ------------------------------------------------------------------ acquire
     def down_read(self, how: str = "") -> None:
@@ -113,11 +117,11 @@ class MmapSem:
         if hp is not None:
             hp("lock_request", (self, rec))
         h = self._rw.gen_rlock() if mode is READ else self._rw.gen_wlock()
-        if not h.acquire(blocking=False):
+        if self._next_ticket != self._serving or not h.acquire(blocking=False):
             self.waiters[ctx.tid] = rec
             ctx.blocked_on = self.name
             try:
-                h.acquire()
+                self._slowpath(h)
             finally:
                 ctx.blocked_on = None
                 del self.waiters[ctx.tid]
@@ -128,6 +132,28 @@ class MmapSem:
         self.acquisitions += 1
         if hp is not None:
             hp("lock_acquired", (self, rec))
+
+    def _slowpath(self, h) -> None:  # type: ignore[no-untyped-def]
+        """rwsem_down_{read,write}_slowpath(): queue, and enter in arrival order.
+
+        readerwriterlock's turnstile is a threading.Lock, which wakes waiters in no particular
+        order: a task that drops the lock and takes it again at once (a populate yielding to a
+        writer) could win it back before the queued writer's thread is even scheduled. The
+        kernel's wait list is FIFO, so a re-take queues behind the writer; tickets do the same.
+        Only the head of the queue blocks in the lock itself; the fast path is taken only when
+        nobody is queued."""
+        q = self._wait_list
+        with q:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket:
+                q.wait()
+        try:
+            h.acquire()
+        finally:
+            with q:
+                self._serving += 1
+                q.notify_all()
 
     # ------------------------------------------------------------------ release
     def up_read(self) -> None:
