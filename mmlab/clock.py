@@ -76,6 +76,10 @@ class Clock:
     """Time for the model: ``now_ns()`` and ``spend(ns)``; ``virtual`` says which kind."""
 
     virtual: bool = False
+    deferring: bool = True
+    """False while no cost has ever been spent (zero costs): no thread owes anything or holds
+    credit, so settle() has nothing to do and a lock release may skip calling it. Set by the
+    first cost and never reset, so no race can lose a debt."""
 
     def now_ns(self) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -105,13 +109,15 @@ class RealClock(Clock):
     def __init__(self, quantum_ns: int = 200_000) -> None:
         self.quantum_ns = quantum_ns
         self._debt = _Debt()
+        self.deferring = False
 
-    def now_ns(self) -> int:
-        return time.perf_counter_ns()
+    # the C function itself: every lock record stamps it, a Python wrapper would double its cost
+    now_ns = staticmethod(time.perf_counter_ns)
 
     def spend(self, ns: int, why: str = "") -> None:
         if ns <= 0:
             return
+        self.deferring = True
         d = self._debt.ns + ns
         if d >= self.quantum_ns:
             # oversleeping (timer slack, waiting for the GIL) is credit against the next costs
@@ -154,6 +160,7 @@ class VirtualClock(Clock):
     """
 
     virtual = True
+    deferring = False  # nothing is ever owed: spend() advances the clock at once
 
     def __init__(self) -> None:
         self._now = 0

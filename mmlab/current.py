@@ -12,9 +12,12 @@ import itertools
 import threading
 from typing import Optional
 
-__all__ = ["TaskCtx", "current", "set_task_name", "next_call_id", "task_by_index"]
+__all__ = ["TaskCtx", "current", "set_task_name", "next_call_id", "task_by_index", "task_local"]
 
 _local = threading.local()
+# For hot paths (the recorded lock): ``task_local.ctx`` is current() without the function call,
+# valid once the thread has called current(); fall back to current() on AttributeError.
+task_local = _local
 _task_index = itertools.count(1)
 _call_ids = itertools.count(1)
 _tasks: dict[int, "TaskCtx"] = {}

@@ -46,6 +46,10 @@ class Kernel:
     """6.x populate_vma_page_range(): PROT_NONE vmas give -EFAULT and VM_LOCKONFAULT vmas are skipped."""
     per_vma_lock: bool = False
     """v6.4: page faults take a per-VMA read lock first and fall back to mmap_lock on failure."""
+    mprotect_populates_locked: bool = False
+    """v4.9: mprotect() making a private VM_LOCKED vma writable breaks COW on its pages at once."""
+    mremap_dontunmap: bool = False
+    """v5.7: mremap(MREMAP_DONTUNMAP) moves the pages and leaves the old vma in place, empty."""
     # --- our proposal ---
     populate_batch_pages: int = 0
     """bounded: populate holds mmap_sem read for at most this many pages, then drops it if a writer waits (0: never)."""
@@ -88,6 +92,8 @@ SWITCH_DOCS: dict[str, str] = {
     "fremap_emulated": "4.0: remap_file_pages emulated by do_mmap(MAP_FIXED)",
     "populate_skips_inaccessible": "6.x: populate skips PROT_NONE and VM_LOCKONFAULT vmas",
     "per_vma_lock": "6.4: page faults use a per-VMA lock, falling back to mmap_lock",
+    "mprotect_populates_locked": "4.9: mprotect making a private VM_LOCKED vma writable breaks COW at once",
+    "mremap_dontunmap": "5.7: mremap(MREMAP_DONTUNMAP) moves the pages, leaves the old vma empty",
     "populate_batch_pages": "bounded: read hold at most N pages, dropped when a writer waits (0: never)",
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
 }
@@ -123,6 +129,8 @@ V6_18 = Kernel(
     fremap_emulated=True,
     populate_skips_inaccessible=True,
     per_vma_lock=True,
+    mprotect_populates_locked=True,
+    mremap_dontunmap=True,
 )
 BOUNDED = dataclasses.replace(
     V6_18,

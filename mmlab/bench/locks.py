@@ -1,17 +1,19 @@
 """The recorded mmap_sem (mmlab.locking.MmapSem, as an MM uses it) against a bare
-readerwriterlock RWLockFairD, uncontended acquire+release pairs, read and write."""
+readerwriterlock RWLockFairD, uncontended acquire+release pairs, read and write, in CPU time
+(mmlab.bench.timing)."""
 
 from __future__ import annotations
 
-import time
+from typing import Callable
 
 from readerwriterlock.rwlock import RWLockFairD
 
 from mmlab.bench.registry import Goal, Row, Run, benchmark
+from mmlab.bench.timing import cpu_ns, paired
 from mmlab.clock import ZERO_COSTS
 from mmlab.mm.mm_struct import MM
 
-BLOCKS = 5
+ROUNDS = 40
 
 
 @benchmark("mmap_sem", "recorded mmap_sem vs bare RWLockFairD: uncontended acquire+release pairs", rows=[
@@ -23,14 +25,13 @@ BLOCKS = 5
     Row("mmap_sem.write_ratio", "x", Goal("<=", 1.5), "recorded / bare, run by run"),
 ])
 def _mmap_sem(quick: bool) -> Run:
-    n = 20_000 if quick else 100_000
-    per = n // BLOCKS
+    n = 40_000 if quick else 200_000
     sem = MM("v6.18", ZERO_COSTS).mmap_sem
     bare = RWLockFairD()
     rh, wh = bare.gen_rlock(), bare.gen_wlock()
-    pc = time.perf_counter_ns
+    pc = cpu_ns
 
-    def model_read() -> int:
+    def model_read(per: int) -> int:
         down, up = sem.down_read, sem.up_read
         t0 = pc()
         for _ in range(per):
@@ -38,7 +39,7 @@ def _mmap_sem(quick: bool) -> Run:
             up()
         return pc() - t0
 
-    def model_write() -> int:
+    def model_write(per: int) -> int:
         down, up = sem.down_write, sem.up_write
         t0 = pc()
         for _ in range(per):
@@ -46,24 +47,26 @@ def _mmap_sem(quick: bool) -> Run:
             up()
         return pc() - t0
 
-    def bare_pair(h: object) -> int:
+    def bare_pair(h: object) -> Callable[[int], int]:
         acq, rel = h.acquire, h.release  # type: ignore[attr-defined]
-        t0 = pc()
-        for _ in range(per):
-            acq()
-            rel()
-        return pc() - t0
+
+        def pairs(per: int) -> int:
+            t0 = pc()
+            for _ in range(per):
+                acq()
+                rel()
+            return pc() - t0
+
+        return pairs
+
+    bare_read, bare_write = bare_pair(rh), bare_pair(wh)
 
     def step() -> dict[str, float]:
-        mr = br = mw = bw = 0
-        for _ in range(BLOCKS):
-            mr += model_read()
-            br += bare_pair(rh)
-            mw += model_write()
-            bw += bare_pair(wh)
+        mr, br, rr = paired(model_read, bare_read, n, ROUNDS)
+        mw, bw, rw = paired(model_write, bare_write, n, ROUNDS)
         return {
-            "mmap_sem.read_model": mr / n, "mmap_sem.read_bare": br / n, "mmap_sem.read_ratio": mr / br,
-            "mmap_sem.write_model": mw / n, "mmap_sem.write_bare": bw / n, "mmap_sem.write_ratio": mw / bw,
+            "mmap_sem.read_model": mr, "mmap_sem.read_bare": br, "mmap_sem.read_ratio": rr,
+            "mmap_sem.write_model": mw, "mmap_sem.write_bare": bw, "mmap_sem.write_ratio": rw,
         }
 
     return Run(step)

@@ -10,7 +10,8 @@ merge, mprotect and mlock keep it; a new mmap or an mremap move-in replaces it).
 
 Grades, per populated page:
 
-* OK          -- its origin is one the populating call asked for (same mapping identity);
+* OK          -- its origin is one the populating call asked for (same mapping identity), or
+                 the page moved there with its mapping (mremap after the call had returned);
 * INTERESTING -- a replacement that itself asked to be populated (MAP_POPULATE, MAP_LOCKED,
                  mlock, MCL_FUTURE): what patch 9 accepted;
 * FORBIDDEN   -- a replacement that never asked ("replacement populated"), a page outside any
@@ -203,10 +204,11 @@ class Finding:
     end: int = 0
     call_id: int = 0
     oid: int = 0
+    npages: Optional[int] = None  # pages concerned when not the whole [start, end)
 
     @property
     def pages(self) -> int:
-        return (self.end - self.start) >> 12
+        return self.npages if self.npages is not None else (self.end - self.start) >> 12
 
     def as_dict(self) -> dict[str, object]:
         return {"grade": self.grade, "kind": self.kind, "message": self.message, "start": self.start,
@@ -280,12 +282,15 @@ def _grade_populated(snap: Snapshot, v: Verdict) -> None:
         else:
             runs[key] = [addr, addr + PAGE_SIZE]
             order.append(key)
+    origin_of = {o.oid: o for _s, _e, o in snap.origins}
     for key in order:
         grade, kind, cid, oid = key
+        if grade == OK:
+            continue  # counted in v.pages; findings are what needs explaining
         r = runs[key]
         npages = sum((r[i + 1] - r[i]) >> 12 for i in range(0, len(r), 2))
-        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages), r[0], r[0] + npages * PAGE_SIZE,
-                      cid, oid))
+        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages, origin_of.get(oid)), r[0], r[-1],
+                      cid, oid, npages))
 
 
 def _iter_populated(pt: PageTable) -> Iterable[tuple[int, int, int, int]]:
@@ -316,16 +321,28 @@ def _grade_page(snap: Snapshot, addr: int, state: int, cid: int, origin: Optiona
         return FORBIDDEN, "no-origin"
     if origin.oid in call.targets:
         return OK, "asked"
+    if origin.kind == "mremap" and _moved_here(snap, call, origin):
+        return OK, "moved"
     if origin.asked_populate:
         return INTERESTING, "replacement-asked"
     return FORBIDDEN, "replacement-populated"
 
 
-def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int) -> str:
+def _moved_here(snap: Snapshot, call: CallView, origin: OriginView) -> bool:
+    """move_page_tables() carries ptes, provenance included, to the new place of a mapping that
+    mremap() moved there (a new origin). A page whose call had finished before that mremap()
+    started was made present before the move, at the old place: it moved with its mapping. A
+    call still running when the mremap() began is judged by the lineage (it may have populated
+    the moved-in mapping afterwards -- the race)."""
+    mv = snap.calls.get(origin.call_id)
+    return mv is not None and 0 <= call.t_end <= mv.t_start
+
+
+def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int,
+              origin: Optional[OriginView]) -> str:
     grade, kind, cid, oid = key
     call = snap.calls.get(cid)
     who = f"call#{cid} {call.task}: {call.name}" if call else f"call#{cid} (no record)"
-    origin = next((o for s, e, o in snap.origins if o.oid == oid), None)
     of = (f"origin#{oid} ({origin.kind} by {origin.task} call#{origin.call_id}"
           f"{', asked to populate' if origin.asked_populate else ', never asked to populate'})") if origin else "no origin"
     vma = snap.vma_at(start)
@@ -382,15 +399,65 @@ def call_ranges(call: CallView, start_brk: int = 0) -> list[tuple[int, int]]:
     return []
 
 
-def _changed_by_others(snap: Snapshot, c: CallView, names: frozenset[str]) -> list[tuple[int, int]]:
-    """Ranges changed by calls other than *c* that had not finished when *c* started."""
+class _CallRanges:
+    """The ranges finished calls changed, indexed by 2 MiB bucket, with when each call ended:
+    "which calls touched [s, e) and had not finished before t?" without a scan of the history."""
+
+    _SHIFT = 21
+    _WIDE = 1 << 30
+
+    def __init__(self, snap: Snapshot, names: frozenset[str]) -> None:
+        self.buckets: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.wide: list[tuple[int, int, int, int]] = []
+        for o in snap.history:
+            if o.name not in names or o.failed:
+                continue
+            t_end = o.t_end if o.t_end >= 0 else 1 << 62
+            for s, e in call_ranges(o, snap.start_brk):
+                item = (s, e, t_end, o.call_id)
+                if e - s >= self._WIDE:
+                    self.wide.append(item)
+                    continue
+                for b in range(s >> self._SHIFT, ((e - 1) >> self._SHIFT) + 1):
+                    self.buckets.setdefault(b, []).append(item)
+
+    def _sorted(self) -> None:
+        if not getattr(self, "_ready", False):
+            for lst in list(self.buckets.values()) + [self.wide]:
+                lst.sort(key=lambda it: it[2])
+            self._keys = {b: [it[2] for it in lst] for b, lst in self.buckets.items()}
+            self._wide_keys = [it[2] for it in self.wide]
+            self._ready = True
+
+    def uncovered(self, start: int, end: int, not_before: int, exclude: int) -> list[tuple[int, int]]:
+        """What of [start, end) no indexed call (other than *exclude*, ending at or after
+        *not_before*) touched; calls are tried in the order they ended, stopping once all is covered."""
+        import bisect
+        self._sorted()
+        left = [(start, end)]
+        lists = [(self.wide, self._wide_keys)]
+        for b in range(start >> self._SHIFT, ((end - 1) >> self._SHIFT) + 1):
+            if b in self.buckets:
+                lists.append((self.buckets[b], self._keys[b]))
+        for lst, keys in lists:
+            for s, e, _t, cid in lst[bisect.bisect_left(keys, not_before):]:
+                if cid != exclude and s < end and e > start:
+                    left = _subtract_many(left, s, e)
+                    if not left:
+                        return left
+        return left
+
+
+def _subtract_many(parts: list[tuple[int, int]], hs: int, he: int) -> list[tuple[int, int]]:
     out = []
-    for o in snap.history:
-        if o.call_id == c.call_id or o.name not in names or o.failed:
+    for s, e in parts:
+        if he <= s or hs >= e:
+            out.append((s, e))
             continue
-        if 0 <= o.t_end < c.t_start:
-            continue
-        out.extend(call_ranges(o, snap.start_brk))
+        if s < hs:
+            out.append((s, hs))
+        if he < e:
+            out.append((he, e))
     return out
 
 
@@ -414,13 +481,13 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
     """A non-ONFAULT VM_LOCKED mapping a call asked to populate is fully present once the call
     returned -- except where another call changed that range meanwhile (mm_populate ignores the
     errors of a range made inaccessible or replaced under it)."""
+    changed: Optional[_CallRanges] = None
     by_oid: dict[int, list[tuple[int, int]]] = {}
     for s, e, o in snap.origins:
         by_oid.setdefault(o.oid, []).append((s, e))
     for c in snap.history:
         if not c.populates or c.failed or c.t_end < 0 or not c.targets:
             continue
-        others = None
         for oid in sorted(c.targets):
             for s, e in by_oid.get(oid, ()):
                 for vma in _vmas_in(snap, s, e):
@@ -436,16 +503,16 @@ def _check_locked_present(snap: Snapshot, v: Verdict) -> None:
                     missing = (hi - lo) // PAGE_SIZE - snap.pt.count_present(lo, hi)
                     if not missing:
                         continue
-                    if others is None:
-                        others = _changed_by_others(snap, c, _MAPPING_CALLS)
-                    for ps, pe in _subtract(lo, hi, others):
+                    if changed is None:
+                        changed = _CallRanges(snap, _MAPPING_CALLS)
+                    for ps, pe in changed.uncovered(lo, hi, c.t_start, c.call_id):
                         n = (pe - ps) // PAGE_SIZE - snap.pt.count_present(ps, pe)
                         if n:
                             v.add(Finding(FORBIDDEN, "locked-not-present",
                                           f"VM_LOCKED mapping not fully present after call#{c.call_id} "
                                           f"{c.task}: {c.name} returned: {n} of {(pe - ps) >> 12} pages absent in "
                                           f"{ps:#x}-{pe:#x} ({vma!r}), and no other call changed that range",
-                                          ps, pe, c.call_id, oid))
+                                          ps, pe, c.call_id, oid, n))
 
 
 def _vmas_in(snap: Snapshot, start: int, end: int) -> list[VmaView]:
@@ -455,22 +522,23 @@ def _vmas_in(snap: Snapshot, start: int, end: int) -> list[VmaView]:
 def _check_mappings_kept(snap: Snapshot, v: Verdict) -> None:
     """Every page an mmap() created still carries that mmap's origin, unless some call that can
     unmap or replace (munmap, mmap, mremap, brk, remap_file_pages) covered it later."""
+    replacing: Optional[_CallRanges] = None
+    kept_by_call: dict[int, list[tuple[int, int]]] = {}
+    for s, e, o in snap.origins:
+        kept_by_call.setdefault(o.call_id, []).append((s, e))
     for c in snap.history:
         if c.name != "mmap" or c.failed or not isinstance(c.result, int) or len(c.args) < 2:
             continue
         length = (c.args[1] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         start, end = c.result, c.result + length
-        kept = [(s, e) for s, e, o in snap.origins if o.call_id == c.call_id and s < end and e > start]
+        kept = [(s, e) for s, e in kept_by_call.get(c.call_id, ()) if s < end and e > start]
         lost = _subtract(start, end, kept)
         if not lost:
             continue
-        later = []
-        for o in snap.history:
-            if o.call_id != c.call_id and o.name in _REPLACING_CALLS and not o.failed and \
-                    (o.t_end < 0 or o.t_end >= c.t_start):
-                later.extend(call_ranges(o, snap.start_brk))
+        if replacing is None:
+            replacing = _CallRanges(snap, _REPLACING_CALLS)
         for s, e in lost:
-            for ls, le in _subtract(s, e, later):
+            for ls, le in replacing.uncovered(s, e, c.t_start, c.call_id):
                 v.add(Finding(FORBIDDEN, "mapping-lost",
                               f"mapping lost: {ls:#x}-{le:#x} of call#{c.call_id} {c.task}: {c.describe()} "
                               f"is gone, and no call unmapped or replaced it", ls, le, c.call_id))

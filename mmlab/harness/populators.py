@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from mmlab.flags import (MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
-                         MCL_FUTURE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
+                         MCL_FUTURE, MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
 from mmlab.mm.filemap import File
 from mmlab.mm.mm_struct import MM
 
@@ -118,13 +118,20 @@ def _mremap_setup(mm: MM, size: int) -> PopState:
 
 
 def _populate_mremap(mm: MM, st: PopState) -> None:
-    mm.mremap(st.addr, PAGE_SIZE, st.length, 0)
+    # Grows in place when the room after the vma is still free (the usual case); MREMAP_MAYMOVE
+    # lets it move when another task mapped something there since setup. Either way the grown
+    # tail is populated: in place by vma_to_resize/expand, moved by move_vma (patch 6).
+    st.addr = mm.mremap(st.addr, PAGE_SIZE, st.length, MREMAP_MAYMOVE)
 
 
 def _fremap_setup(mm: MM, size: int) -> PopState:
-    f = File("remap.dat", size)
+    # A tmpfs file, so that v3.x makes the vma truly nonlinear (on a regular file it emulates
+    # with a linear vma, which v3.7 does not populate unless VM_LOCKED). The mapping shows the
+    # file's second half; the remap makes it show the first half -- a real, nonlinear remap (a
+    # remap to the offsets already mapped is a no-op in v3.7).
+    f = File("remap.dat", 2 * size, tmpfs=True)
     a = reserve(mm, size)
-    mm.mmap(a, size, RW, MAP_SHARED, f)  # not populated: remap_file_pages does it
+    mm.mmap(a, size, RW, MAP_SHARED, f, size)  # not populated: remap_file_pages does it
     return PopState(a, size, file=f)
 
 

@@ -7,7 +7,7 @@ captured and judged. The round also reports the evidence that it tested somethin
 
 * ``overlap``    -- a racer call started before the populating call returned;
 * ``window_hit`` -- a racer call took mmap_sem for write between the populating call's last
-  up_write() and the call's end: it ran inside the populate window, which only exists on
+  up_write() and its populate's last up_read(): it ran inside the populate window, which only exists on
   profiles that populate after dropping the write lock (and is wide where the populate drops
   the read lock at disk waits).
 
@@ -31,7 +31,7 @@ from mmlab.harness.racers import Racer
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.mm.mm_struct import MM
 
-__all__ = ["RoundResult", "RoundHang", "run_round", "calibrate", "round_seed", "window_evidence"]
+__all__ = ["RoundResult", "RoundHang", "run_round", "calibrate", "Aim", "CellResult", "run_cell", "round_seed", "window_evidence"]
 
 POPULATOR_TASK = "populator"
 RACER_TASK = "racer"
@@ -68,6 +68,26 @@ class RoundResult:
 def round_seed(seed: int, kernel: str, populator: str, racer: str, i: int) -> int:
     """The seed of round *i* of a cell: stable across runs and independent of other cells."""
     return random.Random(f"{seed}/{kernel}/{populator}/{racer}/{i}").getrandbits(32)
+
+
+AIM = 0.9  # the racer aims at the first 90% of the call: a shot after its end tests nothing
+
+
+class Aim:
+    """Where the racer aims, LTP fuzzy-sync style: AIM x an exponential moving average of the
+    populating call's duration, seeded by :func:`calibrate` and updated from every round, so a
+    calibration taken while the machine was busy corrects itself within a few rounds."""
+
+    def __init__(self, duration_ns: int) -> None:
+        self.avg = float(max(1, duration_ns))
+
+    @property
+    def window_ns(self) -> int:
+        return max(1, int(self.avg * AIM))
+
+    def update(self, populate_ns: int) -> None:
+        if populate_ns > 0:
+            self.avg = 0.7 * self.avg + 0.3 * populate_ns
 
 
 def calibrate(kernel: Union[str, Kernel], pop: Populator, size: int, costs: Costs = DEFAULT_COSTS,
@@ -195,10 +215,12 @@ def window_evidence(snap: Snapshot, pc: CallView, fire_ns: int = -1, racer_task:
     if not rcalls:
         return False, False
     overlap = any(c.t_start < pc.t_end for c in rcalls.values())
-    w_end = max((r.rel_ns for r in snap.locks if r.call_id == pc.call_id and r.mode == "W"), default=-1)
-    if w_end < 0:
+    own = [r for r in snap.locks if r.call_id == pc.call_id]
+    w_end = max((r.rel_ns for r in own if r.mode == "W"), default=-1)
+    p_end = max((r.rel_ns for r in own), default=-1)  # the populate's last up_read (or up_write)
+    if w_end < 0 or p_end <= w_end:
         return overlap, False
-    hit = any(r.mode == "W" and r.call_id in rcalls and w_end <= r.acq_ns < pc.t_end for r in snap.locks)
+    hit = any(r.mode == "W" and r.call_id in rcalls and w_end <= r.acq_ns < p_end for r in snap.locks)
     return overlap, hit
 
 
@@ -229,9 +251,10 @@ class CellResult:
     interesting_pages: int = 0
     broken: int = 0
     broken_msg: str = ""
-    window_ns: int = 0
+    window_ns: int = 0  # the calibrated duration of the populating call
     elapsed_s: float = 0.0
     calls: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # finding kind -> rounds it appeared in
     forbidden: list[RoundResult] = field(default_factory=list)  # the first few, with their history
 
     def add(self, r: RoundResult, keep: int) -> None:
@@ -243,6 +266,8 @@ class CellResult:
         self.max_wrong_pages = max(self.max_wrong_pages, r.verdict.wrong_pages)
         self.interesting_pages += r.verdict.pages["INTERESTING"]
         self.calls += r.calls
+        for kind in {f.kind for f in r.verdict.findings if f.grade != "OK"}:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if r.outcome == "FORBIDDEN" and len(self.forbidden) < keep:
             self.forbidden.append(r)
 
@@ -252,7 +277,7 @@ class CellResult:
             "rounds": self.rounds, "window_hits": self.window_hits, "overlaps": self.overlaps,
             "outcomes": dict(self.outcomes, wrong_pages=self.wrong_pages),
             "wrong_pages": self.wrong_pages, "max_wrong_pages": self.max_wrong_pages,
-            "interesting_pages": self.interesting_pages, "broken": self.broken, "broken_msg": self.broken_msg,
+            "interesting_pages": self.interesting_pages, "finding_kinds": dict(self.kinds), "broken": self.broken, "broken_msg": self.broken_msg,
             "window_ms": round(self.window_ns / 1e6, 3), "elapsed_s": round(self.elapsed_s, 3),
             "forbidden_rounds": [_round_dict(r) for r in self.forbidden],
         }
@@ -278,6 +303,7 @@ def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: 
     t0 = time.monotonic()
     try:
         cell.window_ns = window_ns or calibrate(k, pop, size, costs)
+        aim = Aim(cell.window_ns)
     except Exception as e:  # noqa: BLE001 - a populator the model cannot run yet
         cell.broken += 1
         cell.broken_msg = f"calibration: {type(e).__name__}: {e}"
@@ -292,7 +318,7 @@ def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: 
             break
         try:
             r = run_round(k, pop, racer, seed=round_seed(seed, k.name, pop.name, racer.name, i), size=size,
-                          window_ns=cell.window_ns, costs=costs)
+                          window_ns=aim.window_ns, costs=costs)
         except RoundHang:
             raise
         except Exception as e:  # noqa: BLE001
@@ -300,6 +326,7 @@ def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: 
             cell.broken_msg = f"{type(e).__name__}: {e}"
             break
         cell.add(r, keep)
+        aim.update(r.populate_ns)
         i += 1
         if on_round is not None:
             on_round(cell, r)

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, MREMAP_FIXED,
+from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_POPULATE, MAP_PRIVATE, MREMAP_FIXED,
                          MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
 from mmlab.harness.populators import Populator, PopState
 from mmlab.mm.mm_struct import MM
@@ -76,8 +76,26 @@ def _mmap_fixed_populate(mm: MM, st: PopState, p: Prepared) -> None:
 
 
 def _donor(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
-    """An untouched anonymous mapping of the range's size, away from it."""
-    return {"donor": mm.mmap(0, st.length, RW, ANON)}
+    """An untouched anonymous mapping of the range's size, away from it: PROT_NONE
+    placeholders hold the free parts of the target range while the donor is placed, so the
+    donor cannot land where the populator is about to map (or grow)."""
+    held = []
+    pos, end = st.addr, st.addr + st.length
+    for v in mm.maps():  # the populator waits at the barrier: the model is quiet
+        if v.end <= pos or v.start >= end:
+            continue
+        if v.start > pos:
+            held.append((pos, v.start - pos))
+        pos = max(pos, v.end)
+    if pos < end:
+        held.append((pos, end - pos))
+    for a, n in held:
+        mm.mmap(a, n, PROT_NONE, ANON | MAP_FIXED_NOREPLACE)
+    try:
+        return {"donor": mm.mmap(0, st.length, RW, ANON)}
+    finally:
+        for a, n in held:
+            mm.munmap(a, n)
 
 
 def _mremap_fixed(mm: MM, st: PopState, p: Prepared) -> None:

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from readerwriterlock.rwlock import RWLockFairD
 
 from mmlab.clock import Clock, RealClock, hooks
-from mmlab.current import TaskCtx, current
+from mmlab.current import TaskCtx, current, task_local
 
 __all__ = ["MmapSem", "LockRecord", "READ", "WRITE"]
 
@@ -33,9 +33,10 @@ WRITE = "W"
 class LockRecord:
     """One acquisition of the lock: who, in which mode, for which call, and when."""
 
-    __slots__ = ("lock", "task", "tid", "ctx", "mode", "call_id", "call", "req_ns", "acq_ns", "rel_ns", "how")
+    __slots__ = ("lock", "task", "tid", "ctx", "mode", "call_id", "call", "req_ns", "acq_ns", "rel_ns", "how",
+                 "_h")
 
-    def __init__(self, lock: str, ctx: TaskCtx, mode: str, now: int, how: str = "") -> None:
+    def __init__(self, lock: str, ctx: TaskCtx, mode: str, now: int, how: str = "", acq_ns: int = -1) -> None:
         self.lock = lock
         self.ctx = ctx
         self.task = ctx.name
@@ -44,9 +45,11 @@ class LockRecord:
         self.call_id = ctx.call_id
         self.call = ctx.call_name
         self.req_ns = now
-        self.acq_ns = -1
+        self.acq_ns = acq_ns
         self.rel_ns = -1
-        self.how = how  # "", "trylock", "downgrade", "retake"
+        self.how = how  # "", "trylock", "downgrade", "populate", "retake", "fault"
+        # _h, set only on read holds: the readerwriterlock handle to release through (None: the
+        # primitives); write holds are released through MmapSem._wh
 
     @property
     def wait_ns(self) -> int:
@@ -57,7 +60,7 @@ class LockRecord:
         return (self.rel_ns - self.acq_ns) if self.rel_ns >= 0 and self.acq_ns >= 0 else -1
 
     def as_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__ if k != "ctx"}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("ctx", "_h")}
 
     def __repr__(self) -> str:
         return (f"<{self.lock} {self.mode} {self.task} {self.call}#{self.call_id} "
@@ -65,16 +68,40 @@ class LockRecord:
 
 
 Listener = Callable[[LockRecord], None]
+# down_read/down_write fill a new record in place (object.__new__ plus the stores of
+# LockRecord.__init__): an __init__ frame alone costs about a third of the bare lock pair.
+_new_record = object.__new__
+
+
+def _has_primitives(rw: RWLockFairD) -> bool:
+    """RWLockFairD (readerwriterlock 1.0.x) is three threading.Locks and a reader count; its
+    acquire() takes them in a fixed order. The recorded lock takes the same locks in the same
+    order for its uncontended try (see MmapSem), or falls back to acquire(blocking=False)."""
+    return all(hasattr(rw, a) for a in ("c_lock_read", "c_lock_write", "c_lock_read_count", "v_read_count"))
 
 
 class MmapSem:
-    """The recorded mmap_sem. Called from any thread; the calling thread is the task."""
+    """The recorded mmap_sem. Called from any thread; the calling thread is the task.
+
+    Fast path: an uncontended acquisition is one try of the lock, made on RWLockFairD's own
+    three locks in the order its acquire() takes them (the library's acquire(blocking=False)
+    costs more than a whole blocking pair, from its deadline arithmetic). Only when the try fails
+    is the task listed in ``waiters`` and blocked in the library's acquire(), so
+    ``is_contended()`` lists exactly the tasks that wait. An acquisition that did not wait is
+    stamped once (acquired = requested); its release is stamped again.
+    """
 
     def __init__(self, clock: Optional[Clock] = None, name: str = "mmap_sem", history: int = 200_000) -> None:
         self.name = name
         self.clock = clock or RealClock()
         self._rw = RWLockFairD()
-        self._tl = threading.local()
+        self._wh = self._rw.gen_wlock()  # writers exclude each other: one handle serves them all
+        self._now = self.clock.now_ns  # bound once: RealClock's is time.perf_counter_ns itself
+        self._settle = self.clock.settle
+        self._prim = _has_primitives(self._rw)
+        self._l_read = self._rw.c_lock_read if self._prim else None
+        self._l_count = self._rw.c_lock_read_count if self._prim else None
+        self._l_write = self._rw.c_lock_write if self._prim else None
         self.holders: dict[int, LockRecord] = {}
         self.waiters: dict[int, LockRecord] = {}
         self.history: collections.deque[LockRecord] = collections.deque(maxlen=history)
@@ -85,98 +112,222 @@ class MmapSem:
         self._next_ticket = 0
         self._serving = 0
 
-    # ------------------------------------------------------------------ acquire
-    def down_read(self, how: str = "") -> None:
-        self._acquire(READ, how)
+    # ------------------------------------------------------------------ the real lock
+    # down_read/down_write/up_read/up_write are written out flat (no helper calls, the task from
+    # task_local, records filled in place): a Python call costs about as much as a third of the
+    # bare lock pair, and every syscall of the model takes the lock at least once.
 
-    def down_write(self, how: str = "") -> None:
-        self._acquire(WRITE, how)
-
-    def down_read_trylock(self) -> bool:
-        """Take the lock for read if that needs no wait; never queues."""
-        ctx = current()
-        now = self.clock.now_ns()
-        rec = LockRecord(self.name, ctx, READ, now, "trylock")
-        hp = hooks.schedule_point
-        if hp is not None and hp("lock_trylock", (self, rec)) is False:
-            return False  # controlled mode: the scheduler's model of the queue says no
-        h = self._rw.gen_rlock()
-        if not h.acquire(blocking=False):
+    def _try_read(self) -> object:
+        """One try for read, never waiting. Returns the handle to release through (None: the
+        primitives), or False when it would have to wait."""
+        if not self._prim:
+            h = self._rw.gen_rlock()
+            return h if h.acquire(blocking=False) else False
+        rw = self._rw
+        if not self._l_read.acquire(False):  # a writer holds or is queued (it holds c_lock_read)
             return False
-        rec.acq_ns = now
-        self._tl.h = h
-        self._tl.rec = rec
-        self.holders[ctx.tid] = rec
-        self.acquisitions += 1
+        if not self._l_count.acquire(False):  # a reader is inside its own entry or exit
+            self._l_read.release()
+            return False
+        rw.v_read_count += 1
+        if rw.v_read_count == 1 and not self._l_write.acquire(False):
+            rw.v_read_count -= 1
+            self._l_count.release()
+            self._l_read.release()
+            return False
+        self._l_count.release()
+        self._l_read.release()
+        return None
+
+    def _try_write(self) -> bool:
+        """One try for write, never waiting: RWLockFairD's writer acquire() without the wait."""
+        if not self._prim:
+            return self._wh.acquire(blocking=False)
+        if not self._l_read.acquire(False):
+            return False
+        if not self._l_write.acquire(False):  # readers hold it
+            self._l_read.release()
+            return False
+        self._wh.v_locked = True
         return True
 
-    def _acquire(self, mode: str, how: str) -> None:
-        ctx = current()
-        hp = hooks.schedule_point
-        rec = LockRecord(self.name, ctx, mode, self.clock.now_ns(), how)
-        if hp is not None:
-            hp("lock_request", (self, rec))
-        h = self._rw.gen_rlock() if mode is READ else self._rw.gen_wlock()
-        if self._next_ticket != self._serving or not h.acquire(blocking=False):
-            self.waiters[ctx.tid] = rec
-            ctx.blocked_on = self.name
-            try:
-                self._slowpath(h)
-            finally:
-                ctx.blocked_on = None
-                del self.waiters[ctx.tid]
-        rec.acq_ns = self.clock.now_ns()
-        self._tl.h = h
-        self._tl.rec = rec
-        self.holders[ctx.tid] = rec
-        self.acquisitions += 1
-        if hp is not None:
-            hp("lock_acquired", (self, rec))
-
-    def _slowpath(self, h) -> None:  # type: ignore[no-untyped-def]
-        """rwsem_down_{read,write}_slowpath(): queue, and enter in arrival order.
+    def _wait(self, rec: LockRecord, ctx: TaskCtx, h: object) -> None:
+        """The slow path (rwsem_down_{read,write}_slowpath()): listed as a waiter, queued in
+        arrival order, and only the head of the queue blocks in the library's own acquire().
 
         readerwriterlock's turnstile is a threading.Lock, which wakes waiters in no particular
         order: a task that drops the lock and takes it again at once (a populate yielding to a
         writer) could win it back before the queued writer's thread is even scheduled. The
         kernel's wait list is FIFO, so a re-take queues behind the writer; tickets do the same.
-        Only the head of the queue blocks in the lock itself; the fast path is taken only when
-        nobody is queued."""
+        The fast paths are taken only while nobody is queued."""
+        self.waiters[ctx.tid] = rec
+        ctx.blocked_on = self.name
         q = self._wait_list
-        with q:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while self._serving != ticket:
-                q.wait()
         try:
-            h.acquire()
-        finally:
             with q:
-                self._serving += 1
-                q.notify_all()
+                ticket = self._next_ticket
+                self._next_ticket += 1
+                while self._serving != ticket:
+                    q.wait()
+            try:
+                h.acquire()  # type: ignore[attr-defined]
+            finally:
+                with q:
+                    self._serving += 1
+                    q.notify_all()
+        finally:
+            ctx.blocked_on = None
+            del self.waiters[ctx.tid]
+        rec.acq_ns = -1
+
+    # ------------------------------------------------------------------ acquire
+    def down_read(self, how: str = "") -> None:
+        try:
+            ctx = task_local.ctx
+        except AttributeError:
+            ctx = current()
+        now = self._now()
+        rec = _new_record(LockRecord)  # LockRecord(self.name, ctx, READ, now, how, now), inline
+        rec.lock = self.name
+        rec.ctx = ctx
+        rec.task = ctx.name
+        rec.tid = ctx.tid
+        rec.mode = READ
+        rec.call_id = ctx.call_id
+        rec.call = ctx.call_name
+        rec.req_ns = rec.acq_ns = now
+        rec.rel_ns = -1
+        rec.how = how
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("lock_request", (self, rec))
+            rec.acq_ns = -1
+        h = self._try_read() if self._next_ticket == self._serving else False  # nobody queued
+        if h is False:
+            h = self._rw.gen_rlock()
+            self._wait(rec, ctx, h)
+        if rec.acq_ns < 0:  # it waited, or a schedule point let others run: stamp the grant
+            rec.acq_ns = self._now()
+        rec._h = h
+        self.holders[ctx.tid] = rec  # one hold per task: its release finds the record here
+        self.acquisitions += 1
+        if hp is not None:
+            hp("lock_acquired", (self, rec))
+
+    def down_write(self, how: str = "") -> None:
+        try:
+            ctx = task_local.ctx
+        except AttributeError:
+            ctx = current()
+        now = self._now()
+        rec = _new_record(LockRecord)  # LockRecord(self.name, ctx, WRITE, now, how, now), inline
+        rec.lock = self.name
+        rec.ctx = ctx
+        rec.task = ctx.name
+        rec.tid = ctx.tid
+        rec.mode = WRITE
+        rec.call_id = ctx.call_id
+        rec.call = ctx.call_name
+        rec.req_ns = rec.acq_ns = now
+        rec.rel_ns = -1
+        rec.how = how
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("lock_request", (self, rec))
+            rec.acq_ns = -1
+        wh = self._wh
+        lr = self._l_read
+        if self._next_ticket != self._serving:  # somebody is queued: behind them
+            self._wait(rec, ctx, wh)
+        elif lr is not None and lr.acquire(False):  # _try_write(), inline
+            if self._l_write.acquire(False):
+                wh.v_locked = True
+            else:
+                lr.release()
+                self._wait(rec, ctx, wh)
+        elif not self._try_write():
+            self._wait(rec, ctx, wh)
+        if rec.acq_ns < 0:
+            rec.acq_ns = self._now()
+        self.holders[ctx.tid] = rec  # (released through self._wh: rec._h stays None)
+        self.acquisitions += 1
+        if hp is not None:
+            hp("lock_acquired", (self, rec))
+
+    def down_read_trylock(self) -> bool:
+        """Take the lock for read if that needs no wait; never queues."""
+        ctx = current()
+        now = self._now()
+        rec = LockRecord(self.name, ctx, READ, now, "trylock", now)
+        hp = hooks.schedule_point
+        if hp is not None and hp("lock_trylock", (self, rec)) is False:
+            return False  # controlled mode: the scheduler's model of the queue says no
+        h = self._try_read()
+        if h is False:
+            return False
+        rec._h = h
+        self.holders[ctx.tid] = rec
+        self.acquisitions += 1
+        return True
 
     # ------------------------------------------------------------------ release
+    def _bad_release(self, what: str, rec: Optional[LockRecord]) -> RuntimeError:
+        if rec is not None:
+            self.holders[rec.tid] = rec  # still held: put it back
+        return RuntimeError(f"{self.name}: {what} of a {rec.mode if rec else 'no'} hold")
+
     def up_read(self) -> None:
-        self._release(READ)
+        if self.clock.deferring:
+            self._settle()  # work done under the lock is paid under the lock
+        try:
+            tid = task_local.ctx.tid
+        except AttributeError:
+            tid = current().tid
+        rec = self.holders.pop(tid, None)
+        if rec is None or rec.mode is not READ:
+            raise self._bad_release("up_read", rec)
+        rec.rel_ns = self._now()
+        h = rec._h
+        rec._h = None
+        if h is None:  # taken by _try_read(): RWLockFairD's reader release() on its primitives
+            rw = self._rw
+            self._l_count.acquire()
+            rw.v_read_count -= 1
+            if not rw.v_read_count:
+                self._l_write.release()
+            self._l_count.release()
+        else:
+            h.release()  # type: ignore[attr-defined]
+        self.history.append(rec)
+        if self.listeners:
+            for fn in self.listeners:
+                fn(rec)
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("lock_released", (self, rec))
 
     def up_write(self) -> None:
-        self._release(WRITE)
-
-    def _release(self, mode: str) -> None:
-        self.clock.settle()  # work done under the lock is paid under the lock
-        tl = self._tl
-        rec: LockRecord = tl.rec
-        if rec.mode is not mode:
-            raise RuntimeError(f"{self.name}: up_{'read' if mode is READ else 'write'} of a {rec.mode} hold")
-        rec.rel_ns = self.clock.now_ns()
-        del self.holders[rec.tid]
-        tl.rec = None
-        h = tl.h
-        tl.h = None
-        h.release()
+        if self.clock.deferring:
+            self._settle()
+        try:
+            tid = task_local.ctx.tid
+        except AttributeError:
+            tid = current().tid
+        rec = self.holders.pop(tid, None)
+        if rec is None or rec.mode is not WRITE:
+            raise self._bad_release("up_write", rec)
+        rec.rel_ns = self._now()
+        lw = self._l_write
+        if lw is not None:  # RWLockFairD's writer release(), on its primitives
+            self._wh.v_locked = False
+            lw.release()
+            self._l_read.release()
+        else:
+            self._wh.release()
         self.history.append(rec)
-        for fn in self.listeners:
-            fn(rec)
+        if self.listeners:
+            for fn in self.listeners:
+                fn(rec)
         hp = hooks.schedule_point
         if hp is not None:
             hp("lock_released", (self, rec))
@@ -184,20 +335,19 @@ class MmapSem:
     def downgrade_write(self) -> None:
         """Atomically turn the write hold into a read hold; waiting readers may now enter."""
         self.clock.settle()
-        tl = self._tl
-        rec: LockRecord = tl.rec
-        if rec.mode is not WRITE:
-            raise RuntimeError(f"{self.name}: downgrade_write without a write hold")
+        rec = self.holders.get(current().tid)
+        if rec is None or rec.mode is not WRITE:
+            raise self._bad_release("downgrade_write", None)
         now = self.clock.now_ns()
-        tl.h = tl.h.downgrade()
+        h = self._wh.downgrade()
         rec.rel_ns = now
-        nrec = LockRecord(self.name, rec.ctx, READ, now, "downgrade")
-        nrec.acq_ns = now
-        tl.rec = nrec
+        nrec = LockRecord(self.name, rec.ctx, READ, now, "downgrade", now)
+        nrec._h = h
         self.holders[rec.tid] = nrec
         self.history.append(rec)
-        for fn in self.listeners:
-            fn(rec)
+        if self.listeners:
+            for fn in self.listeners:
+                fn(rec)
         hp = hooks.schedule_point
         if hp is not None:
             hp("lock_downgraded", (self, nrec))
@@ -211,7 +361,7 @@ class MmapSem:
         return any(r.mode is WRITE for r in list(self.waiters.values()))
 
     def held_by_current(self) -> Optional[str]:
-        rec = getattr(self._tl, "rec", None)
+        rec = self.holders.get(current().tid)
         return rec.mode if rec is not None else None
 
     def state(self) -> dict[str, object]:

@@ -23,14 +23,22 @@ _inos = itertools.count(1)
 
 
 class File:
-    """A simulated file and its page cache. ``mode`` is what the fd was opened for: "r", "w", "rw"."""
+    """A simulated file and its page cache. ``mode`` is what the fd was opened for: "r", "w", "rw".
 
-    def __init__(self, name: str, size: int, mode: str = "rw", cached: bool = False) -> None:
+    ``tmpfs``: a tmpfs/shmem file (/dev/shm). Its backing device does not account dirty pages
+    (``mapping_cap_account_dirty()`` is false), which is what lets v3.x remap_file_pages() make
+    its vmas truly VM_NONLINEAR; on a regular file v3.x emulates the remap with a linear vma.
+    Its pages still come from ``disk`` when not cached (think: swapped out).
+    """
+
+    def __init__(self, name: str, size: int, mode: str = "rw", cached: bool = False,
+                 tmpfs: bool = False) -> None:
         if mode not in ("r", "w", "rw"):
             raise ValueError(f"file mode must be 'r', 'w' or 'rw', not {mode!r}")
         if size < 0:
             raise ValueError("file size must be >= 0")
         self.name = name
+        self.tmpfs = tmpfs
         self.ino = next(_inos)
         self.mode = mode
         self._size = size
@@ -46,6 +54,11 @@ class File:
     @property
     def writable(self) -> bool:
         return "w" in self.mode
+
+    @property
+    def account_dirty(self) -> bool:
+        """mapping_cap_account_dirty(): true for a regular file, false for tmpfs."""
+        return not self.tmpfs
 
     @property
     def size(self) -> int:

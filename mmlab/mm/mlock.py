@@ -62,18 +62,19 @@ def _apply_lock_flags(mm: "MM", call: "CallInfo", start: int, end: int, bits: in
     vmas = check_range_mapped(mm, start, end)
     if not vmas:
         raise err(ENOMEM, call.name)
-    if splits_needed(vmas, start, end, lambda v: (v.flags & ~(_LOCK_BITS | VM_POPULATE)) | bits != v.flags) \
-            and mm.map_count >= mm.max_map_count:
+    n = splits_needed(vmas, start, end, lambda v: _new_lock_flags(v.flags, bits) != v.flags)
+    if n and mm.map_count + n > mm.max_map_count:  # each split_vma() checks map_count
         raise err(ENOMEM, call.name)
     for v in vmas:
         if v.detached:
             continue
-        keep = v.flags & ~_LOCK_BITS
-        if not bits:
-            newflags = keep  # munlock keeps VM_POPULATE: the flag is never cleared (patch 9)
-        else:
-            newflags = keep | bits
-        mlock_fixup(mm, call, v, max(start, v.start), min(end, v.end), newflags)
+        mlock_fixup(mm, call, v, max(start, v.start), min(end, v.end), _new_lock_flags(v.flags, bits))
+
+
+def _new_lock_flags(flags: int, bits: int) -> int:
+    """The vma flags after (un)locking with *bits*; munlock keeps VM_POPULATE: the flag is never
+    cleared (patch 9)."""
+    return (flags & ~_LOCK_BITS) | bits
 
 
 def _count_locked_pages(mm: "MM", start: int, end: int) -> int:
@@ -195,7 +196,10 @@ def sys_munlockall(mm: "MM") -> int:
     call = mm.begin_call("munlockall", ())
     mm.mmap_write_lock()
     try:
-        mm.def_flags &= ~(_LOCK_BITS | VM_POPULATE)
+        if mm.kernel.mlockall_keeps_def_flags:
+            mm.def_flags &= ~(_LOCK_BITS | VM_POPULATE)
+        else:  # v3.7: do_mlockall(0) sets def_flags = 0
+            mm.def_flags = 0
         for v in list(mm.vmas):
             if v.detached:
                 continue

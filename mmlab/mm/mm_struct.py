@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
@@ -108,9 +109,11 @@ class MM:
         self.locked_vm = 0  # pages
         self.total_vm = 0  # pages
         self.rlimit_memlock = rlimit_memlock
+        self.rlimit_stack = 8 << 20  # RLIMIT_STACK: how far [stack] may grow down
         self.cap_ipc_lock = cap_ipc_lock
         self.max_map_count = max_map_count
         self.start_brk = self.brk_cur = START_BRK
+        self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)
         self.calls: dict[int, CallInfo] = {}  # calls that populated: the oracle needs them
         self.call_history: collections.deque[CallInfo] = collections.deque(maxlen=history)
         if layout == "process":
@@ -273,6 +276,14 @@ class MM:
                         "Rss": v.rss_pages * 4, "Locked": v.locked_pages * 4, "VmFlags": _smaps_flags(v.flags)})
         return out
 
+    def file_page(self, addr: int) -> Optional[tuple[File, int]]:
+        """(file, page offset) that the mapping at *addr* maps -- after remap_file_pages() the
+        offset it was remapped to -- or None for no vma or an anonymous one."""
+        v = self.vmas.vma_lookup(addr)
+        if v is None or v.file is None:
+            return None
+        return v.file, v.file_pgoff(addr & ~(PAGE_SIZE - 1))
+
     def vm_lck_kb(self) -> int:
         """VmLck of /proc/self/status."""
         return self.locked_vm * 4
@@ -284,7 +295,8 @@ class MM:
             t = self.pt.pmds[key]
             ptes.append((key, bytes(t.state), t.call.tobytes(), t.task.tobytes()))
         return {
-            "vmas": [(v.start, v.end, v.flags, id(v.file), v.pgoff, v.vm_id) for v in self.vmas],
+            "vmas": [(v.start, v.end, v.flags, id(v.file), v.pgoff, v.vm_id,
+                      None if v.nonlinear is None else sorted(v.nonlinear.items())) for v in self.vmas],
             "ptes": ptes,
             "def_flags": self.def_flags, "locked_vm": self.locked_vm, "total_vm": self.total_vm,
             "brk": self.brk_cur, "origins": [(s, e, o.oid) for s, e, o in self.origins.ranges(0, TASK_SIZE)],

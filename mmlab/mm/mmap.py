@@ -179,15 +179,16 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
 
 
 def check_unmap(mm: "MM", start: int, end: int, extra: int = 0) -> None:
-    """The ENOMEM checks of do_vmi_munmap() (kernel >= 4.17), made before anything changes:
-    splitting a vma at max_map_count fails, and so does a result above it. *extra* counts the
-    vma the caller (mmap_region) will add."""
+    """The ENOMEM checks of do_vmi_munmap(), made before anything changes: an unmap that
+    splits one vma in three fails at max_map_count ("make sure that map_count on return from
+    munmap() will not exceed its limit; but let map_count go just above its limit temporarily");
+    one that only trims vmas does not. *extra* counts the vma the caller (mmap_region) will add."""
     hit = mm.vmas.range(start, end)
     splits = 0
     if hit:
         splits += hit[0].start < start
         splits += hit[-1].end > end
-        if splits and mm.map_count >= mm.max_map_count:
+        if splits == 2 and len(hit) == 1 and mm.map_count >= mm.max_map_count:
             raise err(ENOMEM, "munmap")
     if extra and mm.map_count + splits - len(hit) + extra > mm.max_map_count:
         raise err(ENOMEM, "mmap")
@@ -349,18 +350,24 @@ def expand_stack(mm: "MM", vma: Vma, addr: int) -> Vma:
     from mmlab.current import current
 
     new_start = addr & ~(PAGE_SIZE - 1)
-    prev = mm.vmas.prev(vma)
-    if prev is not None and prev.end > new_start - PAGE_SIZE:
-        raise SIGSEGV(addr, "stack guard gap")
-    grow = (vma.start - new_start) >> 12
-    if vma.flags & VM_LOCKED and not mm.mlock_future_ok(vma.flags, grow << 12):
-        raise SIGSEGV(addr, "RLIMIT_MEMLOCK")
-    old_start = vma.start
-    mm.vmas.rekey(vma, new_start, vma.end)
-    mm.origins.extend(new_start, old_start, old_start)
-    mm.total_vm += grow
+    with mm.anon_vma_lock:  # two faults may grow the stack at once, both under the read lock
+        if new_start >= vma.start:  # another fault grew it meanwhile
+            return vma
+        if vma.end - new_start > mm.rlimit_stack:  # acct_stack_growth()
+            raise SIGSEGV(addr, "RLIMIT_STACK")
+        prev = mm.vmas.prev(vma)
+        if prev is not None and prev.end > new_start - PAGE_SIZE:
+            raise SIGSEGV(addr, "stack guard gap")
+        grow = (vma.start - new_start) >> 12
+        if vma.flags & VM_LOCKED and not mm.mlock_future_ok(vma.flags, grow << 12):
+            raise SIGSEGV(addr, "RLIMIT_MEMLOCK")
+        old_start = vma.start
+        mm.vmas.rekey(vma, new_start, vma.end)
+        mm.origins.extend(new_start, old_start, old_start)
+        mm.total_vm += grow
+        if vma.flags & VM_LOCKED:
+            mm.locked_vm += grow
     if vma.flags & VM_LOCKED:
-        mm.locked_vm += grow
         if not vma.flags & VM_LOCKONFAULT:
             ctx = current()
             call = mm.begin_call("stack-growth", (addr,)) if not ctx.call_id else None

@@ -134,7 +134,9 @@ class RealMM:
 
     def munmap(self, addr: int, length: int) -> int:
         self._check(addr, length, "munmap")
-        return self.lib.munmap(addr, length)
+        r = self.lib.munmap(addr, length)
+        self.disown(addr, addr + page_align(length))  # ranges placed outside and now gone
+        return r
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         self._check(addr, length, "mprotect")
@@ -191,11 +193,8 @@ class RealMM:
         r, w = m.perms[0] == "r", m.perms[1] == "w"
         if (write and not w) or (not write and not (r or w)):
             raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {m.perms}")
-        if m.name.startswith("/") and not m.name.endswith("(deleted)"):
-            try:
-                size = os.stat(m.name).st_size
-            except OSError:
-                size = 1 << 62
+        if m.name and not m.name.startswith("["):  # file-backed, shmem included: SIGBUS beyond EOF
+            size = _mapped_file_size(m)
             if m.offset + (page - m.start) >= page_align(size):
                 raise SIGBUS(addr, f"beyond EOF of {m.name}")
         if write:
@@ -231,6 +230,15 @@ class RealMM:
                 pass
 
 
+def _mapped_file_size(m: MapsEntry) -> int:
+    """The size of the file (or shmem object: a grown MAP_SHARED|MAP_ANONYMOUS mapping reaches
+    beyond it) behind a vma, through /proc/self/map_files; refuses to guess."""
+    try:
+        return os.stat(f"/proc/self/map_files/{m.start:x}-{m.end:x}").st_size
+    except OSError as e:
+        raise OutsideRegion(f"cannot tell the size of {m.name} (so whether a touch would SIGBUS): {e}") from None
+
+
 # one-byte loads and stores through libc: CDLL drops the GIL while the fault runs
 _memset = ctypes.CDLL(None).memset if os.name == "posix" else None
 _memcpy = ctypes.CDLL(None).memcpy if os.name == "posix" else None
@@ -263,11 +271,12 @@ class Region:
     """
 
     def __init__(self, size: int, keep_reserved: bool = True, guard: int = PAGE_SIZE,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, mm: Optional[RealMM] = None) -> None:
         self.size = page_align(size)
         self.guard = guard
         self.keep_reserved = keep_reserved
-        self.mm = RealMM()
+        self.shared_mm = mm is not None
+        self.mm = mm or RealMM()
         self._rng = random.Random(seed)
         self.base = self.end = 0
 
@@ -301,7 +310,12 @@ class Region:
         self.close()
 
     def close(self) -> None:
-        self.mm.release_all()
+        if not self.shared_mm:
+            self.mm.release_all()
+        elif self.base:  # a RealMM shared with other regions: undo only this one
+            lo, hi = self.base - self.guard, self.end + self.guard
+            self.mm.disown(lo, hi)
+            self.mm.lib.munmap(lo, hi - lo)
         _live.discard(self)
 
 

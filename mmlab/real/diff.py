@@ -11,6 +11,7 @@ PROT_NONE guard page at each end), the model side inside the same layout at ``MO
   placed the mapping elsewhere) or the errno, or the signal of a touch;
 * ``layout``  vma boundaries and protections over the region, as /proc/self/maps shows them;
 * ``mincore`` residency of every page of every vma, from mincore();
+* ``pte``     whether each page is in the page table (/proc/self/pagemap on the real side);
 * ``locked``  per vma: smaps ``Locked`` (kB) and whether VmFlags has ``lo``; and the sum of
   the sizes of the ``lo`` vmas against the model's locked_vm.
 
@@ -335,10 +336,11 @@ class Obs:
     layout: tuple
     mincore: tuple
     locked: tuple
-    pte: Optional[tuple] = None  # real only: pagemap present bits per vma, for explanations
+    pte: Optional[tuple] = None  # page-table presence per vma: /proc/self/pagemap, or the model's ptes
 
     def fields(self) -> dict[str, object]:
-        return {"result": self.result, "layout": self.layout, "mincore": self.mincore, "locked": self.locked}
+        return {"result": self.result, "layout": self.layout, "mincore": self.mincore, "locked": self.locked,
+                "pte": self.pte}
 
 
 def observe(side: Side, result: tuple) -> Obs:
@@ -348,10 +350,13 @@ def observe(side: Side, result: tuple) -> Obs:
     mincore = tuple(side.mincore(s, e - s) for s, e, _, _, _ in vmas)
     lo_kb = sum((e - s) >> 10 for s, e, _, _, lo in vmas if lo)
     locked = (tuple((lk, lo) for _, _, _, lk, lo in vmas), lo_kb)
-    pte = None
     if isinstance(side, RealSide):
+        # mincore() of shared memory reports its page cache; pagemap reports the ptes, which
+        # is what the model's page table holds (and what MADV_DONTNEED changes)
         from mmlab.real.procfs import read_pagemap_present
         pte = tuple(read_pagemap_present(s, e) for s, e, _, _, _ in vmas)
+    else:
+        pte = mincore
     return Obs(result, layout, mincore, locked, pte)
 
 
@@ -507,21 +512,30 @@ def calls(mm, b):
 {body}
 
 
+def result(side, call):
+    """The call's return value (an address as an offset into the region), errno or signal."""
+    try:
+        v = call()
+    except OSError as e:
+        return ("errno", e.errno)
+    except Signal as e:
+        return ("signal", e.name)
+    if isinstance(v, int) and v > 4096:
+        inside = side.base - P <= v < side.base + ({pages} + 1) * P
+        return ("ok", v - side.base if inside else "outside")
+    return ("ok", v or 0)
+
+
 with Region({pages} * P, keep_reserved=False) as reg:
     sides = [RealSide(reg), ModelSide({pages})]
     steps = [list(calls(s.mm, s.base)) for s in sides]
     for i in range(len(steps[0])):
-        obs = []
-        for s, st in zip(sides, steps):
-            try:
-                r = ("ok", st[i]())
-            except (OSError, Signal) as e:
-                r = ("error", e)
-            obs.append(observe(s, r))
+        obs = [observe(s, result(s, st[i])) for s, st in zip(sides, steps)]
         print(f"step {{i}}:")
         for s, o in zip(sides, obs):
-            print(f"  {{s.name:5}} layout={{o.layout}} mincore={{[m.hex() for m in o.mincore]}} locked={{o.locked}}")
-        if obs[0].fields() != obs[1].fields():
-            print("  ^^^ disagree on", [k for k in obs[0].fields() if k != "result"
-                                        and obs[0].fields()[k] != obs[1].fields()[k]])
+            print(f"  {{s.name:5}} result={{o.result}} layout={{o.layout}} "
+                  f"mincore={{[m.hex() for m in o.mincore]}} locked={{o.locked}}")
+        bad = [k for k, v in obs[0].fields().items() if v != obs[1].fields()[k]]
+        if bad:
+            print("  ^^^ disagree on", bad)
 '''

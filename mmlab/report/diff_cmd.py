@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
         head = (f"mmlab diff --seed {args.seed} --case {c}: {opname} disagrees on {', '.join(fields)} "
                 f"({len(lst)} cases like it)")
         con.rule(head)
-        con.print(r.mismatch.describe(), markup=False, highlight=False)
+        print(r.mismatch.describe(), flush=True)
         snip = D.snippet(ops, args.pages, head)
-        con.print(snip, markup=False, highlight=False)
+        print(snip, flush=True)  # plain: a wrapped line would not run
         shown.append({"seed": args.seed, "case": c, "op": opname, "fields": list(fields), "count": len(lst),
                       "ops": [o.source() for o in ops], "snippet": snip, "detail": r.mismatch.describe()})
     if args.json:

@@ -187,7 +187,7 @@ def _print_table(out, cells: list[CellResult], seed: int) -> None:
         t.add_row(c.kernel, c.populator, racer, str(c.rounds), str(c.overlaps), str(c.window_hits),
                   str(o["OK"]), inter, forb, str(c.wrong_pages), str(c.max_wrong_pages))
     t.caption = ("overlap: the racer's call started before the populating call returned; window hits: it took "
-                 "mmap_sem for write between the populating call's up_write() and its end")
+                 "mmap_sem for write between the populating call's up_write() and its populate's last up_read()")
     out.print(t)
     for c in cells:
         if c.broken:

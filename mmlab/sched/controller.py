@@ -33,7 +33,7 @@ from mmlab.sched.lockmodel import LockWait, RwsemModel
 from mmlab.sched.replay import mask_of
 from mmlab.sched.scheduler import Divergence, Scheduler
 
-__all__ = ["Controller", "Execution", "ExecutionAborted", "TaskSpec",
+__all__ = ["Controller", "Execution", "ExecutionAborted", "TaskSpec", "TaskThreads",
            "DONE", "DEADLOCK", "STEP_BOUND", "DIVERGED", "HANG"]
 
 DONE, DEADLOCK, STEP_BOUND, DIVERGED, HANG = "done", "deadlock", "step bound", "diverged", "hang"
@@ -83,21 +83,82 @@ class _CondWait:
 
 
 class _Task:
-    __slots__ = ("index", "name", "fn", "thread", "gate", "done", "wait", "lockreq", "points", "error", "last_ns")
+    __slots__ = ("index", "name", "fn", "worker", "gate", "done", "wait", "lockreq", "points", "error",
+                 "last_ns", "exited")
 
     def __init__(self, index: int, name: str, fn: Callable[[], object]) -> None:
         self.index = index
         self.name = name
         self.fn = fn
-        self.thread: Optional[threading.Thread] = None
-        self.gate = threading.Lock()
-        self.gate.acquire()  # held while the task may not run; released once per wake-up
+        self.worker: Optional[_Worker] = None
+        self.gate: threading.Lock = None  # type: ignore[assignment]  # the worker's
         self.done = False
         self.wait: Optional[object] = None  # what it is parked on (None: runnable)
         self.lockreq: Optional[tuple[MmapSem, LockRecord]] = None
         self.points = 0
         self.error = ""
         self.last_ns = 0  # virtual time of its last event or wake-up: what a spend cost
+        self.exited = threading.Event()
+
+
+class _Worker:
+    """A real OS thread that runs one task per execution: parked on ``gate`` between wake-ups."""
+
+    def __init__(self, pool: "TaskThreads", n: int) -> None:
+        self.gate = threading.Lock()
+        self.gate.acquire()  # held while the thread may not run; released once per wake-up
+        self.job: Optional[tuple["Controller", _Task]] = None
+        self.thread = threading.Thread(target=self._loop, name=f"mmlab-task-{n}", daemon=True)
+        self.busy = False
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.gate.acquire()
+            job = self.job
+            if job is None:
+                return  # shut down
+            self.job = None
+            ctl, t = job
+            ctl._task_body(t)
+
+
+class TaskThreads:
+    """The task threads, kept across executions (starting a thread costs more than a hundred
+    schedule points). Use as a context manager; ``close()`` joins every thread."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+
+    def get(self) -> _Worker:
+        if self._idle:
+            w = self._idle.pop()
+        else:
+            w = _Worker(self, len(self._all))
+            self._all.append(w)
+        w.busy = True
+        return w
+
+    def put(self, w: _Worker) -> None:
+        w.busy = False
+        self._idle.append(w)
+
+    def close(self) -> None:
+        for w in self._all:
+            if w in self._idle:
+                w.job = None
+                w.gate.release()
+        for w in self._all:
+            w.thread.join(5.0)
+        self._idle.clear()
+        self._all.clear()
+
+    def __enter__(self) -> "TaskThreads":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -163,20 +224,24 @@ class Controller:
         }
 
     # ================================================================== running
-    def run(self, tasks: Sequence[TaskSpec]) -> Execution:
-        """Run *tasks* to the end. The caller has called ``scheduler.new_execution()``."""
+    def run(self, tasks: Sequence[TaskSpec], threads: Optional[TaskThreads] = None) -> Execution:
+        """Run *tasks* to the end, on *threads* (or on threads of its own, joined before it
+        returns). The caller has called ``scheduler.new_execution()``."""
         if hooks.schedule_point is not None:
             raise RuntimeError("a controlled execution is already running in this process")
+        own = threads is None
+        pool = TaskThreads() if threads is None else threads
         self._tasks = [_Task(i, name, fn) for i, (name, fn) in enumerate(tasks)]
         t0 = time.perf_counter()
         hooks.schedule_point = self._point
         report = ""
         try:
             for t in self._tasks:
-                th = threading.Thread(target=self._task_main, args=(t,), name=t.name, daemon=True)
-                t.thread = th
-                th.start()
-                self._by_ident[th.ident] = t  # type: ignore[index]
+                w = pool.get()
+                t.worker = w
+                t.gate = w.gate
+                self._by_ident[w.thread.ident] = t  # type: ignore[index]
+                w.job = (self, t)
             first = self._schedule(None)
             if first is not None:
                 first.gate.release()
@@ -185,11 +250,28 @@ class Controller:
             if self._status != DONE:
                 report = self._stuck_report()
                 self._abort_all()
+        except BaseException:  # Ctrl-C in the caller: unwind the tasks before going
+            self._status = self._status or "interrupted"
+            self._abort_all()
+            raise
         finally:
             hooks.schedule_point = None
-        for t in self._tasks:
-            assert t.thread is not None
-            t.thread.join(5.0)
+            for t in self._tasks:
+                w = t.worker
+                assert w is not None
+                if not t.exited.is_set() and not self._abort:
+                    t.exited.wait(5.0)
+                if t.exited.is_set():
+                    pool.put(w)
+                else:  # never started, or stuck for good: give it its job back as "stop"
+                    if w.job is not None:
+                        w.job = None
+                        try:
+                            w.gate.release()
+                        except RuntimeError:
+                            pass
+            if own:
+                pool.close()
         return Execution(
             status=self._status, names=[t.name for t in self._tasks], choices=self._choices,
             masks=self._masks, currents=self._currents, u64s=self._u64s, events=self._events,
@@ -204,21 +286,24 @@ class Controller:
         self._u64s.append(v)
         return v
 
-    def _task_main(self, t: _Task) -> None:
-        t.gate.acquire()
-        if self._abort:
-            t.done = True
-            return
+    def _task_body(self, t: _Task) -> None:
+        """Runs in the worker thread, which was just woken for the first time this execution."""
         try:
-            set_task_name(t.name)
-            t.last_ns = self.clock.now_ns()
-            t.fn()
-        except ExecutionAborted:
-            pass
-        except BaseException:  # noqa: BLE001 - a task's failure is part of the outcome
-            t.error = traceback.format_exc()
+            if self._abort:
+                t.done = True
+                return
+            try:
+                set_task_name(t.name)
+                t.last_ns = self.clock.now_ns()
+                t.fn()
+            except ExecutionAborted:
+                pass
+            except BaseException:  # noqa: BLE001 - a task's failure is part of the outcome
+                t.error = traceback.format_exc()
+            finally:
+                self._task_exit(t)
         finally:
-            self._task_exit(t)
+            t.exited.set()
 
     def _task_exit(self, t: _Task) -> None:
         t.done = True
@@ -226,6 +311,7 @@ class Controller:
         if self._abort:
             return
         self._events.append((t.index, "exit", t.error, self.clock.now_ns(), "", len(self._choices)))
+        t.exited.set()  # before the last one ends the execution, so run() need not wait again
         nxt = self._schedule(None)
         if nxt is not None:
             nxt.gate.release()
@@ -244,6 +330,9 @@ class Controller:
         now = self.clock.now_ns()
         if kind == "spend":
             obj = (obj, now - t.last_ns)
+        elif kind == "lock_request":  # say at once whether it had to queue, and behind whom
+            w = t.wait
+            obj = (obj[0], obj[1], None if w.immediate else w.describe())  # type: ignore[index,union-attr]
         self._events.append((t.index, kind, obj, now, p.holds(t.index) if p else "", len(self._choices)))
         nxt = self._schedule(t)
         if nxt is not t:
@@ -379,7 +468,7 @@ class Controller:
             w = t.wait
             what = w.describe() if w is not None else "runnable"  # type: ignore[attr-defined]
             lines.append(f"task {t.name}: {what}")
-            f = frames.get(t.thread.ident) if t.thread is not None else None  # type: ignore[arg-type]
+            f = frames.get(t.worker.thread.ident) if t.worker is not None else None  # type: ignore[arg-type]
             if f is not None:
                 stack = [s for s in traceback.extract_stack(f) if s.filename != here
                          and not s.filename.endswith("threading.py")]
@@ -392,12 +481,12 @@ class Controller:
         """Wake every parked task to unwind (one at a time, so no two ever run together)."""
         self._abort = True
         for t in self._tasks:
-            if t.done or t.thread is None:
+            if t.exited.is_set():
                 continue
             try:
                 t.gate.release()
             except RuntimeError:  # a wake-up already in flight
                 pass
-            t.thread.join(5.0)
+            t.exited.wait(5.0)
         for s in self._sems:
             s.waiters.clear()

@@ -33,9 +33,12 @@ class RwsemModel:
     # ------------------------------------------------------------------ transitions
     def request(self, task: int, mode: str) -> "LockWait":
         """down_read()/down_write() called: a writer takes a free turnstile at once."""
+        w = LockWait(self, task, mode)
         if mode == "W" and self.turnstile is None:
             self.turnstile = task
-        return LockWait(self, task, mode)
+            w.has_turnstile = True
+        w.immediate = w.ready()
+        return w
 
     def release(self, task: int, mode: str) -> None:
         if mode == "W":
@@ -92,19 +95,20 @@ class RwsemModel:
 class LockWait:
     """A task parked in down_read()/down_write(): when can it go on, and what does going on do."""
 
-    __slots__ = ("model", "task", "mode", "immediate")
+    __slots__ = ("model", "task", "mode", "has_turnstile", "immediate")
 
     def __init__(self, model: RwsemModel, task: int, mode: str) -> None:
         self.model = model
         self.task = task
         self.mode = mode
-        self.immediate = self.ready() and (mode == "R" or model.turnstile == task)
+        self.has_turnstile = False  # this request (a writer's) holds the turnstile
+        self.immediate = False  # it could be granted the moment it was made
 
     def ready(self) -> bool:
         m = self.model
         if self.mode == "R":
             return m.turnstile is None
-        if m.turnstile == self.task:
+        if self.has_turnstile:
             return m.nreaders == 0
         return m.turnstile is None
 
@@ -115,8 +119,9 @@ class LockWait:
         if self.mode == "R":
             m._add_reader(self.task)
             return True
-        if m.turnstile is None:
+        if not self.has_turnstile:
             m.turnstile = self.task
+            self.has_turnstile = True
         if m.nreaders:
             return False
         m.writer = self.task
@@ -125,6 +130,6 @@ class LockWait:
     def describe(self) -> str:
         m = self.model
         what = "down_write" if self.mode == "W" else "down_read"
-        if self.mode == "W" and m.turnstile == self.task:
+        if self.has_turnstile:
             return f"{what}({m.name}): holds the turnstile, waits for {m.nreaders} read hold(s) to drain"
         return f"{what}({m.name}): waits for the turnstile"

@@ -4,30 +4,33 @@ A scenario builds a fresh model on a virtual clock, does its set-up there (free-
 else runs yet), and hands the controller its tasks. :class:`RaceScenario` is the triple of
 ``mmlab race``: a kernel profile, a populator (mmlab/harness/populators.py) and a racer that
 replaces the populated range, each its own task, so the scheduler decides where in the populate
-the racer lands. Its ``spec()`` is plain data: a replay token carries it, and
+the racer lands (racers: mmlab/harness/racers.py; their ``prepare`` runs in the set-up). Its ``spec()`` is plain data: a replay token carries it, and
 :func:`scenario_from_spec` builds the same scenario back.
 
 Judging. An execution that did not finish is DEADLOCK, STEP_BOUND, DIVERGED or HANG; a task that
-raised is ERROR. A finished one is judged on the model alone -- which pages a populate made
-present, and which mapping they belong to now -- and, if a stall bound is set, on the longest
-mmap_sem wait in virtual time (STALL).
+raised is ERROR. A finished one is judged by the race oracle
+(mmlab/harness/oracle.py) on the model alone -- which pages a populate made present, which mapping
+they belong to now, the model's invariants -- and, if a stall bound is set, on the longest
+mmap_sem wait in virtual time (STALL). A syscall failing with an errno is model behaviour, not an
+error: the oracle judges what it left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from mmlab.clock import DEFAULT_COSTS
-from mmlab.flags import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE
-from mmlab.harness.populators import POPULATORS, PopState
+from mmlab.harness.oracle import check
+from mmlab.harness.populators import POPULATORS
+from mmlab.harness.racers import RACERS
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.mm.mm_struct import MM
-from mmlab.mm.pagetable import PTE_POPULATE
 from mmlab.sched.controller import DEADLOCK, DIVERGED, DONE, HANG, STEP_BOUND, Execution, TaskSpec
 
-__all__ = ["Outcome", "Scenario", "RaceScenario", "RACERS", "OK", "INTERESTING", "FORBIDDEN",
+__all__ = ["Outcome", "Scenario", "RaceScenario", "OK", "INTERESTING", "FORBIDDEN",
            "STALL", "ERROR", "FAILURES", "scenario_from_spec", "register_scenario_kind",
            "kernel_from_spec"]
 
@@ -96,67 +99,14 @@ def longest_wait(mm: MM) -> tuple[int, str]:
     return worst, who
 
 
-# ---------------------------------------------------------------------- racers
-# Interim: the racers proper are mmlab/harness/racers.py (branch `race`); once it is merged the
-# scenario takes its racers from there. Each takes the populator's prepared target range.
-
-def _munmap_mmap(mm: MM, st: PopState) -> None:
-    """munmap() the populated range, then mmap(MAP_FIXED) an anonymous replacement over it that
-    does not ask to be populated."""
-    mm.munmap(st.addr, st.length)
-    mm.mmap(st.addr, st.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
-
-
-def _mmap_fixed(mm: MM, st: PopState) -> None:
-    """mmap(MAP_FIXED) straight over the populated range: the replacement in one call."""
-    mm.mmap(st.addr, st.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
-
-
-RACERS: dict[str, Callable[[MM, PopState], None]] = {
-    "munmap-mmap": _munmap_mmap,
-    "mmap-fixed": _mmap_fixed,
-}
-
-
-def populated_pages_verdict(mm: MM) -> Outcome:
-    """Interim check of "replacement populated" until mmlab/harness/oracle.py is merged.
-
-    Every page a populate made present (PTE_POPULATE) is looked up in the lineage: OK if its
-    mapping is one the populating call asked for, INTERESTING if it is a replacement that itself
-    asked to be populated, FORBIDDEN if it is a replacement that did not, or no mapping at all.
-    """
-    groups: dict[tuple[str, int, int], list[int]] = {}
-    for key in sorted(mm.pt.pmds):
-        base = key << 21
-        for addr, state, _task, cid in mm.pt.iter_present(base, base + (1 << 21)):
-            if not state & PTE_POPULATE:
-                continue
-            call = mm.calls.get(cid)
-            if call is None:
-                continue
-            o = mm.origins.at(addr)
-            if o is None:
-                v = FORBIDDEN
-            elif o.oid in call.targets:
-                continue
-            else:
-                v = INTERESTING if o.asked_populate else FORBIDDEN
-            groups.setdefault((v, cid, o.oid if o is not None else 0), []).append(addr)
-    if not groups:
+def oracle_verdict(mm: MM) -> Outcome:
+    """The race oracle's verdict (mmlab/harness/oracle.py) on the finished model. ``what`` is the
+    kind of the first worst finding (replacement-populated, invariant, ...)."""
+    v = check(mm)
+    if v.outcome == OK:
         return Outcome(OK)
-    lines = []
-    verdict = INTERESTING
-    for (v, cid, oid), addrs in groups.items():
-        call = mm.calls[cid]
-        o = mm.origins.info.get(oid) if oid else None
-        whose = (f"the {o.kind} of {o.task}, which {'asked' if o.asked_populate else 'did not ask'} to be "
-                 f"populated") if o is not None else "no mapping"
-        lines.append(f"{v}: {call.task}'s {call.name}() populated {len(addrs)} page(s) "
-                     f"[{min(addrs):#x}, {max(addrs) + 4096:#x}) that belong to {whose}")
-        if v == FORBIDDEN:
-            verdict = FORBIDDEN
-    what = "replacement populated" if verdict == FORBIDDEN else "asked-for replacement populated"
-    return Outcome(verdict, what, "\n".join(lines))
+    worst = next(f for f in v.findings if f.grade == v.outcome)
+    return Outcome(v.outcome, worst.kind, v.report(history=False))
 
 
 # ---------------------------------------------------------------------- the race triple
@@ -186,7 +136,7 @@ class RaceScenario(Scenario):
 
     def __init__(self, kernel: str, populator: str, racer: str, size: int = 1 << 20,
                  time_scale: float = 1.0, stall_ns: int = 0,
-                 switches: Optional[dict[str, Any]] = None) -> None:
+                 switches: Optional[dict[str, Any]] = None, racer_seed: int = 0) -> None:
         self.kernel, self.notes = kernel_from_spec(kernel, switches)
         self.kernel_name = kernel
         if populator not in POPULATORS:
@@ -200,16 +150,17 @@ class RaceScenario(Scenario):
         self.size = size
         self.time_scale = time_scale
         self.stall_ns = stall_ns
+        self.racer_seed = racer_seed  # the racer's own choices (which part mprotect hits)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "kernel": self.kernel_name, "switches": self.kernel.switches(),
                 "populator": self.populator, "racer": self.racer, "size": self.size,
-                "time_scale": self.time_scale, "stall_ns": self.stall_ns}
+                "time_scale": self.time_scale, "stall_ns": self.stall_ns, "racer_seed": self.racer_seed}
 
     @classmethod
     def from_spec(cls, d: dict[str, Any]) -> "RaceScenario":
         return cls(d["kernel"], d["populator"], d["racer"], int(d["size"]), float(d["time_scale"]),
-                   int(d.get("stall_ns", 0)), d.get("switches"))
+                   int(d.get("stall_ns", 0)), d.get("switches"), int(d.get("racer_seed", 0)))
 
     def title(self) -> str:
         return f"{self.kernel.name} / {self.populator} / {self.racer}"
@@ -218,14 +169,27 @@ class RaceScenario(Scenario):
         mm = MM.controlled(self.kernel, DEFAULT_COSTS.scaled(self.time_scale))
         pop = POPULATORS[self.populator]
         st = pop.setup(mm, self.size)
-        race = RACERS[self.racer]
-        return mm, [("populator", lambda: pop.populate(mm, st)), ("racer", lambda: race(mm, st))]
+        racer = RACERS[self.racer]
+        prepared = racer.prepare(mm, pop, st, random.Random(self.racer_seed))
+
+        def populator() -> None:
+            try:
+                pop.populate(mm, st)
+            except OSError:  # in the call history; the oracle judges what the model holds
+                pass
+
+        def race() -> None:
+            try:
+                racer.fire(mm, st, prepared)
+            except OSError:
+                pass
+        return mm, [("populator", populator), ("racer", race)]
 
     def judge(self, mm: MM, ex: Execution) -> Outcome:
         out = judge_status(ex)
         if out is not None:
             return out
-        out = populated_pages_verdict(mm)
+        out = oracle_verdict(mm)
         if out.verdict == FORBIDDEN:
             return out
         if self.stall_ns:

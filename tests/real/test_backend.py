@@ -123,3 +123,14 @@ def test_file_mapping_cold_cache_and_remap_file_pages(tmp_path) -> None:
             pytest.skip(f"remap_file_pages is not available on this kernel: {e}")
         first = mm.maps(a, a + P)[0]
         assert (first.start, first.end, first.offset) == (a, a + P, 5 * P)
+
+
+def test_touch_beyond_a_grown_shmem_object_is_sigbus_not_a_crash() -> None:
+    from mmlab import SIGBUS
+    with Region(8 * P, keep_reserved=False) as reg:
+        mm = reg.mm
+        a = mm.mmap(reg.base, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)
+        mm.mremap(a, P, 3 * P, 0)  # the vma grows, the shmem object stays one page
+        mm.touch(a, write=True)
+        with pytest.raises(SIGBUS):
+            mm.touch(a + 2 * P)

@@ -1,0 +1,238 @@
+"""`mmlab real latency` and `mmlab real race`: the scenarios of `mmlab latency` and `mmlab race`
+on this machine's kernel, with the same tables, verdicts and JSON shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any, Optional
+
+from mmlab.real.libc import unavailable_reason
+
+DEFAULT_SIZES = "16M,64M,256M"
+
+
+def parse_sizes(spec: str) -> list[int]:
+    """``16M,64M,1G`` -> bytes, ascending; ValueError naming what is not a size."""
+    out = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        m = re.fullmatch(r"(\d+)([KMG]?)i?B?", part, re.I)
+        if not m:
+            raise ValueError(f"{part!r} is not a size (examples: 16M, 256M, 1G)")
+        n = int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2).upper()]
+        if n < (1 << 20) or n & 0xFFF:
+            raise ValueError(f"{part!r}: sizes must be whole pages and at least 1M")
+        out.append(n)
+    if not out:
+        raise ValueError("no sizes given")
+    return sorted(set(out))
+
+
+def pick(names: str, known: dict[str, Any], what: str) -> list[str]:
+    if names.strip() in ("", "all"):
+        return list(known)
+    out = []
+    for n in (s.strip() for s in names.split(",") if s.strip()):
+        if n not in known:
+            raise ValueError(f"unknown {what} {n!r}; known: {', '.join(known)}")
+        out.append(n)
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("real", help="run the latency and race scenarios on this machine's kernel",
+                       description="The populators, victims and racers of `mmlab latency` and `mmlab race`, "
+                       "run for real through ctypes (which drops the GIL inside each call), inside reserved "
+                       "regions that are unmapped again at the end, also on Ctrl-C.")
+    s = p.add_subparsers(dest="real_command", metavar="{latency,race}")
+    lat = s.add_parser("latency", help="victim latency while a populator runs, with bounded/unbounded verdicts")
+    lat.add_argument("--populator", default="all", help="comma-separated populators (default: all that run here)")
+    lat.add_argument("--sizes", default=DEFAULT_SIZES, help=f"populate sizes (default {DEFAULT_SIZES})")
+    lat.add_argument("--rounds", type=int, default=3, help="populates per size; worst waits are medians over rounds")
+    lat.add_argument("--quick", action="store_true", help="sizes 16M,256M and 3 rounds")
+    lat.add_argument("--json", metavar="FILE", help="write runs and verdicts as JSON")
+    lat.add_argument("--expect-bounded", action="store_true", help="exit 1 if any verdict is unbounded")
+    lat.set_defaults(func=run_latency)
+    race = s.add_parser("race", help="populate vs a racing replacement of the range")
+    race.add_argument("--populator", default="populate-anon,populate-file", help="comma-separated populators")
+    race.add_argument("--racer", default="all", help="comma-separated racers (default: all)")
+    race.add_argument("--rounds", type=int, default=10, help="rounds per cell (default 10)")
+    race.add_argument("--size", default="64M", help="populate size (default 64M)")
+    race.add_argument("--seed", type=int, default=1, help="seed of the racers' moments (default 1)")
+    race.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    race.set_defaults(func=run_race)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _fmt_us(v: float) -> str:
+    from mmlab.report.latency_tables import fmt_us  # the units `mmlab latency` prints
+    return fmt_us(v)
+
+
+def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[str, Any]],
+                   verdicts: list[dict[str, Any]]) -> None:
+    """One side-by-side table per populator (kernel x size x op -> p50/p99/p99.9/max ms), then
+    the verdicts."""
+    from rich.table import Table
+    from mmlab.real.scenarios import VICTIM_OPS
+    VICTIM_OPS = VICTIM_OPS + ("writer",)  # noqa: N806 - the pooled write-lock calls
+    for pop in dict.fromkeys(r["populator"] for r in runs):
+        t = Table(title=f"{pop}: victim waits while populating (p50 / p99 / p99.9 / max)")
+        t.add_column("kernel")
+        t.add_column("size", justify="right")
+        t.add_column("populate ms", justify="right")
+        for op in VICTIM_OPS:
+            t.add_column(op, justify="right")
+        for k, fl in floors.items():
+            t.add_row(k, "noise", "-", *[_cell(fl["victim"].get(op)) for op in VICTIM_OPS], style="dim")
+        for r in (r for r in runs if r["populator"] == pop):
+            t.add_row(r["kernel"], f"{r['size_bytes'] >> 20}M", f"{r['populate_ms']:.1f}",
+                      *[_cell(r["victim"].get(op)) for op in VICTIM_OPS])
+        con.print(t)
+    if verdicts:
+        t = Table(title="verdicts: does the worst wait grow with the populate size?")
+        for c in ("kernel", "populator", "op", "verdict", "why"):
+            t.add_column(c)
+        for v in verdicts:
+            t.add_row(v["kernel"], v["populator"], v["op"],
+                      "[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]", v["why"])
+        con.print(t)
+
+
+def _cell(s: Optional[dict[str, Any]]) -> str:
+    if not s:
+        return "-"
+    return f"{_fmt_us(s['p50_us'])} / {_fmt_us(s['p99_us'])} / {_fmt_us(s['p999_us'])} / {_fmt_us(s['max_us'])}"
+
+
+def _check_real(con: Any) -> bool:
+    why = unavailable_reason()
+    if why:
+        con.print(f"mmlab real: cannot run here: {why}")
+        return False
+    return True
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from mmlab.real import scenarios as S
+
+    con = Console()
+    try:
+        sizes = parse_sizes("16M,256M" if args.quick else args.sizes)
+        pops = pick(args.populator, S.POPULATORS, "populator")
+        rounds = 3 if args.quick else args.rounds
+        if rounds < 1:
+            raise ValueError("--rounds must be >= 1")
+    except ValueError as e:
+        con.print(f"mmlab real latency: {e}")
+        return 2
+    if not _check_real(con):
+        return 2
+    refuse = S.memory_guard(2 * sizes[-1] + S.READER_REGION + (64 << 20), f"a {sizes[-1] >> 20} MiB populate")
+    if refuse:
+        con.print(f"mmlab real latency: {refuse}")
+        return 2
+    t = S.RealTarget()
+    runs: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    try:
+        with con.status("noise floor (victims alone)"):
+            floor = S.run_noise_floor(t)
+        for name in pops:
+            why = t.unavailable(name)
+            if why:
+                skipped[name] = why
+                continue
+            for size in sizes:
+                with con.status(f"real: {name} {size >> 20}M x {rounds}"):
+                    runs.append(S.run_latency_cell(t, S.POPULATORS[name], size, rounds))
+    except KeyboardInterrupt:
+        con.print("interrupted: every mapping is undone; printing what was measured")
+        _latency_out(con, args, t.name, runs, floor if "floor" in locals() else None, skipped)
+        return 130
+    finally:
+        t.close()
+    return _latency_out(con, args, t.name, runs, floor, skipped)
+
+
+def _latency_out(con: Any, args: argparse.Namespace, name: str, runs: list[dict[str, Any]],
+                 floor: Optional[dict[str, Any]], skipped: dict[str, str]) -> int:
+    from mmlab.real import scenarios as S
+    vs = S.verdicts(runs, floor) if floor else []
+    latency_tables(con, runs, {name: floor} if floor else {}, vs)
+    for n, why in skipped.items():
+        con.print(f"[yellow]{n}[/]: {why}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": runs, "verdicts": vs, "noise_floor": floor, "skipped": skipped}, f, indent=2)
+    return 1 if args.expect_bounded and any(not v["bounded"] for v in vs) else 0
+
+
+def race_table(con: Any, results: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+    t = Table(title=title)
+    for c in ("kernel", "populator", "racer", "rounds", "window hit", "OK", "INTERESTING", "FORBIDDEN",
+              "wrong pages"):
+        t.add_column(c, justify="right" if c not in ("kernel", "populator", "racer") else "left")
+    for r in results:
+        o = r["outcomes"]
+        t.add_row(r["kernel"], r["populator"], r["racer"], str(r["rounds"]), str(r["window_hits"]), str(o["OK"]),
+                  str(o["INTERESTING"]), f"[red]{o['FORBIDDEN']}[/]" if o["FORBIDDEN"] else "0",
+                  str(r["wrong_pages"]))
+    con.print(t)
+
+
+def run_race(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from mmlab.real import scenarios as S
+
+    con = Console()
+    try:
+        [size] = parse_sizes(args.size)
+        pops = pick(args.populator, S.POPULATORS, "populator")
+        racers = pick(args.racer, S.RACERS, "racer")
+        if args.rounds < 1:
+            raise ValueError("--rounds must be >= 1")
+    except ValueError as e:
+        con.print(f"mmlab real race: {e}")
+        return 2
+    if not _check_real(con):
+        return 2
+    refuse = S.memory_guard(4 * size + S.READER_REGION, f"a {size >> 20} MiB race")
+    if refuse:
+        con.print(f"mmlab real race: {refuse}")
+        return 2
+    t = S.RealTarget()
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    interrupted = False
+    try:
+        for p in pops:
+            why = t.unavailable(p)
+            if why:
+                skipped[p] = why
+                continue
+            for r in racers:
+                with con.status(f"real: {p} vs {r} x {args.rounds}"):
+                    results.append(S.run_race_cell(t, S.POPULATORS[p], r, size, args.rounds, args.seed))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        t.close()
+    race_table(con, results, f"real kernel {t.release}: populate vs replacement ({size >> 20} MiB, seed {args.seed})")
+    for r in results:
+        if r["first_forbidden"]:
+            f = r["first_forbidden"]
+            con.print(f"FORBIDDEN {r['populator']} vs {r['racer']}: round {f['round']} (seed {f['seed']}): the racer "
+                      f"started {f['racer_start_ms']:.1f} ms into a {f['populate_ms']:.1f} ms populate and finished at "
+                      f"{f['racer_end_ms']:.1f} ms; {f['pages']} pages of the untouched replacement were resident")
+    for n, why in skipped.items():
+        con.print(f"[yellow]{n}[/]: {why}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"results": results, "skipped": skipped}, fh, indent=2)
+    if interrupted:
+        return 130
+    return 1 if any(r["outcomes"]["FORBIDDEN"] for r in results) else 0
