@@ -148,6 +148,7 @@ class MmapSem:
 
     def _wait(self, rec: LockRecord, ctx: TaskCtx, h: object) -> None:
         """The slow path: listed as a waiter while blocked in the library's own acquire()."""
+        rec.acq_ns = -1  # not granted: observers of waiters (the watchdog) must see it so
         self.waiters[ctx.tid] = rec
         ctx.blocked_on = self.name
         try:
@@ -155,7 +156,6 @@ class MmapSem:
         finally:
             ctx.blocked_on = None
             del self.waiters[ctx.tid]
-        rec.acq_ns = -1
 
     # ------------------------------------------------------------------ acquire
     def down_read(self, how: str = "") -> None:
@@ -172,13 +172,15 @@ class MmapSem:
         rec.mode = READ
         rec.call_id = ctx.call_id
         rec.call = ctx.call_name
-        rec.req_ns = rec.acq_ns = now
         rec.rel_ns = -1
         rec.how = how
+        rec.req_ns = now
         hp = hooks.schedule_point
-        if hp is not None:
+        if hp is None:
+            rec.acq_ns = now  # stamped once: kept if the try below needs no wait
+        else:
+            rec.acq_ns = -1  # the controller may list it as a waiter at this point
             hp("lock_request", (self, rec))
-            rec.acq_ns = -1
         h = self._try_read()
         if h is False:
             h = self._rw.gen_rlock()
@@ -205,13 +207,15 @@ class MmapSem:
         rec.mode = WRITE
         rec.call_id = ctx.call_id
         rec.call = ctx.call_name
-        rec.req_ns = rec.acq_ns = now
         rec.rel_ns = -1
         rec.how = how
+        rec.req_ns = now
         hp = hooks.schedule_point
-        if hp is not None:
+        if hp is None:
+            rec.acq_ns = now  # stamped once: kept if the try below needs no wait
+        else:
+            rec.acq_ns = -1  # the controller may list it as a waiter at this point
             hp("lock_request", (self, rec))
-            rec.acq_ns = -1
         wh = self._wh
         lr = self._l_read
         if lr is not None and lr.acquire(False):  # _try_write(), inline
