@@ -160,6 +160,7 @@ class MmapSem:
         writer) could win it back before the queued writer's thread is even scheduled. The
         kernel's wait list is FIFO, so a re-take queues behind the writer; tickets do the same.
         The fast paths are taken only while nobody is queued."""
+        rec.acq_ns = -1  # not granted: observers of waiters (the watchdog) must see it so
         self.waiters[ctx.tid] = rec
         ctx.blocked_on = self.name
         q = self._wait_list
@@ -178,7 +179,6 @@ class MmapSem:
         finally:
             ctx.blocked_on = None
             del self.waiters[ctx.tid]
-        rec.acq_ns = -1
 
     # ------------------------------------------------------------------ acquire
     def down_read(self, how: str = "") -> None:
@@ -195,13 +195,15 @@ class MmapSem:
         rec.mode = READ
         rec.call_id = ctx.call_id
         rec.call = ctx.call_name
-        rec.req_ns = rec.acq_ns = now
         rec.rel_ns = -1
         rec.how = how
+        rec.req_ns = now
         hp = hooks.schedule_point
-        if hp is not None:
+        if hp is None:
+            rec.acq_ns = now  # stamped once: kept if the try below needs no wait
+        else:
+            rec.acq_ns = -1  # the controller may list it as a waiter at this point
             hp("lock_request", (self, rec))
-            rec.acq_ns = -1
         h = self._try_read() if self._next_ticket == self._serving else False  # nobody queued
         if h is False:
             h = self._rw.gen_rlock()
@@ -228,13 +230,15 @@ class MmapSem:
         rec.mode = WRITE
         rec.call_id = ctx.call_id
         rec.call = ctx.call_name
-        rec.req_ns = rec.acq_ns = now
         rec.rel_ns = -1
         rec.how = how
+        rec.req_ns = now
         hp = hooks.schedule_point
-        if hp is not None:
+        if hp is None:
+            rec.acq_ns = now  # stamped once: kept if the try below needs no wait
+        else:
+            rec.acq_ns = -1  # the controller may list it as a waiter at this point
             hp("lock_request", (self, rec))
-            rec.acq_ns = -1
         wh = self._wh
         lr = self._l_read
         if self._next_ticket != self._serving:  # somebody is queued: behind them
@@ -262,6 +266,8 @@ class MmapSem:
         hp = hooks.schedule_point
         if hp is not None and hp("lock_trylock", (self, rec)) is False:
             return False  # controlled mode: the scheduler's model of the queue says no
+        if self._next_ticket != self._serving:
+            return False  # RWSEM_FLAG_WAITERS: a trylock never jumps the queue
         h = self._try_read()
         if h is False:
             return False
