@@ -80,6 +80,7 @@ def test_a_blocked_task_is_a_waiter_until_it_gets_the_lock(sem: MmapSem, threads
     _until(lambda: sem.is_contended(), "the reader to queue")
     [w] = list(sem.waiters.values())
     assert w.task == "blocked-reader" and w.mode == "R" and not sem.writer_waiting()
+    assert w.acq_ns == -1 and w.wait_ns == -1  # observers (the watchdog) see it still waiting
     st = sem.state()
     assert [h["mode"] for h in st["holders"]] == ["W"] and [x["task"] for x in st["waiters"]] == ["blocked-reader"]
     sem.up_write()
