@@ -15,8 +15,8 @@ from mmlab.sched.scenario import Outcome, Scenario, judge_status, register_scena
 
 class PlantedDeadlock(Scenario):
     """Test-only: a task that takes mmap_sem twice -- for read, then for write without letting
-    go (an "upgrade"), beside a plain writer. The down_write() takes RWLockFairD's turnstile and
-    waits for the read holds to drain, one of which is its own: a deadlock on every schedule."""
+    go (an "upgrade"), beside a plain writer. The down_write() queues and waits for the read holds
+    to drain, one of which is its own: a deadlock on every schedule."""
 
     kind = "planted-deadlock"
 

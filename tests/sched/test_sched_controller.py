@@ -49,9 +49,9 @@ def test_planted_deadlock_is_reported_with_stacks_and_lock_state(no_leaked_threa
     out = f.shrunk.outcome if f.shrunk is not None else f.outcome
     assert out.verdict == "DEADLOCK"
     rep = out.detail
-    assert "task upgrader: down_write(mmap_sem): holds the turnstile, waits for 1 read hold(s) to drain" in rep
+    assert "task upgrader: down_write(mmap_sem): queued, 1 of " in rep and "1 read hold(s) must drain" in rep
     assert "in takes_it_twice" in rep and "sem.down_write()  # the planted bug" in rep  # its stack
-    assert "held for read by upgrader" in rep and "turnstile taken by upgrader" in rep  # the lock state
+    assert "mmap_sem: held for read by upgrader; wait list: upgrader (W)" in rep  # the lock state
     assert f.reproduced == f.replays == 3
 
 
@@ -64,8 +64,8 @@ def test_lock_order_deadlock_found_by_every_strategy(seed: int, no_leaked_thread
         f = r.finding
         assert f is not None and f.outcome.verdict == "DEADLOCK", (strategy, dict(r.counts))
         rep = f.shrunk.outcome.detail if f.shrunk is not None else f.outcome.detail
-        assert "task ab: down_write(B.mmap_sem): waits for the turnstile" in rep
-        assert "task ba: down_write(A.mmap_sem): waits for the turnstile" in rep
+        assert "task ab: down_write(B.mmap_sem): queued, 1 of 1 on the wait list; ba holds it for write" in rep
+        assert "task ba: down_write(A.mmap_sem): queued, 1 of 1 on the wait list; ab holds it for write" in rep
         assert "A.mmap_sem: held for write by ab" in rep and "B.mmap_sem: held for write by ba" in rep
         assert f.reproduced == 2
 
