@@ -204,3 +204,26 @@ def test_bounded_populate_sees_a_queued_writer(kernel: str, no_leaked_threads: N
         assert max(yields) > 0
     else:
         assert max(yields) == 0
+
+
+def test_per_vma_lock_writer_waits_for_a_faulting_reader(no_leaked_threads: None) -> None:
+    """v6.18: a fault holds the vma's per-VMA read lock across a disk wait; munmap's
+    vma_start_write() must wait for it. In controlled mode that wait parks the task until the
+    reader is gone -- never in the real condition variable -- and every execution finishes."""
+    from mmlab import MAP_SHARED, PROT_READ, File
+
+    kinds = set()
+    with TaskThreads() as th:
+        for seed in range(40):
+            mm = MM.controlled("v6.18")
+            f = File("cold.dat", 1 << 20)
+            a = mm.mmap(0, 1 << 20, PROT_READ, MAP_SHARED, f)
+            s = RandomScheduler(seed)
+            s.new_execution()
+            ex = Controller(s, mm.clock, [mm.mmap_sem]).run(points_of([
+                lambda: mm.touch(a), lambda: mm.munmap(a, 1 << 20)]), th)
+            assert ex.status == DONE, ex.report
+            assert not ex.errors or all("SIGSEGV" in e for e in ex.errors.values()), ex.errors
+            kinds |= {ev[1] for ev in ex.events}
+            assert not mm.check_invariants()
+    assert "vma_write_wait" in kinds and "wait" in kinds  # the interleaving under test did occur
