@@ -23,6 +23,15 @@ from mmlab.locking import MmapSem, VmaLocks
 from mmlab.mm.filemap import File
 from mmlab.mm.pagetable import PTE_MLOCKED, PTE_WRITTEN, PageTable
 from mmlab.mm.vma import OriginMap, Vma, VmaTree, vm_flags_str
+# the syscalls' kernel files (they import this module only for type checking): imported
+# here once, since an import statement in each MM method cost as much as the rest of a small mmap
+from mmlab.mm.fremap import sys_remap_file_pages
+from mmlab.mm.madvise import sys_madvise, sys_mincore
+from mmlab.mm.memory import do_user_addr_fault
+from mmlab.mm.mlock import sys_mlock2, sys_munlock, sys_mlockall, sys_munlockall
+from mmlab.mm.mmap import sys_mmap, sys_munmap, sys_brk
+from mmlab.mm.mprotect import sys_mprotect
+from mmlab.mm.mremap import sys_mremap
 
 __all__ = ["MM", "CallInfo", "VmaInfo"]
 
@@ -190,60 +199,46 @@ class MM:
     # ------------------------------------------------------------------ syscalls
     def mmap(self, addr: int, length: int, prot: int, flags: int, file: Optional[File] = None,
              offset: int = 0) -> int:
-        from mmlab.mm.mmap import sys_mmap
         return sys_mmap(self, addr, length, prot, flags, file, offset)
 
     def munmap(self, addr: int, length: int) -> int:
-        from mmlab.mm.mmap import sys_munmap
         return sys_munmap(self, addr, length)
 
     def brk(self, addr: int) -> int:
-        from mmlab.mm.mmap import sys_brk
         return sys_brk(self, addr)
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
-        from mmlab.mm.mprotect import sys_mprotect
         return sys_mprotect(self, addr, length, prot)
 
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
-        from mmlab.mm.mremap import sys_mremap
         return sys_mremap(self, old_addr, old_len, new_len, flags, new_addr)
 
     def mlock(self, addr: int, length: int) -> int:
-        from mmlab.mm.mlock import sys_mlock2
         return sys_mlock2(self, addr, length, 0, name="mlock")
 
     def mlock2(self, addr: int, length: int, flags: int = 0) -> int:
-        from mmlab.mm.mlock import sys_mlock2
         return sys_mlock2(self, addr, length, flags)
 
     def munlock(self, addr: int, length: int) -> int:
-        from mmlab.mm.mlock import sys_munlock
         return sys_munlock(self, addr, length)
 
     def mlockall(self, flags: int) -> int:
-        from mmlab.mm.mlock import sys_mlockall
         return sys_mlockall(self, flags)
 
     def munlockall(self) -> int:
-        from mmlab.mm.mlock import sys_munlockall
         return sys_munlockall(self)
 
     def remap_file_pages(self, start: int, size: int, prot: int, pgoff: int, flags: int = 0) -> int:
-        from mmlab.mm.fremap import sys_remap_file_pages
         return sys_remap_file_pages(self, start, size, prot, pgoff, flags)
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
-        from mmlab.mm.madvise import sys_madvise
         return sys_madvise(self, addr, length, advice)
 
     def mincore(self, addr: int, length: int) -> bytes:
-        from mmlab.mm.madvise import sys_mincore
         return sys_mincore(self, addr, length)
 
     def touch(self, addr: int, write: bool = False) -> None:
         """A user access (a load, or a store with ``write``): a page fault if needed."""
-        from mmlab.mm.memory import do_user_addr_fault
         do_user_addr_fault(self, addr, write)
 
     # ------------------------------------------------------------------ views
@@ -357,3 +352,4 @@ def _smaps_flags(flags: int) -> str:
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
              (VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf")]
     return " ".join(n for b, n in names if flags & b)
+
