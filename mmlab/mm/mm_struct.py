@@ -15,7 +15,7 @@ import threading
 from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
-from mmlab.current import current, next_call_id
+from mmlab.current import current, next_call_id, task_local
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
@@ -144,7 +144,10 @@ class MM:
 
     # ------------------------------------------------------------------ calls
     def begin_call(self, name: str, args: tuple = ()) -> CallInfo:
-        ctx = current()
+        try:
+            ctx = task_local.ctx  # current(), without the call: this runs on every syscall
+        except AttributeError:
+            ctx = current()
         c = CallInfo(next_call_id(), ctx.name, ctx.index, name, args, self.clock.now_ns())
         ctx.call_id = c.call_id
         ctx.call_name = name
@@ -157,7 +160,10 @@ class MM:
         c.t_end = self.clock.now_ns()
         c.result = result
         self.call_history.append(c)
-        ctx = current()
+        try:
+            ctx = task_local.ctx
+        except AttributeError:
+            ctx = current()
         ctx.call_id = 0
         ctx.call_name = ""
         hp = hooks.schedule_point
