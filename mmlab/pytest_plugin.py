@@ -398,7 +398,9 @@ def _run_guarded(item: pytest.Item, fn: Callable[[], Any]) -> Any:
     old = sys.getswitchinterval()
     sys.setswitchinterval(min(old, SWITCH_INTERVAL_S))
     try:
-        return call_guarded(fn, limit_s=lim, lock_hang_s=lim, models=lambda: list(_models(item)),
+        # a task waiting for mmap_sem for 3/4 of the body's budget is a hang: reported as a lock
+        # hang, with the waiter named, before the body's own deadline
+        return call_guarded(fn, limit_s=lim, lock_hang_s=0.75 * lim, models=lambda: list(_models(item)),
                             name=f"mmlab-body:{item.name}")
     except HangError:
         item.stash[hung_key] = True

@@ -36,13 +36,56 @@ def command_wall(name: str, title: str, argv: Sequence[str], goal_s: float, quic
         return Run(step)
 
 
-pending("controlled", "controlled mode: schedule points per second", [
-    Row("controlled.schedule_points", "points/s", Goal(">=", 10_000)),
-], "pending: controlled mode (mmlab.sched) not on main")
+@benchmark("controlled", "controlled mode: schedule points per second (v3.9 populate-anon vs munmap-mmap, PCT)", rows=[
+    Row("controlled.schedule_points", "points/s", Goal(">=", 10_000),
+        "inside controlled runs: the model's task threads, one at a time, with every handoff"),
+    Row("controlled.exploration", "points/s", None, "the whole exploration: also building each model and the oracle"),
+    Row("controlled.machinery", "points/s", None,
+        "two tasks that only pass schedule points, random walk (a handoff at every other point)"),
+])
+def _controlled(quick: bool) -> Run:
+    from mmlab.clock import VirtualClock, hooks
+    from mmlab.sched import Controller, RaceScenario, RandomScheduler, TaskThreads, explore
+    sc = RaceScenario("v3.9", "populate-anon", "munmap-mmap")
+    n = 200 if quick else 1000
 
-pending("pct_race", "time to find the v3.9 file populate race with PCT (median of 20 seeds)", [
-    Row("pct_race.time_to_find", "s"),
-], "pending: PCT exploration not on main")
+    def bare() -> None:
+        for _ in range(n):
+            hooks.schedule_point("spend", "bench")  # type: ignore[misc]
+
+    def step() -> dict[str, float]:
+        r = explore(sc, "pct", n, 1, stop_on_failure=False, do_shrink=False, reproduce=0)
+        s = RandomScheduler(1)
+        s.new_execution()
+        with TaskThreads() as th:
+            ex = Controller(s, VirtualClock()).run([("a", bare), ("b", bare)], th)
+        return {"controlled.schedule_points": r.points / r.run_s, "controlled.exploration": r.points_per_s,
+                "controlled.machinery": ex.points / ex.wall_s}
+
+    return Run(step)
+
+
+@benchmark("pct_race", "time to find the v3.9 file populate race with PCT (median of 20 seeds)", rows=[
+    Row("pct_race.time_to_find", "s", None, "wall time to the first FORBIDDEN, no shrinking or replay"),
+    Row("pct_race.executions", "executions", Goal("<=", 200), "PCT executions to the first FORBIDDEN"),
+])
+def _pct_race(quick: bool) -> Run:
+    import statistics
+
+    from mmlab.sched import RaceScenario, explore
+    sc = RaceScenario("v3.9", "populate-file", "munmap-mmap")
+    seeds = range(1, 6 if quick else 21)
+
+    def step() -> dict[str, float]:
+        times, execs = [], []
+        for s in seeds:
+            t0 = time.perf_counter()
+            r = explore(sc, "pct", 2000, s, do_shrink=False, reproduce=0)
+            times.append(time.perf_counter() - t0)
+            execs.append(r.first_failure_at or 2001)
+        return {"pct_race.time_to_find": statistics.median(times), "pct_race.executions": statistics.median(execs)}
+
+    return Run(step)
 
 pending("latency_quick", "`mmlab latency --quick` wall time", [
     Row("latency_quick.wall", "s", Goal("<=", 60)),

@@ -56,6 +56,7 @@ class LatencyConfig:
     # (3-4 us per op in C) never do; it raises the noise floor and slows the populator.
     interval_ns: Optional[int] = DEFAULT_INTERVAL_NS
     rounds: int = 1                     # populate calls per run (worst wait over all of them)
+    repeats: int = 1                    # runs per size on fresh MMs; verdicts use the smallest worst
     noise_s: float = 0.25               # length of the noise-floor run
     timeline_for: Optional[tuple[str, str, int]] = None  # (kernel, populator, size) to keep spans of
     watchdog_out: Optional[Callable[[str], None]] = None
@@ -75,6 +76,7 @@ class RunResult:
     hang: Optional[dict[str, object]] = None
     spans: list[LockSpan] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    repeat: int = 0
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"kernel": self.kernel, "populator": self.populator,
@@ -86,6 +88,8 @@ class RunResult:
             d["errors"] = self.errors
         if self.reason != "done":
             d["reason"] = self.reason
+        if self.repeat:
+            d["repeat"] = self.repeat
         return d
 
     def worst_wait_us(self, op: str) -> Optional[float]:
@@ -107,12 +111,15 @@ class LatencyResult:
             "config": {"kernels": [k.name for k in c.kernels], "populators": [p.name for p in c.populators],
                        "sizes": c.sizes, "time_scale": c.costs.time_scale, "seed": c.seed,
                        "victims": list(c.victims), "interval_ns": c.interval_ns, "rounds": c.rounds,
+                       "repeats": c.repeats,
                        "stall_ms": c.stall_ms},
             "runs": [r.as_dict() for r in self.runs],
             "noise_floor": [r.as_dict() for r in self.noise],
             "verdicts": [{"kernel": v.kernel, "populator": v.populator, "op": v.op, "growth": v.growth,
                           "bounded": v.bounded, "slope": v.slope, "share": v.share, "worst_us": v.worst_us,
-                          "sizes": v.sizes, "floor_us": v.floor_us, "why": v.why} for v in self.verdicts],
+                          "sizes": v.sizes, "floor_us": v.floor_us, "noise_p99_us": v.noise_p99_us,
+                          "noise_max_us": v.noise_max_us,
+                          "why": v.why} for v in self.verdicts],
             "skipped": self.skipped,
             "hangs": [r.hang for r in self.runs + self.noise if r.hang],
         }
@@ -257,7 +264,7 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
             pops.append(p)
         else:
             skipped[p.name] = why
-    total = len(cfg.kernels) * (1 + len(pops) * len(cfg.sizes))
+    total = len(cfg.kernels) * (1 + len(pops) * len(cfg.sizes) * cfg.repeats)
     done = 0
     rng = random.Random(cfg.seed)
     runs: list[RunResult] = []
@@ -271,15 +278,21 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
             progress("noise floor", nf, done, total)
         for p in pops:
             mine: list[RunResult] = []
+            hung = False
             for size in sorted(cfg.sizes):
-                tl = cfg.timeline_for == (k.name, p.name, size)
-                r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl)
-                mine.append(r)
-                runs.append(r)
-                done += 1
-                if progress:
-                    progress("run", r, done, total)
-                if r.reason == "hang":
+                for rep in range(cfg.repeats):
+                    tl = rep == 0 and cfg.timeline_for == (k.name, p.name, size)
+                    r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl)
+                    r.repeat = rep
+                    mine.append(r)
+                    runs.append(r)
+                    done += 1
+                    if progress:
+                        progress("run", r, done, total)
+                    if r.reason == "hang":
+                        hung = True
+                        break
+                if hung:
                     break
             verdicts.extend(_judge_all(k.name, p.name, mine, nf))
     return LatencyResult(cfg, runs, noise, verdicts, skipped)
@@ -291,10 +304,21 @@ def _judge_all(kernel: str, populator: str, runs: list[RunResult], nf: RunResult
     if len({r.size_bytes for r in ok}) < 2:
         return out
     for op in VERDICT_OPS:
-        pts = [(r.size_bytes, r.worst_wait_us(op), r.populate_ms * 1e3) for r in ok]
-        if any(w is None for _, w, _ in pts):
+        by_size: dict[int, list[RunResult]] = {}
+        for r in ok:
+            by_size.setdefault(r.size_bytes, []).append(r)
+        pts = []
+        for size in sorted(by_size):
+            rs = by_size[size]
+            ws = [r.worst_wait_us(op) for r in rs]
+            if any(w is None for w in ws):
+                break
+            i = min(range(len(rs)), key=lambda j: ws[j])  # type: ignore[arg-type, return-value]
+            pts.append((size, ws[i], rs[i].populate_ms * 1e3))
+        if len(pts) < 2 or len(pts) != len(by_size):
             continue
-        floor = nf.worst_wait_us(op) or 0.0
+        ns = nf.victim.get(op) or {}
         out.append(judge(kernel, populator, op, [s for s, _, _ in pts], [w for _, w, _ in pts],  # type: ignore[misc]
-                         [p for _, _, p in pts], floor))
+                         [p for _, _, p in pts], float(ns.get("p50_us", 0.0)),  # type: ignore[arg-type]
+                         float(ns.get("p99_us", 0.0)), float(ns.get("max_us", 0.0))))  # type: ignore[arg-type]
     return out

@@ -163,8 +163,11 @@ class Watchdog:
         return new
 
     def _close_finished(self) -> None:
+        """Fill in how long each reported wait lasted, once it is over: the record has left the
+        wait list and carries its grant stamp (the lock may stamp acq_ns early and re-stamp it)."""
+        waiting = self.mm.mmap_sem.waiters
         for k, rec in list(self._open.items()):
-            if rec.acq_ns >= 0:
+            if waiting.get(rec.tid) is not rec and rec.acq_ns > rec.req_ns:
                 self._seen[k].final_wait_ms = (rec.acq_ns - rec.req_ns) / 1e6
                 del self._open[k]
 

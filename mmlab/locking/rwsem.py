@@ -16,6 +16,7 @@ Each request, grant, release and downgrade is a schedule point for controlled mo
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Callable, Optional
 
 from readerwriterlock.rwlock import RWLockFairD
@@ -106,6 +107,10 @@ class MmapSem:
         self.history: collections.deque[LockRecord] = collections.deque(maxlen=history)
         self.listeners: list[Listener] = []
         self.acquisitions = 0
+        # The slow path's wait list, in arrival order (tickets), as the kernel's rwsem keeps it.
+        self._wait_list = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
 
     # ------------------------------------------------------------------ the real lock
     # down_read/down_write/up_read/up_write are written out flat (no helper calls, the task from
@@ -147,12 +152,30 @@ class MmapSem:
         return True
 
     def _wait(self, rec: LockRecord, ctx: TaskCtx, h: object) -> None:
-        """The slow path: listed as a waiter while blocked in the library's own acquire()."""
+        """The slow path (rwsem_down_{read,write}_slowpath()): listed as a waiter, queued in
+        arrival order, and only the head of the queue blocks in the library's own acquire().
+
+        readerwriterlock's turnstile is a threading.Lock, which wakes waiters in no particular
+        order: a task that drops the lock and takes it again at once (a populate yielding to a
+        writer) could win it back before the queued writer's thread is even scheduled. The
+        kernel's wait list is FIFO, so a re-take queues behind the writer; tickets do the same.
+        The fast paths are taken only while nobody is queued."""
         rec.acq_ns = -1  # not granted: observers of waiters (the watchdog) must see it so
         self.waiters[ctx.tid] = rec
         ctx.blocked_on = self.name
+        q = self._wait_list
         try:
-            h.acquire()  # type: ignore[attr-defined]
+            with q:
+                ticket = self._next_ticket
+                self._next_ticket += 1
+                while self._serving != ticket:
+                    q.wait()
+            try:
+                h.acquire()  # type: ignore[attr-defined]
+            finally:
+                with q:
+                    self._serving += 1
+                    q.notify_all()
         finally:
             ctx.blocked_on = None
             del self.waiters[ctx.tid]
@@ -181,7 +204,7 @@ class MmapSem:
         else:
             rec.acq_ns = -1  # the controller may list it as a waiter at this point
             hp("lock_request", (self, rec))
-        h = self._try_read()
+        h = self._try_read() if self._next_ticket == self._serving else False  # nobody queued
         if h is False:
             h = self._rw.gen_rlock()
             self._wait(rec, ctx, h)
@@ -218,7 +241,9 @@ class MmapSem:
             hp("lock_request", (self, rec))
         wh = self._wh
         lr = self._l_read
-        if lr is not None and lr.acquire(False):  # _try_write(), inline
+        if self._next_ticket != self._serving:  # somebody is queued: behind them
+            self._wait(rec, ctx, wh)
+        elif lr is not None and lr.acquire(False):  # _try_write(), inline
             if self._l_write.acquire(False):
                 wh.v_locked = True
             else:
@@ -241,6 +266,8 @@ class MmapSem:
         hp = hooks.schedule_point
         if hp is not None and hp("lock_trylock", (self, rec)) is False:
             return False  # controlled mode: the scheduler's model of the queue says no
+        if self._next_ticket != self._serving:
+            return False  # RWSEM_FLAG_WAITERS: a trylock never jumps the queue
         h = self._try_read()
         if h is False:
             return False

@@ -128,7 +128,6 @@ def _remap_v3(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: int, fla
     end = start + size
     nonblock = bool(flags & MAP_NONBLOCK)
     has_write = False
-    held = True
     vm_flags = 0
     mm.mmap_read_lock()
     try:
@@ -147,8 +146,8 @@ def _remap_v3(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: int, fla
                     has_write = _upgrade(mm)
                     continue
                 if vma.file.account_dirty:
-                    held = _remap_emulated_v3(mm, call, vma, start, size, pgoff, nonblock)
-                    vm_flags = vma.flags
+                    vm_flags = vma.flags  # mmap_region may free vma; grab the info now
+                    _remap_emulated_v3(mm, call, vma, start, size, pgoff, nonblock)
                     break
                 mm.vma_start_write(vma)
                 vma.flags |= VM_NONLINEAR
@@ -172,11 +171,10 @@ def _remap_v3(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: int, fla
                 has_write = _populate_nonlinear_v37(mm, call, vma, start, end, nonblock, has_write)
             break
     finally:
-        if held:
-            if has_write:
-                mm.mmap_write_unlock()
-            else:
-                mm.mmap_read_unlock()
+        if has_write:
+            mm.mmap_write_unlock()
+        else:
+            mm.mmap_read_unlock()
     # patch 4: populate after the lock is dropped
     if k.fremap_populate_after_unlock and (vm_flags & VM_LOCKED or not nonblock):
         mm_populate(mm, start, size, call)
@@ -241,9 +239,9 @@ def _populate_nonlinear_v37(mm: "MM", call: "CallInfo", vma: Vma, start: int, en
 
 
 def _remap_emulated_v3(mm: "MM", call: "CallInfo", vma: Vma, start: int, size: int, pgoff: int,
-                       nonblock: bool) -> bool:
+                       nonblock: bool) -> None:
     """The v3.x emulation for files whose dirty pages are accounted: mmap_region() over the
-    range with the old vma's flags. Called with the write lock; returns True (still held)."""
+    range with the old vma's flags. Called with mmap_sem held for write."""
     k = mm.kernel
     vm_flags = vma.flags
     if k.vm_populate and not nonblock:
@@ -254,8 +252,8 @@ def _remap_emulated_v3(mm: "MM", call: "CallInfo", vma: Vma, start: int, size: i
     else:
         populate = locked  # bug: mmap_region() is never passed MAP_POPULATE
     check_unmap(mm, start, start + size, extra=1)
+    will_populate = populate if not k.fremap_populate_after_unlock else (locked or not nonblock)
     new = mmap_region(mm, call, vma.file, start, size, vm_flags, pgoff,
-                      asked_populate=populate or (locked or not nonblock), kind="remap_file_pages")
+                      asked_populate=will_populate, kind="remap_file_pages")
     if populate and not k.fremap_populate_after_unlock:
         populate_range_locked(mm, new, start, start + size, call)  # inside mmap_region(), under W
-    return True

@@ -54,6 +54,8 @@ def sys_mmap(mm: "MM", addr: int, length: int, prot: int, flags: int, file: Opti
     try:
         if offset & (PAGE_SIZE - 1):
             raise err(EINVAL, "mmap")
+        if file is None and not flags & MAP_ANONYMOUS:  # ksys_mmap_pgoff(): fget(fd) comes first
+            raise err(EBADF, "mmap")
         mm.mmap_write_lock()
         try:
             ret, populate = do_mmap(mm, call, addr, length, prot, flags, file, offset >> 12)
@@ -80,6 +82,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     maptype = flags & 0x0F
     if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         raise err(EINVAL, "mmap")
+    if maptype == MAP_SHARED_VALIDATE and flags & MAP_ANONYMOUS:
+        raise err(EINVAL, "mmap")  # anonymous mappings know only MAP_SHARED and MAP_PRIVATE
     if maptype == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN:
         raise err(EOPNOTSUPP_, "mmap")
     length = page_align(length)

@@ -31,6 +31,7 @@ from mmlab.flags import (PAGE_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PRO
                          VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_READ, VM_SHARED, VM_WRITE,
                          page_align)
 from mmlab.mm.gup import populate_range_locked
+from mmlab.mm.mmap import calc_vm_prot_bits
 from mmlab.mm.vma import splits_needed, vma_modify_flags
 
 if TYPE_CHECKING:
@@ -40,11 +41,6 @@ __all__ = ["sys_mprotect", "mprotect_fixup"]
 
 PROT_SEM = 0x8  # accepted by arch_validate_prot() and ignored
 _RWX = VM_READ | VM_WRITE | VM_EXEC
-
-
-def _calc_vm_prot_bits(prot: int) -> int:
-    return (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) | \
-        (VM_EXEC if prot & PROT_EXEC else 0)
 
 
 def sys_mprotect(mm: "MM", start: int, length: int, prot: int) -> int:
@@ -66,7 +62,7 @@ def sys_mprotect(mm: "MM", start: int, length: int, prot: int) -> int:
             raise err(ENOMEM, "mprotect")
         if prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM):
             raise err(EINVAL, "mprotect")
-        vm_prot = _calc_vm_prot_bits(prot)
+        vm_prot = calc_vm_prot_bits(prot)
         mm.mmap_write_lock()
         try:
             _mprotect_locked(mm, call, start, end, vm_prot, grows)

@@ -206,6 +206,10 @@ def _mremap_to(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_addr: in
     if mm.map_count + 2 >= mm.max_map_count - 3:
         raise err(ENOMEM, "mremap")
     fixed = bool(flags & MREMAP_FIXED)
+    if fixed and new_addr <= addr < new_addr + new_len:
+        # Only with old_len 0 does this pass the overlap check: unmapping the destination
+        # would remove the source, and vma_to_resize() then finds nothing there.
+        raise err(EFAULT, "mremap")
     if fixed:
         check_unmap(mm, new_addr, new_addr + new_len)
     shrink = old_len > new_len

@@ -553,6 +553,8 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     for op, ws in per_round.items():
         if op in summ and ws:
             summ[op]["worst_us"] = sorted(ws)[len(ws) // 2]
+    for op in VERDICT_OPS:  # zeros shown: a victim that never ran inside the populate says so
+        summ.setdefault(op, {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0})
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
             "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "error": st.error}
 
@@ -598,8 +600,8 @@ def verdicts(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str
         if len({r["size_bytes"] for r in rs}) < 2:
             continue
         for op in VERDICT_OPS:
-            if not all(op in r["victim"] for r in rs):
-                continue
+            if not all(r["victim"].get(op, {}).get("count") for r in rs):
+                continue  # no samples inside some populate: no evidence either way
             fl = floor["victim"].get(op, {}).get("p999_us", 1.0)
             out.append(judge(kernel, popname, op, [r["size_bytes"] for r in rs],
                              [r["victim"][op].get("worst_us", r["victim"][op]["max_us"]) for r in rs],

@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="watchdog hard limit: a wait this long is a hang, exit 3 (default 30000)")
     p.add_argument("--seed", type=int, default=None, help="seed for the victims' choices (default: random, printed)")
     p.add_argument("--rounds", type=int, default=1, help="populate calls per run (default 1)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per size; verdicts take the stall seen in every run (default 1)")
     p.add_argument("--interval-us", type=float, default=250.0,
                    help="victims run open loop, one call per interval, corrected for coordinated omission "
                    "(default 250)")
@@ -99,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--time-scale must be > 0")
     if not args.stall_ms > 0 or not args.hang_ms > args.stall_ms:
         return _bad("--stall-ms must be > 0 and --hang-ms above it")
-    if args.rounds < 1 or not args.interval_us > 0 or not args.noise_ms > 0:
-        return _bad("--rounds must be >= 1, --interval-us and --noise-ms > 0")
+    if args.rounds < 1 or args.repeats < 1 or not args.interval_us > 0 or not args.noise_ms > 0:
+        return _bad("--rounds and --repeats must be >= 1, --interval-us and --noise-ms > 0")
     if args.plot and not _have_plot():
         return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
@@ -131,7 +133,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
             err.print(text, markup=False, highlight=False)
 
     cfg = LatencyConfig(kernels, populators, sizes, costs=DEFAULT_COSTS.scaled(ts), stall_ms=args.stall_ms,
-                        hang_ms=args.hang_ms, seed=seed, rounds=args.rounds,
+                        hang_ms=args.hang_ms, seed=seed, rounds=args.rounds, repeats=args.repeats,
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out)
     console.print(f"mmlab latency: kernels {', '.join(k.name for k in kernels)}; populators "

@@ -22,6 +22,7 @@ def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pops = list(dict.fromkeys(r.populator for r in res.runs))
     ncols = max(len(pops), 1)
@@ -42,6 +43,9 @@ def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = 
                 ax.plot(xs, ys, ls, marker="o", color=colors[k], label=f"{k} {op}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        sizes = sorted({r.size_bytes / (1 << 20) for r in res.runs if r.populator == p})
+        ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(p)
         ax.set_xlabel("populate size (MiB)")
         if i == 0:

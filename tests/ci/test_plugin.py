@@ -121,7 +121,7 @@ def test_the_same_race_against_bounded_passes(pytester: pytest.Pytester) -> None
 DEADLOCK = """
 import pytest
 
-@pytest.mark.mmlab_hang(3)
+@pytest.mark.mmlab_hang(4)
 def test_deadlock(mmlab_mm, mmlab_threads):
     sem = mmlab_mm.mmap_sem
 
@@ -144,7 +144,7 @@ def test_a_deadlock_fails_with_stacks_and_lock_state_and_the_session_goes_on(pyt
     out = r.stdout.str()
     r.assert_outcomes(failed=1, passed=1)
     assert "worker 'gw0' crashed" not in out and "Timeout" not in out
-    assert "HANG: task locker waited" in out
+    assert "HANG: task locker waited" in out and "(the hang limit is 3 s)" in out
     assert "held W by locker" in out and "waited W by locker" in out  # the lock state
     assert "--- thread locker" in out and "in locker" in out  # the stuck thread's stack
     assert "seed: (not seeded), kernel v6.18" in out

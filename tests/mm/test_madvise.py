@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import errno
 
-import pytest
-
 from mmlab import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MAP_ANONYMOUS,
                    MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MM, PAGE_SIZE, PROT_READ, PROT_WRITE)
+from mm_helpers import errno_of
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 P = PAGE_SIZE
-
-
-def errno_of(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
 
 
 def test_62_madv_populate(kmm: MM) -> None:

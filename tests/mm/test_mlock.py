@@ -19,7 +19,8 @@ import pytest
 
 from mmlab import (MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
                    MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, MM, PAGE_SIZE, PROT_NONE, PROT_READ,
-                   PROT_WRITE, VM_LOCKED, VM_LOCKONFAULT, ZERO_COSTS, File)
+                   PROT_WRITE, VM_LOCKED, VM_LOCKONFAULT, File)
+from mm_helpers import errno_of, nonroot, vmas_in
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -28,22 +29,8 @@ KiB, MiB = 1 << 10, 1 << 20
 VM_NOHUGEPAGE = 0x40000000  # what s390 KVM keeps in def_flags
 
 
-def nonroot(kernel: str, limit: int) -> MM:
-    return MM(kernel, ZERO_COSTS, cap_ipc_lock=False, rlimit_memlock=limit)
-
-
-def errno_of(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
-
-
 def smaps_at(mm: MM, addr: int) -> dict:
     return next(s for s in mm.smaps() if s["start"] <= addr < s["end"])
-
-
-def vmas_in(mm: MM, start: int, end: int) -> list:
-    return [v for v in mm.maps() if v.start < end and v.end > start]
 
 
 def needs_onfault(mm: MM) -> bool:

@@ -18,26 +18,17 @@ import threading
 import pytest
 
 from mmlab import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_NONBLOCK,
-                   MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MM,
+                   MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_FUTURE, MCL_ONFAULT, MM,
                    PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, SIGBUS, SIGSEGV, TASK_SIZE,
                    ZERO_COSTS, File)
 from mmlab.clock import hooks
 from mmlab.mm.pagetable import PTE_FILE, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
+from mm_helpers import errno_of, nonroot
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 P = PAGE_SIZE
 MiB = 1 << 20
-
-
-def nonroot(kernel: str, limit: int) -> MM:
-    return MM(kernel, ZERO_COSTS, cap_ipc_lock=False, rlimit_memlock=limit)
-
-
-def errno_of(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
 
 
 # ---------------------------------------------------------------- MAP_POPULATE and MAP_LOCKED

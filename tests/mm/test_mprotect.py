@@ -12,20 +12,11 @@ from mmlab import (MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_LOCKED, MAP_POPU
                    ZERO_COSTS, File)
 from mmlab.flags import PROT_GROWSDOWN, PROT_GROWSUP
 from mmlab.mm.pagetable import PTE_WRITTEN
+from mm_helpers import errno_of, vmas_in
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 P = PAGE_SIZE
-
-
-def errno_of(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
-
-
-def vmas_in(mm: MM, start: int, end: int) -> list:
-    return [v for v in mm.maps() if v.start < end and v.end > start]
 
 
 def test_split_and_merge(kmm: MM) -> None:

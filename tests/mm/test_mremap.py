@@ -12,29 +12,14 @@ import errno
 import pytest
 
 from mmlab import (MAP_ANONYMOUS, MAP_FIXED, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED,
-                   MM, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, PROT_NONE,
+                   MM, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE,
                    PROT_READ, PROT_WRITE, SIGSEGV, TASK_SIZE, VM_LOCKED, ZERO_COSTS, File)
 from mmlab.mm.pagetable import PTE_MLOCKED, PTE_POPULATE
+from mm_helpers import errno_of, free_range, vma_at
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 P = PAGE_SIZE
-
-
-def errno_of(fn, *args) -> int:
-    with pytest.raises(OSError) as e:
-        fn(*args)
-    return e.value.errno
-
-
-def free_range(mm: MM, length: int) -> int:
-    a = mm.mmap(0, length, PROT_NONE, ANON)
-    mm.munmap(a, length)
-    return a
-
-
-def vma_at(mm: MM, addr: int):
-    return next(v for v in mm.maps() if v.start <= addr < v.end)
 
 
 def test_51_maymove_grows_a_shared_file_mapping(kmm: MM) -> None:

@@ -14,7 +14,7 @@ from mmlab.report.latency_cmd import parse_size, parse_sizes
 pytestmark = pytest.mark.timeout(120)
 
 SMALL = ["--populator", "populate-anon", "--sizes", "16M,128M", "--time-scale", "0.5", "--noise-ms", "100",
-         "--quiet-stalls"]
+         "--repeats", "2", "--quiet-stalls"]
 
 
 def test_parse_sizes() -> None:
@@ -37,6 +37,7 @@ def test_parse_sizes() -> None:
     (["--time-scale", "0"], "time-scale"),
     (["--stall-ms", "-1"], "stall-ms"),
     (["--rounds", "0"], "rounds"),
+    (["--repeats", "0"], "repeats"),
 ])
 def test_bad_arguments_exit_2_and_run_nothing(args: list[str], msg: str, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +65,7 @@ def test_json_shape_and_expect_bounded(tmp_path: Path, capsys: pytest.CaptureFix
     assert "populate-anon" in text and "UNBOUNDED" in text and "noise" in text
     d = json.loads(out.read_text())
     assert {"runs", "verdicts"} <= set(d)
-    assert [r["size_bytes"] for r in d["runs"]] == [16 << 20, 128 << 20]
+    assert [r["size_bytes"] for r in d["runs"]] == [16 << 20, 16 << 20, 128 << 20, 128 << 20]
     for r in d["runs"]:
         assert {"kernel", "populator", "size_bytes", "populate_ms", "victim"} <= set(r)
         assert r["kernel"] == "v3.7" and r["populator"] == "populate-anon" and r["populate_ms"] > 0
