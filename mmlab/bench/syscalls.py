@@ -1,13 +1,15 @@
 """Benchmarks of the model's syscalls: one-page mmap+munmap against the real kernel, and how
-find_vma and mmap scale with the number of vmas (10, 1,000 and max_map_count)."""
+find_vma and mmap scale with the number of vmas (10, 1,000 and max_map_count). Times are the
+thread's CPU time, sides alternating in rounds (mmlab.bench.timing)."""
 
 from __future__ import annotations
 
 import random
-import time
+from typing import Callable
 
 from mmlab.bench.libc import RealMM, real_unavailable
 from mmlab.bench.registry import Goal, Row, Run, benchmark
+from mmlab.bench.timing import cpu_ns, paired
 from mmlab.clock import ZERO_COSTS
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE,
                          PAGE_SIZE, PROT_READ, PROT_WRITE)
@@ -17,25 +19,23 @@ RW = PROT_READ | PROT_WRITE
 # MAP_NORESERVE keeps the real kernel's page from merging with a neighbour (as in the research
 # measurements); the model is given the same flags.
 ONE_PAGE_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
-BLOCKS = 5  # model and real alternate in blocks so that load changes hit both sides alike
+ROUNDS = 20
 
 
 def _pairs_model(mm: MM, n: int) -> int:
     mmap, munmap = mm.mmap, mm.munmap
-    pc = time.perf_counter_ns
-    t0 = pc()
+    t0 = cpu_ns()
     for _ in range(n):
         munmap(mmap(0, PAGE_SIZE, RW, ONE_PAGE_FLAGS), PAGE_SIZE)
-    return pc() - t0
+    return cpu_ns() - t0
 
 
 def _pairs_real(real: RealMM, n: int) -> int:
     rmmap, rmunmap = real.raw_mmap, real.raw_munmap
-    pc = time.perf_counter_ns
-    t0 = pc()
+    t0 = cpu_ns()
     for _ in range(n):
         rmunmap(rmmap(None, PAGE_SIZE, RW, ONE_PAGE_FLAGS, -1, 0), PAGE_SIZE)
-    return pc() - t0
+    return cpu_ns() - t0
 
 
 @benchmark("mmap_munmap", "mmap+munmap of one anonymous page, uncontended (v6.18, zero costs) vs the real kernel", rows=[
@@ -52,18 +52,10 @@ def _mmap_munmap(quick: bool) -> Run:
         real.munmap(real.mmap(PAGE_SIZE, RW, ONE_PAGE_FLAGS), PAGE_SIZE)
 
     def step() -> dict[str, float]:
-        tm = tr = 0
-        for _ in range(BLOCKS):
-            tm += _pairs_model(mm, n // BLOCKS)
-            if real is not None:
-                tr += _pairs_real(real, n // BLOCKS)
-        m = tm / n / 1e3
-        out = {"mmap_munmap.model": m}
-        if real is not None:
-            r = tr / n / 1e3
-            out["mmap_munmap.real"] = r
-            out["mmap_munmap.ratio"] = m / r
-        return out
+        if real is None:
+            return {"mmap_munmap.model": _pairs_model(mm, n) / n / 1e3}
+        m, r, ratio = paired(lambda k: _pairs_model(mm, k), lambda k: _pairs_real(real, k), n, ROUNDS)
+        return {"mmap_munmap.model": m / 1e3, "mmap_munmap.real": r / 1e3, "mmap_munmap.ratio": ratio}
 
     return Run(step, notes=[f"real kernel: {why}"] if why else [])
 
@@ -96,20 +88,31 @@ def _vma_index(quick: bool) -> Run:
         span = 2 * (n - 1) * PAGE_SIZE
         addrs[n] = [_BASE + (rnd.randrange(span) & ~(PAGE_SIZE - 1)) for _ in range(lookups)]
 
+    def lookups_at(n: int) -> Callable[[int], int]:
+        fv = mms[n].vmas.find_vma
+        xs = addrs[n]
+
+        def run(k: int) -> int:  # the first k of the fixed addresses
+            batch = xs[:k]
+            t0 = cpu_ns()
+            for a in batch:
+                fv(a)
+            return cpu_ns() - t0
+
+        return run
+
     def step() -> dict[str, float]:
         out: dict[str, float] = {}
-        pc = time.perf_counter_ns
-        for n in SIZES:
-            fv = mms[n].vmas.find_vma
-            xs = addrs[n]
-            t0 = pc()
-            for a in xs:
-                fv(a)
-            out[f"vma_index.find_vma_{n}"] = (pc() - t0) / lookups
-        for n in SIZES:
-            out[f"vma_index.mmap_{n}"] = _pairs_model(mms[n], pairs) / pairs / 1e3
-        out["vma_index.find_vma_ratio"] = out[f"vma_index.find_vma_{SIZES[-1]}"] / out[f"vma_index.find_vma_{SIZES[0]}"]
-        out["vma_index.mmap_ratio"] = out[f"vma_index.mmap_{SIZES[-1]}"] / out[f"vma_index.mmap_{SIZES[0]}"]
+        lo, hi = SIZES[0], SIZES[-1]
+        for n in SIZES[1:]:
+            a, b, ratio = paired(lookups_at(n), lookups_at(lo), lookups, ROUNDS)
+            out[f"vma_index.find_vma_{n}"], out[f"vma_index.find_vma_{lo}"] = a, b
+            if n == hi:
+                out["vma_index.find_vma_ratio"] = ratio
+            a, b, ratio = paired(lambda k: _pairs_model(mms[n], k), lambda k: _pairs_model(mms[lo], k), pairs, ROUNDS)
+            out[f"vma_index.mmap_{n}"], out[f"vma_index.mmap_{lo}"] = a / 1e3, b / 1e3
+            if n == hi:
+                out["vma_index.mmap_ratio"] = ratio
         return out
 
     return Run(step)

@@ -340,12 +340,23 @@ class MmapSem:
 
     def downgrade_write(self) -> None:
         """Atomically turn the write hold into a read hold; waiting readers may now enter."""
-        self.clock.settle()
-        rec = self.holders.get(current().tid)
+        if self.clock.deferring:
+            self._settle()
+        try:
+            tid = task_local.ctx.tid
+        except AttributeError:
+            tid = current().tid
+        rec = self.holders.get(tid)
         if rec is None or rec.mode is not WRITE:
             raise self._bad_release("downgrade_write", None)
-        now = self.clock.now_ns()
-        h = self._wh.downgrade()
+        now = self._now()
+        if self._prim:  # RWLockFairD's writer downgrade(), on its primitives: we become a reader
+            self._rw.v_read_count += 1
+            self._wh.v_locked = False
+            self._l_read.release()
+            h = None  # released like a read hold taken by _try_read()
+        else:
+            h = self._wh.downgrade()
         rec.rel_ns = now
         nrec = LockRecord(self.name, rec.ctx, READ, now, "downgrade", now)
         nrec._h = h

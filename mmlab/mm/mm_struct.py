@@ -15,7 +15,7 @@ import threading
 from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
-from mmlab.current import current, next_call_id
+from mmlab.current import current, next_call_id, task_local
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
@@ -23,6 +23,15 @@ from mmlab.locking import MmapSem, VmaLocks
 from mmlab.mm.filemap import File
 from mmlab.mm.pagetable import PTE_MLOCKED, PTE_WRITTEN, PageTable
 from mmlab.mm.vma import OriginMap, Vma, VmaTree, vm_flags_str
+# the syscalls' kernel files (they import this module only for type checking): imported
+# here once, since an import statement in each MM method cost as much as the rest of a small mmap
+from mmlab.mm.fremap import sys_remap_file_pages
+from mmlab.mm.madvise import sys_madvise, sys_mincore
+from mmlab.mm.memory import do_user_addr_fault
+from mmlab.mm.mlock import sys_mlock2, sys_munlock, sys_mlockall, sys_munlockall
+from mmlab.mm.mmap import sys_mmap, sys_munmap, sys_brk
+from mmlab.mm.mprotect import sys_mprotect
+from mmlab.mm.mremap import sys_mremap
 
 __all__ = ["MM", "CallInfo", "VmaInfo"]
 
@@ -135,7 +144,10 @@ class MM:
 
     # ------------------------------------------------------------------ calls
     def begin_call(self, name: str, args: tuple = ()) -> CallInfo:
-        ctx = current()
+        try:
+            ctx = task_local.ctx  # current(), without the call: this runs on every syscall
+        except AttributeError:
+            ctx = current()
         c = CallInfo(next_call_id(), ctx.name, ctx.index, name, args, self.clock.now_ns())
         ctx.call_id = c.call_id
         ctx.call_name = name
@@ -148,7 +160,10 @@ class MM:
         c.t_end = self.clock.now_ns()
         c.result = result
         self.call_history.append(c)
-        ctx = current()
+        try:
+            ctx = task_local.ctx
+        except AttributeError:
+            ctx = current()
         ctx.call_id = 0
         ctx.call_name = ""
         hp = hooks.schedule_point
@@ -190,60 +205,46 @@ class MM:
     # ------------------------------------------------------------------ syscalls
     def mmap(self, addr: int, length: int, prot: int, flags: int, file: Optional[File] = None,
              offset: int = 0) -> int:
-        from mmlab.mm.mmap import sys_mmap
         return sys_mmap(self, addr, length, prot, flags, file, offset)
 
     def munmap(self, addr: int, length: int) -> int:
-        from mmlab.mm.mmap import sys_munmap
         return sys_munmap(self, addr, length)
 
     def brk(self, addr: int) -> int:
-        from mmlab.mm.mmap import sys_brk
         return sys_brk(self, addr)
 
     def mprotect(self, addr: int, length: int, prot: int) -> int:
-        from mmlab.mm.mprotect import sys_mprotect
         return sys_mprotect(self, addr, length, prot)
 
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
-        from mmlab.mm.mremap import sys_mremap
         return sys_mremap(self, old_addr, old_len, new_len, flags, new_addr)
 
     def mlock(self, addr: int, length: int) -> int:
-        from mmlab.mm.mlock import sys_mlock2
         return sys_mlock2(self, addr, length, 0, name="mlock")
 
     def mlock2(self, addr: int, length: int, flags: int = 0) -> int:
-        from mmlab.mm.mlock import sys_mlock2
         return sys_mlock2(self, addr, length, flags)
 
     def munlock(self, addr: int, length: int) -> int:
-        from mmlab.mm.mlock import sys_munlock
         return sys_munlock(self, addr, length)
 
     def mlockall(self, flags: int) -> int:
-        from mmlab.mm.mlock import sys_mlockall
         return sys_mlockall(self, flags)
 
     def munlockall(self) -> int:
-        from mmlab.mm.mlock import sys_munlockall
         return sys_munlockall(self)
 
     def remap_file_pages(self, start: int, size: int, prot: int, pgoff: int, flags: int = 0) -> int:
-        from mmlab.mm.fremap import sys_remap_file_pages
         return sys_remap_file_pages(self, start, size, prot, pgoff, flags)
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
-        from mmlab.mm.madvise import sys_madvise
         return sys_madvise(self, addr, length, advice)
 
     def mincore(self, addr: int, length: int) -> bytes:
-        from mmlab.mm.madvise import sys_mincore
         return sys_mincore(self, addr, length)
 
     def touch(self, addr: int, write: bool = False) -> None:
         """A user access (a load, or a store with ``write``): a page fault if needed."""
-        from mmlab.mm.memory import do_user_addr_fault
         do_user_addr_fault(self, addr, write)
 
     # ------------------------------------------------------------------ views
@@ -357,3 +358,4 @@ def _smaps_flags(flags: int) -> str:
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
              (VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf")]
     return " ".join(n for b, n in names if flags & b)
+

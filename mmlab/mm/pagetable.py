@@ -171,9 +171,19 @@ class PageTable:
                 return (key << _PMD_SHIFT) + ((i + k) << PAGE_SHIFT)
         return end
 
-    @_ptl
     def zap(self, start: int, end: int) -> tuple[int, int]:
-        """zap_page_range(): clear [start, end). Returns (pages zapped, of which mlocked)."""
+        """zap_page_range(): clear [start, end). Returns (pages zapped, of which mlocked).
+
+        A range within one PMD that has no page table has nothing to zap: that is answered
+        without the page table lock (one dict lookup, atomic like the locked check would be),
+        which is most small munmaps."""
+        key = start >> _PMD_SHIFT
+        if key == (end - 1) >> _PMD_SHIFT and key not in self.pmds:
+            return 0, 0
+        return self._zap(start, end)
+
+    @_ptl
+    def _zap(self, start: int, end: int) -> tuple[int, int]:
         zapped = locked = 0
         pmds = self.pmds
         for key, i, j in self._spans(start, end):

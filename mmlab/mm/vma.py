@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from bisect import bisect_left, bisect_right
 from typing import Iterator, Optional
 
 from sortedcontainers import SortedDict
@@ -117,11 +118,109 @@ def can_merge(a: Vma, b: Vma) -> bool:
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
 
+class _Keys:
+    """Neighbour queries on a SortedDict's keys at the cost of one or two C bisects.
+
+    SortedDict answers them in O(log n) too, but through its positional index (peekitem,
+    irange: a dozen Python calls, more as the tree deepens), and find_vma runs in every syscall
+    and fault. sortedcontainers keeps the keys as sorted sublists ``_lists`` with their last
+    keys in ``_maxes``, both list objects that live as long as the dict (mutated in place), so a
+    query bisects ``_maxes`` for the sublist and the sublist for the key. Without that layout
+    (another sortedcontainers), the same answers come from the public API.
+    """
+
+    __slots__ = ("_lists", "_maxes", "_sl")
+
+    def __init__(self, d: SortedDict) -> None:
+        sl = d._list  # the SortedList of keys
+        self._sl = sl
+        ok = isinstance(getattr(sl, "_lists", None), list) and isinstance(getattr(sl, "_maxes", None), list)
+        self._lists: Optional[list[list[int]]] = sl._lists if ok else None
+        self._maxes: Optional[list[int]] = sl._maxes if ok else None
+
+    def floor_higher(self, x: int) -> tuple[Optional[int], Optional[int]]:
+        """(the greatest key <= x, the smallest key > x); None where there is none."""
+        maxes = self._maxes
+        if maxes is None:
+            sl = self._sl
+            i = sl.bisect_right(x)
+            return (sl[i - 1] if i else None), (sl[i] if i < len(sl) else None)
+        pos = bisect_right(maxes, x)
+        if pos == len(maxes):
+            return (maxes[-1] if maxes else None), None
+        lst = self._lists[pos]  # type: ignore[index]
+        idx = bisect_right(lst, x)
+        if idx:
+            return lst[idx - 1], lst[idx]
+        return (maxes[pos - 1] if pos else None), lst[0]
+
+    def lower(self, x: int) -> Optional[int]:
+        """The greatest key < x."""
+        maxes = self._maxes
+        if maxes is None:
+            sl = self._sl
+            i = sl.bisect_left(x)
+            return sl[i - 1] if i else None
+        pos = bisect_left(maxes, x)
+        if pos == len(maxes):
+            return maxes[-1] if maxes else None
+        lst = self._lists[pos]  # type: ignore[index]
+        idx = bisect_left(lst, x)
+        if idx:
+            return lst[idx - 1]
+        return maxes[pos - 1] if pos else None
+
+    def between(self, lo: int, hi: int) -> list[int]:
+        """Keys k with lo <= k < hi, ascending."""
+        maxes = self._maxes
+        if maxes is None:
+            return list(self._sl.irange(lo, hi, inclusive=(True, False)))
+        out: list[int] = []
+        pos = bisect_left(maxes, lo)
+        if pos == len(maxes):
+            return out
+        lists = self._lists
+        lst = lists[pos]  # type: ignore[index]
+        idx = bisect_left(lst, lo)
+        while True:
+            for k in lst[idx:]:
+                if k >= hi:
+                    return out
+                out.append(k)
+            pos += 1
+            if pos == len(maxes):
+                return out
+            lst = lists[pos]  # type: ignore[index]
+            idx = 0
+
+    def below(self, hi: int) -> Iterator[int]:
+        """Keys k < hi, descending (a generator: do not change the dict while iterating)."""
+        maxes = self._maxes
+        if maxes is None:
+            yield from self._sl.irange(maximum=hi, inclusive=(True, False), reverse=True)
+            return
+        lists = self._lists
+        pos = bisect_left(maxes, hi)
+        if pos == len(maxes):
+            pos -= 1
+            idx = len(lists[pos]) if pos >= 0 else 0  # type: ignore[index]
+        else:
+            idx = bisect_left(lists[pos], hi)  # type: ignore[index]
+        while pos >= 0:
+            lst = lists[pos]  # type: ignore[index]
+            for i in range(idx - 1, -1, -1):
+                yield lst[i]
+            pos -= 1
+            if pos >= 0:
+                idx = len(lists[pos])  # type: ignore[index]
+
+
 class VmaTree:
     """The ordered vma index. ``mt_lock`` guards the index for lockless (RCU-style) readers."""
 
     def __init__(self, mmap_base: int, mmap_min_addr: int = 0x10000) -> None:
         self._d: SortedDict = SortedDict()
+        self._k = _Keys(self._d)
         self.mt_lock = threading.Lock()
         self.mmap_base = mmap_base
         self.mmap_min_addr = mmap_min_addr
@@ -136,15 +235,13 @@ class VmaTree:
     # ---------------------------------------------------------------- lookups
     def find_vma(self, addr: int) -> Optional[Vma]:
         """find_vma(): the first vma with vm_end > addr, or None."""
+        lo, hi = self._k.floor_higher(addr)
         d = self._d
-        i = d.bisect_right(addr)
-        if i:
-            v: Vma = d.peekitem(i - 1)[1]
+        if lo is not None:
+            v: Vma = d[lo]
             if v.end > addr:
                 return v
-        if i < len(d):
-            return d.peekitem(i)[1]  # type: ignore[no-any-return]
-        return None
+        return d[hi] if hi is not None else None
 
     def vma_lookup(self, addr: int) -> Optional[Vma]:
         v = self.find_vma(addr)
@@ -161,23 +258,19 @@ class VmaTree:
 
     def range(self, start: int, end: int) -> list[Vma]:
         """Every vma intersecting [start, end), in address order."""
-        out = []
         v = self.find_vma(start)
         if v is None or v.start >= end:
-            return out
-        for k in self._d.irange(v.start, end - 1):
-            out.append(self._d[k])
-        return out
+            return []
+        d = self._d
+        return [d[k] for k in self._k.between(v.start, end)]
 
     def prev(self, vma: Vma) -> Optional[Vma]:
-        d = self._d
-        i = d.bisect_left(vma.start)
-        return d.peekitem(i - 1)[1] if i else None
+        k = self._k.lower(vma.start)
+        return self._d[k] if k is not None else None
 
     def next(self, vma: Vma) -> Optional[Vma]:
-        d = self._d
-        i = d.bisect_right(vma.start)
-        return d.peekitem(i)[1] if i < len(d) else None
+        k = self._k.floor_higher(vma.start)[1]
+        return self._d[k] if k is not None else None
 
     # ---------------------------------------------------------------- updates
     def insert(self, vma: Vma) -> None:
@@ -250,8 +343,9 @@ class VmaTree:
 
     def _search_down(self, top: int, length: int) -> Optional[int]:
         hi = top
-        for k in self._d.irange(maximum=top - 1, reverse=True):
-            v: Vma = self._d[k]
+        d = self._d
+        for k in self._k.below(top):
+            v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
                 return hi - length
             hi = min(hi, v.start)
@@ -288,6 +382,7 @@ class OriginMap:
 
     def __init__(self) -> None:
         self._d: SortedDict = SortedDict()  # start -> (end, oid)
+        self._k = _Keys(self._d)
         self.info: dict[int, Origin] = {}
         self._refs: dict[int, int] = {}
         self._ids = itertools.count(1)
@@ -312,15 +407,15 @@ class OriginMap:
 
     def clear(self, start: int, end: int) -> None:
         d = self._d
-        i = d.bisect_right(start)
-        if i:
-            s, (e, oid) = d.peekitem(i - 1)
+        s = self._k.lower(start)
+        if s is not None:
+            e, oid = d[s]
             if e > start:  # the interval straddling start
                 d[s] = (start, oid)
                 if e > end:
                     self._add(end, e, oid)
                     return
-        for s in list(d.irange(start, end - 1)):
+        for s in self._k.between(start, end):
             e, oid = d.pop(s)
             self._refs[oid] -= 1
             if e > end:
@@ -351,10 +446,9 @@ class OriginMap:
             self._add(new + (s - old), new + (e - old), o.oid)
 
     def at(self, addr: int) -> Optional[Origin]:
-        d = self._d
-        i = d.bisect_right(addr)
-        if i:
-            s, (e, oid) = d.peekitem(i - 1)
+        s = self._k.floor_higher(addr)[0]
+        if s is not None:
+            e, oid = self._d[s]
             if e > addr:
                 return self.info[oid]
         return None
@@ -362,21 +456,15 @@ class OriginMap:
     def ranges(self, start: int, end: int) -> list[tuple[int, int, Origin]]:
         out = []
         d = self._d
-        i = d.bisect_right(start)
-        keys = []
-        if i:
-            s, (e, oid) = d.peekitem(i - 1)
-            if e > start:
-                keys.append(s)
-        keys.extend(d.irange(start, end - 1, inclusive=(False, True)) if keys and keys[0] == start
-                    else d.irange(start, end - 1))
-        seen = set()
-        for s in keys:
-            if s in seen:
-                continue
-            seen.add(s)
+        info = self.info
+        s = self._k.lower(start)  # an interval straddling start
+        if s is not None:
             e, oid = d[s]
-            out.append((max(s, start), min(e, end), self.info[oid]))
+            if e > start:
+                out.append((start, min(e, end), info[oid]))
+        for s in self._k.between(start, end):
+            e, oid = d[s]
+            out.append((s, min(e, end), info[oid]))
         return out
 
     def __len__(self) -> int:
