@@ -8,8 +8,9 @@ The task that reaches a point asks the scheduler which task runs next, wakes tha
 itself (a handoff between two threads), so exactly one task runs between two points and an
 execution is fully described by its choices.
 
-What may run is decided here, not by the OS: a task in down_read()/down_write() is runnable only
-when the model of the lock's queue (:mod:`mmlab.sched.lockmodel`) would let it in, a task waiting
+What may run is decided here, not by the OS: a task in down_read()/down_write() tries when it is
+picked and, if the model of the lock (:mod:`mmlab.sched.lockmodel`) says it would wait, joins the
+model's wait list and is runnable again only when MmapSem would let it in, a task waiting
 for a page lock or for a vma's readers only once they are gone, and a task in a disk wait only
 once the virtual clock has reached its wake-up time -- when nothing else can run, the clock jumps
 there. The real locks therefore never block. No runnable task with some still blocked is a
@@ -330,9 +331,6 @@ class Controller:
         now = self.clock.now_ns()
         if kind == "spend":
             obj = (obj, now - t.last_ns)
-        elif kind == "lock_request":  # say at once whether it had to queue, and behind whom
-            w = t.wait
-            obj = (obj[0], obj[1], None if w.immediate else w.describe())  # type: ignore[index,union-attr]
         self._events.append((t.index, kind, obj, now, p.holds(t.index) if p else "", len(self._choices)))
         nxt = self._schedule(t)
         if nxt is not t:
@@ -395,7 +393,7 @@ class Controller:
             if t.lockreq is None or not isinstance(w, LockWait):
                 continue
             sem, rec = t.lockreq
-            if w.ready():
+            if not w.queued:
                 if sem.waiters.pop(rec.tid, None) is not None:
                     rec.ctx.blocked_on = None
             elif rec.tid not in sem.waiters:
@@ -438,8 +436,10 @@ class Controller:
             w = t.wait
             if w is not None:
                 if not w.take():  # type: ignore[attr-defined]
-                    # a writer that only got the turnstile: it waits on, and that was a step
-                    self._events.append((t.index, "queued", w, self.clock.now_ns(), "", len(self._choices)))
+                    # it tried, the lock said no: it joined the wait list, and that was a step
+                    names = [x.name for x in tasks]
+                    self._events.append((t.index, "queued", w.describe(names), self.clock.now_ns(),  # type: ignore[attr-defined]
+                                         "", len(self._choices)))
                     self._sync_waiters()
                     ci = None
                     continue
@@ -466,7 +466,8 @@ class Controller:
                 lines.append(f"task {t.name}: finished")
                 continue
             w = t.wait
-            what = w.describe() if w is not None else "runnable"  # type: ignore[attr-defined]
+            what = w.describe(names) if isinstance(w, LockWait) else (
+                w.describe() if w is not None else "runnable")  # type: ignore[attr-defined]
             lines.append(f"task {t.name}: {what}")
             f = frames.get(t.worker.thread.ident) if t.worker is not None else None  # type: ignore[arg-type]
             if f is not None:

@@ -23,7 +23,7 @@ from mmlab.sched.shrink import Shrunk, run_once, shrink
 from mmlab.sched.token import decode_token, encode_token
 from mmlab.sched.trace import fingerprint
 
-__all__ = ["STRATEGIES", "make_scheduler", "explore", "ExploreResult", "Finding", "replay_token",
+__all__ = ["STRATEGIES", "make_scheduler", "explore", "matches", "never_violated", "ExploreResult", "Finding", "replay_token",
            "ReplayResult", "token_for"]
 
 STRATEGIES = ("pct", "random", "dfs")
@@ -74,6 +74,13 @@ class ExploreResult:
     exhausted: bool = False
     finding: Optional[Finding] = None
     first_failure_at: Optional[int] = None
+    wanted: tuple[str, ...] = ()  # outcomes that must be reproduced (a suite's known bugs)
+    reproductions: dict[str, Finding] = field(default_factory=dict)  # wanted item -> first execution
+
+    @property
+    def missing(self) -> list[str]:
+        """Wanted outcomes not reproduced."""
+        return [w for w in self.wanted if w not in self.reproductions]
 
     @property
     def points_per_s(self) -> float:
@@ -97,18 +104,30 @@ def token_for(scenario: Scenario, strategy: str, seed: int, params: dict[str, An
         "steps": ex.steps})
 
 
+def matches(out: Outcome, item: str) -> bool:
+    """Does *out* show *item*: a verdict (FORBIDDEN, INTERESTING, DEADLOCK...), the kind of a
+    finding (replacement-populated...) or "stall"."""
+    return item in (out.verdict, out.what) or (item == "stall" and out.verdict == "STALL")
+
+
 def explore(scenario: Scenario, strategy: str = "pct", iterations: int = 1000, seed: int = 0, *,
             depth: int = 2, max_preemptions: int = 2, max_steps: int = 20_000, do_shrink: bool = True,
             reproduce: int = 10, stop_on_failure: bool = True,
-            progress: Optional[Callable[[ExploreResult], None]] = None) -> ExploreResult:
+            violation: Optional[Callable[[Outcome], bool]] = None, wanted: tuple[str, ...] = (),
+            stop_when_reproduced: bool = False, progress: Optional[Callable[[ExploreResult], None]] = None) -> ExploreResult:
+    """Explore *scenario* for up to *iterations* executions. An outcome for which *violation* is
+    true (default: any failure) is the finding: shrunk, tokenized and replayed *reproduce* times.
+    *wanted* outcomes (known bugs a suite expects) are recorded, shrunk and replayed the same way
+    when they first appear; with *stop_when_reproduced* the search ends once all are seen."""
     sched = make_scheduler(strategy, seed, depth, max_preemptions)
     params: dict[str, Any] = {"depth": depth} if strategy == "pct" else (
         {"max_preemptions": max_preemptions} if strategy == "dfs" else {})
-    res = ExploreResult(scenario, strategy, seed, params)
+    res = ExploreResult(scenario, strategy, seed, params, wanted=tuple(wanted))
+    bad = violation or (lambda o: o.failure)
     with TaskThreads() as threads:
-        _explore(res, sched, scenario, iterations, max_steps, stop_on_failure, progress, threads)
-        if res.finding is not None:
-            f = res.finding
+        _explore(res, sched, scenario, iterations, max_steps, stop_on_failure, bad, stop_when_reproduced,
+                 progress, threads)
+        for f in ([res.finding] if res.finding else []) + list(res.reproductions.values()):
             if do_shrink:
                 f.shrunk = shrink(scenario, f.execution, f.outcome, max_steps=max_steps, threads=threads)
             f.token = token_for(scenario, strategy, seed, params, f.iteration, f.shown,
@@ -121,8 +140,8 @@ def explore(scenario: Scenario, strategy: str = "pct", iterations: int = 1000, s
 
 
 def _explore(res: ExploreResult, sched: Scheduler, scenario: Scenario, iterations: int, max_steps: int,
-             stop_on_failure: bool, progress: Optional[Callable[[ExploreResult], None]],
-             threads: TaskThreads) -> None:
+             stop_on_failure: bool, bad: Callable[[Outcome], bool], stop_when_reproduced: bool,
+             progress: Optional[Callable[[ExploreResult], None]], threads: TaskThreads) -> None:
     t0 = time.perf_counter()
     for i in range(1, iterations + 1):
         if not sched.new_execution():
@@ -136,15 +155,28 @@ def _explore(res: ExploreResult, sched: Scheduler, scenario: Scenario, iteration
         res.run_s += ex.wall_s
         res.max_decisions = max(res.max_decisions, ex.decisions)
         res.max_tasks = max(res.max_tasks, len(ex.names))
-        if out.failure and res.finding is None:
+        for w in res.wanted:
+            if w not in res.reproductions and matches(out, w):
+                res.reproductions[w] = Finding(i, ex, out)
+        if bad(out) and res.finding is None:
             res.first_failure_at = i
             res.finding = Finding(i, ex, out)
             if stop_on_failure:
                 break
+        if stop_when_reproduced and res.wanted and not res.missing:
+            break
         if progress is not None and i % 50 == 0:
             res.wall_s = time.perf_counter() - t0
             progress(res)
     res.wall_s = time.perf_counter() - t0
+
+
+def never_violated(never: tuple[str, ...]) -> Callable[[Outcome], bool]:
+    """A violation test from a suite's ``never`` list; any failure that is not a verdict of the
+    race (a deadlock, an error, a hang, a livelock) always violates."""
+    if not never:
+        return lambda o: o.verdict in ("DEADLOCK", "ERROR", "HANG", "STEP_BOUND")
+    return lambda o: any(matches(o, n) for n in never) or o.verdict in ("DEADLOCK", "ERROR", "HANG", "STEP_BOUND")
 
 
 @dataclass

@@ -61,7 +61,6 @@ class Scenario:
     """What the explorer needs from a scenario."""
 
     kind = "?"
-    ntasks = 0
 
     def spec(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -132,7 +131,6 @@ class RaceScenario(Scenario):
     """A populator and a racer over the same range, under one kernel profile."""
 
     kind = "race"
-    ntasks = 2
 
     def __init__(self, kernel: str, populator: str, racer: str, size: int = 1 << 20,
                  time_scale: float = 1.0, stall_ns: int = 0,

@@ -82,8 +82,6 @@ def describe_event(ev: Event, exact: bool = False) -> str:
         how = f" ({rec.how})" if rec.how else ""
         if kind == "lock_request":
             s = f"{'down_write' if rec.mode == 'W' else 'down_read'}({sem.name}){how}"
-            if obj[2]:  # type: ignore[index]
-                s += f" -- blocks: {obj[2].split(': ', 1)[-1]}"  # type: ignore[index]
         elif kind == "lock_acquired":
             s = f"gets {sem.name} {rec.mode}"
             if rec.wait_ns > 0:
@@ -111,7 +109,7 @@ def describe_event(ev: Event, exact: bool = False) -> str:
     if kind == "vma_write_wait":
         return f"vma_start_write() waits for the readers of {obj!r}"
     if kind == "queued":
-        return obj.describe()  # type: ignore[attr-defined]
+        return str(obj)
     if kind == "exit":
         return f"raises {str(obj).strip().splitlines()[-1]}" if obj else "finishes"
     return kind
@@ -142,13 +140,13 @@ class Step:
                     e[1] in ("page_lock", "wait") for e in evs[i + 1:i + 3]):
                 parts.append(f"page cache miss: drops {ev[2][0].name} for the disk (FAULT_FLAG_ALLOW_RETRY)")  # type: ignore[index]
                 continue
-            if kind in _QUIET and not (kind == "lock_acquired" and ev[2][1].wait_ns > 0):  # type: ignore[index]
-                continue
+            if kind in _QUIET and not (kind == "lock_acquired" and (i == 0 or ev[2][1].wait_ns > 0)):  # type: ignore[index]
+                continue  # a grant is worth a word when it waited, or when it was asked for in another step
             if kind == "exit" and not ev[2]:
                 continue
             d = describe_event(ev)
-            if kind == "lock_request" and i == len(evs) - 1 and ev[2][2] is None:  # type: ignore[index]
-                d = "about to " + d  # preempted before its down_*() took effect
+            if kind == "lock_request" and i == len(evs) - 1:
+                d = "about to " + d  # preempted before its down_*() tried
             parts.append(d)
         if not parts:  # only quiet events: say them
             parts = [describe_event(ev) for ev in self.events if ev[1] != "exit"]

@@ -15,11 +15,10 @@ from mmlab.sched.scenario import Outcome, Scenario, judge_status, register_scena
 
 class PlantedDeadlock(Scenario):
     """Test-only: a task that takes mmap_sem twice -- for read, then for write without letting
-    go (an "upgrade"), beside a plain writer. The down_write() takes RWLockFairD's turnstile and
-    waits for the read holds to drain, one of which is its own: a deadlock on every schedule."""
+    go (an "upgrade"), beside a plain writer. The down_write() queues and waits for the read holds
+    to drain, one of which is its own: a deadlock on every schedule."""
 
     kind = "planted-deadlock"
-    ntasks = 2
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind}
@@ -50,7 +49,6 @@ class LockOrder(Scenario):
     when each task gets its first lock before the other asks for it."""
 
     kind = "lock-order"
-    ntasks = 2
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind}
@@ -89,7 +87,6 @@ class Spinner(Scenario):
     """Test-only: a task that polls forever for a flag nobody sets (a livelock)."""
 
     kind = "spinner"
-    ntasks = 2
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind}

@@ -79,3 +79,54 @@ def test_replay_of_a_token_that_no_longer_fits_exits_2(capsys: pytest.CaptureFix
     rc = main(["replay", encode_token(d)])
     out = capsys.readouterr().out
     assert rc == 2 and "replay diverged at step" in out and "no result is reported" in out
+
+
+SUITE = """
+[suite]
+name = "tiny-race"
+kernels = ["v3.9", "bounded"]
+seed = 3
+time_scale = 1.0
+
+[[race]]
+populators = ["populate-file"]
+racers = ["munmap-mmap", "mprotect"]
+size = "1M"
+rounds = 1
+
+[race.expect.default]
+never = ["FORBIDDEN"]
+
+[race.expect."v3.9"]
+reproduce = ["replacement-populated"]
+"""
+
+
+def test_explore_a_suite_checks_its_expectations(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 no_leaked_threads: None) -> None:
+    good = tmp_path / "tiny.toml"
+    good.write_text(SUITE)
+    rc = main(["explore", str(good), "--iterations", "40", "--seed", "1", "--reproduce", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    # the known bug shows up (in the replacing racer's scenario) and is printed like a finding
+    assert "expected: replacement-populated reproduced at execution" in out
+    assert "reproduced 2/2" in out
+    assert re.search(r"bounded / populate-file / munmap-mmap: no failure in 40 executions", out)
+    assert "EXPECTATION NOT MET" not in out
+
+    # the same suite asking v3.7 for the bug: it is not there, and the command says so
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(SUITE.replace('"v3.9"', '"v3.7"'))
+    rc = main(["explore", str(wrong), "--iterations", "30", "--seed", "1", "--kernel", "v3.7"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "EXPECTATION NOT MET: tiny-race: v3.7: replacement-populated not reproduced in any of its 2" in out
+
+
+def test_explore_a_bad_suite_exits_2_naming_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SUITE.replace('racers = ["munmap-mmap", "mprotect"]', 'racers = ["munmap-mmap", "nope"]'))
+    assert main(["explore", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:" in err and "nope" in err

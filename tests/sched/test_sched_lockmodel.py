@@ -13,40 +13,56 @@ def test_a_queued_writer_blocks_new_readers() -> None:
     m = RwsemModel("mmap_sem")
     r1 = m.request(0, "R")
     assert r1.ready() and r1.take()
-    w = m.request(1, "W")  # takes the turnstile at once, waits for the reader to drain
-    assert m.turnstile == 1 and not w.ready()
+    w = m.request(1, "W")
+    assert w.ready() and not w.take(), "readers hold it: the writer joins the wait list"
+    assert w.queued and not w.ready()
     r2 = m.request(2, "R")
-    assert not r2.ready(), "a reader arriving after a queued writer must wait (fairness)"
+    assert not r2.fast_path(), "a reader arriving after a queued writer must wait (fairness)"
+    assert not r2.take() and r2.queued
     m.release(0, "R")
-    assert w.ready() and not r2.ready()
+    assert w.ready() and not r2.ready(), "FIFO: the writer first"
     assert w.take() and m.holds(1) == "W"
+    assert not r2.ready()
     m.release(1, "W")
-    assert r2.ready() and r2.take()
+    assert r2.ready() and r2.take() and not m.queue
 
 
-def test_writer_that_finds_readers_takes_the_turnstile_and_waits() -> None:
+def test_readers_at_the_head_go_in_together_and_downgrade_lets_them() -> None:
     m = RwsemModel("mmap_sem")
     w1 = m.request(0, "W")
     assert w1.take()
-    w2 = m.request(1, "W")
-    r = m.request(2, "R")
-    assert not w2.ready() and not r.ready()
-    m.downgrade(0)  # the writer becomes a reader and gives the turnstile back
-    assert m.holds(0) == "R" and m.turnstile is None
-    assert w2.ready() and r.ready()  # both may go for the turnstile: the scheduler picks
-    assert r.take()
-    assert w2.ready()
-    assert not w2.take(), "a writer that got the turnstile still waits for two readers"
-    assert m.turnstile == 1 and not w2.ready()
-    m.release(0, "R")
-    m.release(2, "R")
-    assert w2.ready() and w2.take() and m.holds(1) == "W"
+    waits = [m.request(t, "R") for t in (1, 2)] + [m.request(3, "W")]
+    for x in waits:
+        assert not x.take()
+    m.downgrade(0)  # the writer becomes a reader: the readers at the head may come in
+    assert m.holds(0) == "R"
+    assert waits[0].ready() and not waits[1].ready()  # one head at a time...
+    assert waits[0].take() and waits[1].ready() and waits[1].take()  # ...then the next
+    assert not waits[2].ready(), "a writer at the head waits for three read holds"
+    for t in (0, 1, 2):
+        m.release(t, "R")
+    assert waits[2].ready() and waits[2].take() and m.holds(3) == "W"
+
+
+def test_a_retake_queues_behind_a_waiting_writer() -> None:
+    """The bounded populate drops the read lock for a waiting writer; taking it again must not
+    jump ahead of that writer."""
+    m = RwsemModel("mmap_sem")
+    pop = m.request(0, "R")
+    assert pop.take()
+    w = m.request(1, "W")
+    assert not w.take()
+    m.release(0, "R")  # the populate yields...
+    again = m.request(0, "R")
+    assert not again.take(), "...and its re-take queues behind the writer"
+    assert w.ready() and w.take()
 
 
 def test_trylock_fails_behind_a_queued_writer() -> None:
     m = RwsemModel("mmap_sem")
     assert m.trylock_read(0)
-    m.request(1, "W")
+    w = m.request(1, "W")
+    assert not w.take()
     assert not m.trylock_read(2)
 
 
@@ -65,26 +81,25 @@ def test_model_grants_only_what_the_real_lock_grants(seed: int) -> None:
             t = rng.randrange(4)
             if t in waits:
                 w = waits[t]
-                if w.ready():  # type: ignore[attr-defined]
-                    if w.take():  # type: ignore[attr-defined]
-                        h = real.gen_wlock() if w.mode == "W" else real.gen_rlock()  # type: ignore[attr-defined]
-                        assert h.acquire(blocking=False), f"model granted {w.mode} to {t}, the real lock refused"  # type: ignore[attr-defined]
-                        held.setdefault(t, []).append((w.mode, h))  # type: ignore[attr-defined]
-                        grants += 1
-                        writers += w.mode == "W"  # type: ignore[attr-defined]
-                        del waits[t]
+                if w.ready() and w.take():  # type: ignore[attr-defined]
+                    h = real.gen_wlock() if w.mode == "W" else real.gen_rlock()  # type: ignore[attr-defined]
+                    assert h.acquire(blocking=False), f"model granted {w.mode} to {t}, the real lock refused"  # type: ignore[attr-defined]
+                    held.setdefault(t, []).append((w.mode, h))  # type: ignore[attr-defined]
+                    grants += 1
+                    writers += w.mode == "W"  # type: ignore[attr-defined]
+                    del waits[t]
             elif held.get(t) and rng.random() < 0.5:
                 mode, h = held[t].pop()
                 h.release()
                 m.release(t, mode)
-            elif not held.get(t) or held[t][-1][0] == "R":
-                waits[t] = m.request(t, rng.choice("RW") if not held.get(t) else "R")
+            elif not held.get(t):
+                waits[t] = m.request(t, rng.choice("RW"))
     assert grants > 100 and writers > 10, (grants, writers)  # the comparison was exercised
 
 
 def test_a_writer_asking_again_waits_for_itself() -> None:
     m = RwsemModel("mmap_sem")
     w = m.request(0, "W")
-    assert w.immediate and w.take()
+    assert w.take()
     again = m.request(0, "W")
-    assert not again.immediate and not again.ready(), "the turnstile is its own: it never frees"
+    assert not again.take() and not again.ready(), "it waits for its own write hold: forever"
