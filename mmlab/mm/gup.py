@@ -145,71 +145,50 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     cid = call.call_id
     state = PTE_PRESENT | PTE_POPULATE | (PTE_WRITTEN if write else 0) | \
         (PTE_MLOCKED if vma.flags & VM_LOCKED else 0)
-    anon_cost = mm.costs.cost("anon_page")
     since_check = 0
     addr = start
     hp = hooks.schedule_point
     prog = ctx.progress  # (what, pages done before this range, total): advanced per chunk
-    if vma.file is None:
-        anon_vma_prepare(vma)
-        while addr < end:
-            stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
-            made = pt.fill_absent(addr, stop, state, task, cid)
-            if write and made < (stop - addr) >> 12:
-                _break_cow(mm, vma, addr, stop, cid, task)
-            call.pages += made
-            if made:
-                clock.spend(anon_cost * made, "populate")
-            elif hp is not None:
-                hp("populate_batch", call)
-            since_check += (stop - addr) >> 12
-            addr = stop
-            if prog is not None:
-                ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
-            if batch and since_check >= batch and addr < end:
-                since_check = 0
-                if mm.mmap_sem.is_contended():
-                    mm.mmap_read_unlock()
-                    call.yields += 1
-                    return (addr - start) >> 12, False
-        return (addr - start) >> 12, True
-    if vma.nonlinear is not None:
-        return _get_user_pages_slow(mm, vma, start, end, write, call, task, allow_retry)
-    # file-backed and linear: runs of page-cache pages at a time; the disk where they are not
     file = vma.file
-    if write:
-        anon_vma_prepare(vma)
-        fcost = mm.costs.cost("file_page") + mm.costs.cost("cow_page")
+    if file is not None and vma.nonlinear is not None:
+        return _get_user_pages_slow(mm, vma, start, end, write, call, task, allow_retry)
+    if file is None:
+        cost = mm.costs.cost("anon_page")
+    elif write:  # a private file page written: read it, then break COW into an anonymous copy
+        cost = mm.costs.cost("file_page") + mm.costs.cost("cow_page")
     else:
         state |= PTE_FILE
-        fcost = mm.costs.cost("file_page")
+        cost = mm.costs.cost("file_page")
+    if file is None or write:
+        anon_vma_prepare(vma)
     while addr < end:
         stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
-        pg0 = vma.file_pgoff(addr)
-        if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
-            done = (addr - start) >> 12
-            return (done if done else -EFAULT), True
-        pgn = min(file.npages, pg0 + ((stop - addr) >> 12))
-        j = file.cache.find(0, pg0, pgn)
-        if j == pg0:
-            if filemap_read(file, pg0, mm.costs, clock, mm.mmap_read_unlock if allow_retry else None):
-                call.io_waits += 1
-                return (addr - start) >> 12, False
-            continue
-        stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
+        if file is not None:  # a run of page-cache pages at a time; the disk where they are not
+            pg0 = vma.file_pgoff(addr)
+            if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
+                done = (addr - start) >> 12
+                return (done if done else -EFAULT), True
+            pgn = min(file.npages, pg0 + ((stop - addr) >> 12))
+            j = file.cache.find(0, pg0, pgn)
+            if j == pg0:
+                if filemap_read(file, pg0, mm.costs, clock, mm.mmap_read_unlock if allow_retry else None):
+                    call.io_waits += 1  # VM_FAULT_RETRY: the lock was dropped for the read
+                    return (addr - start) >> 12, False
+                continue
+            stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
         made = pt.fill_absent(addr, stop, state, task, cid)
         if write and made < (stop - addr) >> 12:
             _break_cow(mm, vma, addr, stop, cid, task)
         call.pages += made
         if made:
-            clock.spend(fcost * made, "populate")
+            clock.spend(cost * made, "populate")
         elif hp is not None:
             hp("populate_batch", call)
         since_check += (stop - addr) >> 12
         addr = stop
         if prog is not None:
             ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
-        if batch and since_check >= batch and addr < end:
+        if batch and since_check >= batch and addr < end:  # bounded: yield to a waiting writer
             since_check = 0
             if mm.mmap_sem.is_contended():
                 mm.mmap_read_unlock()
