@@ -261,6 +261,8 @@ class VmaTree:
         v = self.find_vma(start)
         if v is None or v.start >= end:
             return []
+        if v.end >= end:  # vmas do not overlap: the next one starts at or after v.end
+            return [v]
         d = self._d
         return [d[k] for k in self._k.between(v.start, end)]
 
