@@ -409,14 +409,25 @@ class OriginMap:
 
     def clear(self, start: int, end: int) -> None:
         d = self._d
-        s = self._k.lower(start)
-        if s is not None:
+        s, nxt = self._k.floor_higher(start)
+        if s is not None and s < start:
             e, oid = d[s]
             if e > start:  # the interval straddling start
                 d[s] = (start, oid)
                 if e > end:
                     self._add(end, e, oid)
                     return
+        elif s is not None:  # an interval begins at start: often it is the whole range (munmap)
+            e, oid = d[s]
+            if e >= end:
+                del d[s]
+                if e > end:
+                    self._add(end, e, oid)
+                self._drop_ref(oid)
+                return
+        if nxt is None or nxt >= end:  # nothing begins inside (start, end): a gap (mmap)
+            if s is None or s < start:
+                return
         for s in self._k.between(start, end):
             e, oid = d.pop(s)
             self._refs[oid] -= 1
