@@ -170,6 +170,23 @@ class _Keys:
             return lst[idx - 1]
         return maxes[pos - 1] if pos else None
 
+    def around(self, x: int) -> tuple[Optional[int], Optional[int]]:
+        """(the greatest key < x, the smallest key > x) in one descent; None where there is none."""
+        maxes = self._maxes
+        if maxes is None:
+            return self.lower(x), self.floor_higher(x)[1]
+        pos = bisect_left(maxes, x)
+        if pos == len(maxes):
+            return (maxes[-1] if maxes else None), None
+        lists = self._lists
+        lst = lists[pos]  # type: ignore[index]
+        idx = bisect_left(lst, x)
+        lo = lst[idx - 1] if idx else (maxes[pos - 1] if pos else None)
+        j = idx + 1 if lst[idx] == x else idx  # idx < len(lst): maxes[pos] >= x
+        if j < len(lst):
+            return lo, lst[j]
+        return lo, (lists[pos + 1][0] if pos + 1 < len(maxes) else None)  # type: ignore[index]
+
     def between(self, lo: int, hi: int) -> list[int]:
         """Keys k with lo <= k < hi, ascending."""
         maxes = self._maxes
@@ -307,7 +324,9 @@ class VmaTree:
 
     def try_merge(self, vma: Vma) -> Vma:
         """vma_merge() with the neighbours; returns the surviving vma."""
-        p = self.prev(vma)
+        pk, nk = self._k.around(vma.start)  # a merge with prev leaves the next key as it was
+        d = self._d
+        p = d[pk] if pk is not None else None
         if p is not None and can_merge(p, vma):
             if not p.anon_vma:
                 p.anon_vma = vma.anon_vma
@@ -315,7 +334,7 @@ class VmaTree:
             with self.mt_lock:
                 p.end = vma.end
             vma = p
-        n = self.next(vma)
+        n = d[nk] if nk is not None else None
         if n is not None and can_merge(vma, n):
             if not vma.anon_vma:
                 vma.anon_vma = n.anon_vma
