@@ -358,7 +358,17 @@ class MmapSem:
         else:
             h = self._wh.downgrade()
         rec.rel_ns = now
-        nrec = LockRecord(self.name, rec.ctx, READ, now, "downgrade", now)
+        nrec = _new_record(LockRecord)  # LockRecord(self.name, rec.ctx, READ, now, "downgrade", now)
+        nrec.lock = self.name
+        nrec.ctx = ctx = rec.ctx
+        nrec.task = ctx.name
+        nrec.tid = ctx.tid
+        nrec.mode = READ
+        nrec.call_id = ctx.call_id
+        nrec.call = ctx.call_name
+        nrec.req_ns = nrec.acq_ns = now
+        nrec.rel_ns = -1
+        nrec.how = "downgrade"
         nrec._h = h
         self.holders[rec.tid] = nrec
         self.history.append(rec)

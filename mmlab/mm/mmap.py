@@ -139,7 +139,7 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         pgoff = addr >> 12
     elif anon:
         pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
-    check_unmap(mm, addr, addr + length, extra=1)
+    hit = check_unmap(mm, addr, addr + length, extra=1)
     if vm_flags & VM_LOCKONFAULT:
         populate = 0
     elif k.vm_populate:
@@ -148,7 +148,7 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         populate = length
     else:
         populate = 0
-    vma = mmap_region(mm, call, file, addr, length, vm_flags, pgoff, asked_populate=bool(populate))
+    vma = mmap_region(mm, call, file, addr, length, vm_flags, pgoff, asked_populate=bool(populate), hit=hit)
     if populate and not k.populate_after_unlock:
         populate_range_locked(mm, vma, addr, addr + length, call)  # v3.7: under the write lock
         return addr, 0
@@ -159,12 +159,15 @@ EOPNOTSUPP_ = 95
 
 
 def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, length: int,
-                vm_flags: int, pgoff: int, asked_populate: bool, kind: str = "mmap") -> Vma:
+                vm_flags: int, pgoff: int, asked_populate: bool, kind: str = "mmap",
+                hit: Optional[list[Vma]] = None) -> Vma:
     """mmap_region(): replace whatever is in [addr, addr+len), insert and merge the new vma,
-    account it. Called with mmap_sem held for write, after check_unmap() passed."""
+    account it. Called with mmap_sem held for write, after check_unmap() passed; *hit* is what
+    check_unmap() returned (the vmas in the range), if nothing changed since."""
     end = addr + length
-    pieces = detach_range(mm, addr, end)
-    zap_detached(mm, pieces)  # the old mapping's pages go, under the write lock
+    if hit is None or hit:  # an empty range (a fresh gap) has nothing to detach or zap
+        pieces = detach_range(mm, addr, end, hit)
+        zap_detached(mm, pieces)  # the old mapping's pages go, under the write lock
     vma = Vma(addr, end, vm_flags, file, pgoff)
     if file is None and vm_flags & VM_SHARED:
         shmem_zero_setup(vma)
@@ -182,11 +185,12 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
     return merged
 
 
-def check_unmap(mm: "MM", start: int, end: int, extra: int = 0) -> None:
+def check_unmap(mm: "MM", start: int, end: int, extra: int = 0) -> list[Vma]:
     """The ENOMEM checks of do_vmi_munmap(), made before anything changes: an unmap that
     splits one vma in three fails at max_map_count ("make sure that map_count on return from
     munmap() will not exceed its limit; but let map_count go just above its limit temporarily");
-    one that only trims vmas does not. *extra* counts the vma the caller (mmap_region) will add."""
+    one that only trims vmas does not. *extra* counts the vma the caller (mmap_region) will add.
+    Returns the vmas intersecting [start, end), for detach_range()."""
     hit = mm.vmas.range(start, end)
     splits = 0
     if hit:
@@ -196,19 +200,24 @@ def check_unmap(mm: "MM", start: int, end: int, extra: int = 0) -> None:
             raise err(ENOMEM, "munmap")
     if extra and mm.map_count + splits - len(hit) + extra > mm.max_map_count:
         raise err(ENOMEM, "mmap")
+    return hit
 
 
-def detach_range(mm: "MM", start: int, end: int) -> list[Vma]:
-    """Split at the edges and detach every vma in [start, end) (vms_gather_munmap_vmas)."""
+def detach_range(mm: "MM", start: int, end: int, hit: Optional[list[Vma]] = None) -> list[Vma]:
+    """Split at the edges and detach every vma in [start, end) (vms_gather_munmap_vmas).
+    *hit*: the vmas intersecting the range, as check_unmap() just returned them (else looked up)."""
     out: list[Vma] = []
     vmas = mm.vmas
-    v = vmas.find_vma(start)
-    if v is None or v.start >= end:
+    if hit is None:
+        hit = vmas.range(start, end)
+    if not hit:
         return out
+    v = hit[0]
     if v.start < start:
         mm.vma_start_write(v)
         _, v = vmas.split(v, start)
-    for v in vmas.range(start, end):
+        hit = [v, *hit[1:]]
+    for v in hit:
         mm.vma_start_write(v)
         if v.end > end:
             v, _ = vmas.split(v, end)
@@ -251,8 +260,8 @@ def sys_munmap(mm: "MM", addr: int, length: int) -> int:
         mm.mmap_write_lock()
         locked = "W"
         try:
-            check_unmap(mm, addr, addr + length)
-            pieces = detach_range(mm, addr, addr + length)
+            hit = check_unmap(mm, addr, addr + length)
+            pieces = detach_range(mm, addr, addr + length, hit)
             if pieces and mm.kernel.munmap_downgrade:
                 mm.mmap_write_downgrade()
                 locked = "R"

@@ -170,6 +170,23 @@ class _Keys:
             return lst[idx - 1]
         return maxes[pos - 1] if pos else None
 
+    def around(self, x: int) -> tuple[Optional[int], Optional[int]]:
+        """(the greatest key < x, the smallest key > x) in one descent; None where there is none."""
+        maxes = self._maxes
+        if maxes is None:
+            return self.lower(x), self.floor_higher(x)[1]
+        pos = bisect_left(maxes, x)
+        if pos == len(maxes):
+            return (maxes[-1] if maxes else None), None
+        lists = self._lists
+        lst = lists[pos]  # type: ignore[index]
+        idx = bisect_left(lst, x)
+        lo = lst[idx - 1] if idx else (maxes[pos - 1] if pos else None)
+        j = idx + 1 if lst[idx] == x else idx  # idx < len(lst): maxes[pos] >= x
+        if j < len(lst):
+            return lo, lst[j]
+        return lo, (lists[pos + 1][0] if pos + 1 < len(maxes) else None)  # type: ignore[index]
+
     def between(self, lo: int, hi: int) -> list[int]:
         """Keys k with lo <= k < hi, ascending."""
         maxes = self._maxes
@@ -261,6 +278,8 @@ class VmaTree:
         v = self.find_vma(start)
         if v is None or v.start >= end:
             return []
+        if v.end >= end:  # vmas do not overlap: the next one starts at or after v.end
+            return [v]
         d = self._d
         return [d[k] for k in self._k.between(v.start, end)]
 
@@ -305,7 +324,9 @@ class VmaTree:
 
     def try_merge(self, vma: Vma) -> Vma:
         """vma_merge() with the neighbours; returns the surviving vma."""
-        p = self.prev(vma)
+        pk, nk = self._k.around(vma.start)  # a merge with prev leaves the next key as it was
+        d = self._d
+        p = d[pk] if pk is not None else None
         if p is not None and can_merge(p, vma):
             if not p.anon_vma:
                 p.anon_vma = vma.anon_vma
@@ -313,7 +334,7 @@ class VmaTree:
             with self.mt_lock:
                 p.end = vma.end
             vma = p
-        n = self.next(vma)
+        n = d[nk] if nk is not None else None
         if n is not None and can_merge(vma, n):
             if not vma.anon_vma:
                 vma.anon_vma = n.anon_vma
@@ -407,14 +428,25 @@ class OriginMap:
 
     def clear(self, start: int, end: int) -> None:
         d = self._d
-        s = self._k.lower(start)
-        if s is not None:
+        s, nxt = self._k.floor_higher(start)
+        if s is not None and s < start:
             e, oid = d[s]
             if e > start:  # the interval straddling start
                 d[s] = (start, oid)
                 if e > end:
                     self._add(end, e, oid)
                     return
+        elif s is not None:  # an interval begins at start: often it is the whole range (munmap)
+            e, oid = d[s]
+            if e >= end:
+                del d[s]
+                if e > end:
+                    self._add(end, e, oid)
+                self._drop_ref(oid)
+                return
+        if nxt is None or nxt >= end:  # nothing begins inside (start, end): a gap (mmap)
+            if s is None or s < start:
+                return
         for s in self._k.between(start, end):
             e, oid = d.pop(s)
             self._refs[oid] -= 1
