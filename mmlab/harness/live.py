@@ -38,13 +38,14 @@ No kernel profile is consulted: the verdict still comes only out of provenance a
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from mmlab.current import set_task_name
 from mmlab.flags import TASK_SIZE
-from mmlab.harness.oracle import (FORBIDDEN, Finding, OriginView, Snapshot, Verdict, VmaView, _call_view,
+from mmlab.harness.oracle import (FORBIDDEN, CallView, Finding, OriginView, Snapshot, Verdict, VmaView, _call_view,
                                   _clone_pt, judge)
 
 if TYPE_CHECKING:
@@ -91,30 +92,44 @@ def capture_live(mm: "MM") -> Snapshot:
 def copy_live(mm: "MM") -> tuple[Snapshot, tuple[int, int]]:
     """The copying half of :func:`capture_live`, and (locked_vm, total_vm) as read.
 
-    Called with mm.mmap_sem held for read (writers excluded). The page table is cloned under
-    its ptl, before the calls are copied, so every call id in a cloned pte has its call record
-    (mm_populate() registers the call in mm.calls before its first pte). Running calls join the
-    history with ``t_end = -1``. The lock history is not copied (it can be long):
+    Called with mm.mmap_sem held for read (writers excluded: the vmas, the lineage and the
+    accounting hold still). Populates and faults still run, so the order of the copies matters:
+
+    1. the running calls, then the finished ones (a call ending in between is in both and
+       counts as finished); every call finished here finished before the page table is cloned;
+    2. the page table, cloned under its ptl (each pte table whole);
+    3. the populating calls (mm.calls), for the call ids in the cloned ptes: mm_populate()
+       registers its call before its first pte.
+
+    Every call not finished at step 1 is given ``t_end = -1`` (running as of the clone), even
+    if it has returned since: "a finished call's VM_LOCKED range is fully present" must not be
+    asked of a populate whose last ptes came after the clone. Running calls join the history,
+    so a call that changed mappings under the write lock and has not returned yet excuses the
+    ranges it may have changed. The lock history is not copied (it can be long):
     :class:`LiveChecker` adds it to the first finding only."""
-    with mm.pt.ptl:
-        pt = _clone_pt(mm.pt)
-    vmas = [VmaView(v.start, v.end, v.flags, v.vm_id, getattr(v.file, "name", None), v.pgoff,
-                    getattr(v.file, "npages", 0)) for v in mm.vmas]
-    origins = [(s, e, OriginView(o.oid, o.call_id, o.kind, o.asked_populate, o.task))
-               for s, e, o in mm.origins.ranges(0, TASK_SIZE)]
-    running = list(mm.running.values())  # before the history: a call ending in between is in both
+    running = list(mm.running.values())
     history = [_call_view(c) for c in list(mm.call_history)]
     calls = {c.call_id: c for c in history}
     for c in running:
         if c.call_id not in calls:
-            cv = _call_view(c)
+            cv = _as_running(_call_view(c))
             calls[c.call_id] = cv
             history.append(cv)
+    with mm.pt.ptl:
+        pt = _clone_pt(mm.pt)
     for cid, c in list(mm.calls.items()):
         if cid not in calls:
-            calls[cid] = _call_view(c)
+            calls[cid] = _as_running(_call_view(c))
+    vmas = [VmaView(v.start, v.end, v.flags, v.vm_id, getattr(v.file, "name", None), v.pgoff,
+                    getattr(v.file, "npages", 0)) for v in mm.vmas]
+    origins = [(s, e, OriginView(o.oid, o.call_id, o.kind, o.asked_populate, o.task))
+               for s, e, o in mm.origins.ranges(0, TASK_SIZE)]
     snap = Snapshot(vmas, pt, origins, calls, history, [], [], getattr(mm, "start_brk", 0))
     return snap, (mm.locked_vm, mm.total_vm)
+
+
+def _as_running(cv: CallView) -> CallView:
+    return cv if cv.t_end < 0 else dataclasses.replace(cv, t_end=-1, result=None)
 
 
 def _invariants(snap: Snapshot, accounting: tuple[int, int]) -> list[str]:
