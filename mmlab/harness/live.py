@@ -51,7 +51,7 @@ from mmlab.harness.oracle import (FORBIDDEN, CallView, Finding, OriginView, Snap
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM
 
-__all__ = ["ORACLE_TASK", "DEFAULT_PERIOD_MS", "LiveFinding", "LiveResult", "LiveChecker", "capture_live", "copy_live",
+__all__ = ["ORACLE_TASK", "DEFAULT_PERIOD_MS", "LiveFinding", "LiveResult", "LiveChecker", "LiveCopy", "capture_live", "copy_live", "build_live",
            "merge_live"]
 
 ORACLE_TASK = "oracle"
@@ -81,19 +81,34 @@ class _VmaViews(list):
 
 
 def capture_live(mm: "MM") -> Snapshot:
-    """oracle.capture() for a running model: the copies of :func:`copy_live` with the
-    structural invariants checked on them (MM.check_invariants() over an :class:`_InvariantView`).
-    Called with mm.mmap_sem held for read."""
-    snap, accounting = copy_live(mm)
+    """oracle.capture() for a running model: the copies of :func:`copy_live` made into a
+    snapshot, with the structural invariants checked on them (MM.check_invariants() over an
+    :class:`_InvariantView`). Called with mm.mmap_sem held for read."""
+    snap, accounting = build_live(copy_live(mm))
     snap.invariants = _invariants(snap, accounting)
     return snap
 
 
-def copy_live(mm: "MM") -> tuple[Snapshot, tuple[int, int]]:
-    """The copying half of :func:`capture_live`, and (locked_vm, total_vm) as read.
+@dataclass
+class LiveCopy:
+    """What :func:`copy_live` takes under the lock: plain copies, turned into a Snapshot by
+    :func:`build_live` after up_read()."""
 
-    Called with mm.mmap_sem held for read (writers excluded: the vmas, the lineage and the
-    accounting hold still). Populates and faults still run, so the order of the copies matters:
+    running: list[CallView]
+    history: list  # CallInfo objects of finished calls: no longer written to
+    pt: object
+    calls: list  # (call_id, CallInfo) of populating calls
+    vmas: list[VmaView]
+    origins: list[tuple[int, int, OriginView]]
+    accounting: tuple[int, int]  # locked_vm, total_vm
+    start_brk: int
+
+
+def copy_live(mm: "MM") -> LiveCopy:
+    """The part of a live capture that must run under mm.mmap_sem held for read.
+
+    Writers are excluded, so the vmas, the lineage and the accounting hold still. Populates
+    and faults still run, so the order of the copies matters:
 
     1. the running calls, then the finished ones (a call ending in between is in both and
        counts as finished); every call finished here finished before the page table is cloned;
@@ -105,27 +120,42 @@ def copy_live(mm: "MM") -> tuple[Snapshot, tuple[int, int]]:
     if it has returned since: "a finished call's VM_LOCKED range is fully present" must not be
     asked of a populate whose last ptes came after the clone. Running calls join the history,
     so a call that changed mappings under the write lock and has not returned yet excuses the
-    ranges it may have changed. The lock history is not copied (it can be long):
-    :class:`LiveChecker` adds it to the first finding only."""
-    running = list(mm.running.values())
-    history = [_call_view(c) for c in list(mm.call_history)]
-    calls = {c.call_id: c for c in history}
-    for c in running:
-        if c.call_id not in calls:
-            cv = _as_running(_call_view(c))
-            calls[c.call_id] = cv
-            history.append(cv)
+    ranges it may have changed. Finished calls are only listed here (a C-level list copy) and
+    made into views after up_read(): end_call() is their last write. The lock history is not
+    copied (it can be long): :class:`LiveChecker` adds it to the first finding only."""
+    running = [_as_running(_call_view(c)) for c in list(mm.running.values())]
+    history = list(mm.call_history)
     with mm.pt.ptl:
         pt = _clone_pt(mm.pt)
-    for cid, c in list(mm.calls.items()):
-        if cid not in calls:
-            calls[cid] = _as_running(_call_view(c))
+    calls = list(mm.calls.items())
     vmas = [VmaView(v.start, v.end, v.flags, v.vm_id, getattr(v.file, "name", None), v.pgoff,
                     getattr(v.file, "npages", 0)) for v in mm.vmas]
     origins = [(s, e, OriginView(o.oid, o.call_id, o.kind, o.asked_populate, o.task))
                for s, e, o in mm.origins.ranges(0, TASK_SIZE)]
-    snap = Snapshot(vmas, pt, origins, calls, history, [], [], getattr(mm, "start_brk", 0))
-    return snap, (mm.locked_vm, mm.total_vm)
+    return LiveCopy(running, history, pt, calls, vmas, origins, (mm.locked_vm, mm.total_vm),
+                    getattr(mm, "start_brk", 0))
+
+
+def build_live(cp: LiveCopy, cache: Optional[dict[int, CallView]] = None) -> tuple[Snapshot, tuple[int, int]]:
+    """The Snapshot of a :class:`LiveCopy` (no lock needed). *cache* keeps the views of
+    finished calls from one check to the next (call_id -> view)."""
+    cache = {} if cache is None else cache
+    history = []
+    for c in cp.history:
+        cv = cache.get(c.call_id)
+        if cv is None:
+            cv = cache[c.call_id] = _call_view(c)
+        history.append(cv)
+    calls = {c.call_id: c for c in history}
+    for cv in cp.running:
+        if cv.call_id not in calls:
+            calls[cv.call_id] = cv
+            history.append(cv)
+    for cid, c in cp.calls:
+        if cid not in calls:
+            calls[cid] = _as_running(_call_view(c))
+    snap = Snapshot(cp.vmas, cp.pt, cp.origins, calls, history, [], [], cp.start_brk)  # type: ignore[arg-type]
+    return snap, cp.accounting
 
 
 def _as_running(cv: CallView) -> CallView:
@@ -210,6 +240,7 @@ class LiveChecker:
         self._checked = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._t0 = 0
+        self._views: dict[int, CallView] = {}  # finished calls' views, built once
 
     def __enter__(self) -> "LiveChecker":
         self.start()
@@ -262,12 +293,13 @@ class LiveChecker:
         sem.down_read()
         try:
             t_acq = mm.clock.now_ns()
-            snap, accounting = copy_live(mm)
+            cp = copy_live(mm)
             lock_state = sem.state() if self.result.first is None else {}
             t_snap = mm.clock.now_ns()
         finally:
             sem.up_read()
         hold = t_snap - t_acq
+        snap, accounting = build_live(cp, self._views)
         snap.invariants = _invariants(snap, accounting)
         verdict = judge(snap)
         r = self.result
