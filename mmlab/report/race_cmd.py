@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "populated page by provenance and mapping lineage. Exit 1 on any FORBIDDEN outcome.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="racers: munmap-mmap, mmap-fixed, mremap-fixed, mprotect (control); 'every' adds "
-        "mmap-fixed-populate (a replacement that asked to be populated).\n"
+        "mmap-fixed-populate (a replacement that asked to be populated) and mmap-fixed-unmap (a replacement "
+        "unmapped again: only --check-live sees it populated).\n"
         "example: mmlab race --kernel v3.9,v3.9-rc1 --populator populate-file --rounds 20 --seed 1")
     p.add_argument("--kernel", default="all", help="comma-separated profiles or specs (default all)")
     p.add_argument("--populator", default="all", help="comma-separated populators (default all)")
@@ -210,7 +211,7 @@ def _print_table(out, cells: list[CellResult], seed: int) -> None:
         t.add_row(*row)
     t.caption = ("overlap: the racer's call started before the populating call returned; window hits: it took "
                  "mmap_sem for write between the populating call's up_write() and its populate's last up_read()"
-                 + ("; FORBIDDEN live: rounds in which a check under mmap_sem (read) during the round saw FORBIDDEN "
+                 + ("; live F: rounds in which a check under mmap_sem (read) during the round saw FORBIDDEN "
                     "(only: the final state no longer showed it)" if live else ""))
     out.print(t)
     for c in cells:

@@ -166,3 +166,37 @@ def test_live_checking_sees_a_replacement_being_populated(seed: int) -> None:
             assert r.live.kinds.get("replacement-populated")
             return
     pytest.fail(f"no live FORBIDDEN in 16 rounds: {seen}")
+
+
+@pytest.mark.parametrize("kernel", ["v6.18", "v3.9"])
+def test_a_replacement_populated_then_unmapped_is_caught_only_live(kernel: str, seed: int) -> None:
+    """The mmap-fixed-unmap racer replaces the range and unmaps the replacement again a few ms
+    later: the after-the-round oracle (all that runs without --check-live) finds nothing, the
+    live checks see the replacement being populated."""
+    costs = DEFAULT_COSTS.scaled(0.5)
+    pop = POPULATORS["populate-file"]
+    w = calibrate(kernel, pop, 16 << 20, costs)
+    seen = []
+    for i in range(20):
+        r = run_round(kernel, pop, RACERS["mmap-fixed-unmap"], seed=round_seed(seed, kernel, pop.name, "unmap", i),
+                      size=16 << 20, window_ns=w, costs=costs, check_live_ms=0.5)
+        seen.append((r.seed, r.final_outcome, r.outcome))
+        assert r.final_outcome != FORBIDDEN, r.verdict.report()  # the final state is always clean
+        if r.outcome == FORBIDDEN:
+            assert r.live_only and r.live is not None and r.live.first is not None
+            assert r.verdict.wrong_pages == r.live.max_wrong_pages > 0
+            assert {f.kind for f in r.verdict.findings if f.grade == FORBIDDEN} == {"live:replacement-populated"}
+            return
+    pytest.fail(f"no live-only FORBIDDEN in 20 rounds: {seen}")
+
+
+@pytest.mark.parametrize("kernel", ["bounded", "v3.9-rc1"])
+def test_transient_replacement_is_never_populated_where_identity_or_vm_populate_is_checked(kernel: str,
+                                                                                          seed: int) -> None:
+    costs = DEFAULT_COSTS.scaled(0.5)
+    pop = POPULATORS["populate-file"]
+    w = calibrate(kernel, pop, 16 << 20, costs)
+    for i in range(4):
+        r = run_round(kernel, pop, RACERS["mmap-fixed-unmap"], seed=round_seed(seed, kernel, pop.name, "unmap", i),
+                      size=16 << 20, window_ns=w, costs=costs, check_live_ms=0.5)
+        assert r.outcome == OK and r.live is not None and r.live.first is None and r.live.checks > 0
