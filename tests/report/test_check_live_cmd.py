@@ -49,3 +49,42 @@ def test_race_without_check_live_has_no_live_section(tmp_path: Path, capsys: pyt
     assert rc == 0, capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["check_live_ms"] is None and doc["results"][0]["live"] is None
+
+
+_SUITE = """
+[suite]
+name = "transient"
+description = "a replacement populated and unmapped again: only the live oracle can see it"
+kernels = ["v6.18", "bounded"]
+seed = {seed}
+time_scale = 0.5
+
+[[race]]
+populators = ["populate-file"]
+racers = ["mmap-fixed-unmap"]
+size = "16M"
+rounds = 16
+
+[race.expect.default]
+never = ["FORBIDDEN"]
+
+[race.expect."v6.18"]
+reproduce = ["live:replacement-populated"]
+"""
+
+
+def test_stress_check_live_decides_a_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> None:
+    """The same suite: without --check-live the transient replacement is never seen (the known
+    bug is not reproduced: exit 1); with it, v6.18 reproduces it and bounded stays clean (exit 0)."""
+    suite = tmp_path / "transient.toml"
+    suite.write_text(_SUITE.format(seed=seed))
+    out = tmp_path / "stress.json"
+    assert main(["stress", str(suite), "--json", str(out)]) == 1
+    assert "known bug not reproduced" in capsys.readouterr().out
+    assert main(["stress", str(suite), "--check-live", "--check-live-ms", "0.5", "--json", str(out)]) == 0, \
+        capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["check_live_ms"] == 0.5
+    races = {k["kernel"]: k["race"][0] for k in doc["suites"][0]["kernels"]}
+    assert races["v6.18"]["live"]["live_only_rounds"] >= 1
+    assert races["bounded"]["live"]["forbidden_rounds"] == 0 and races["bounded"]["live"]["checks"] > 0
