@@ -250,6 +250,10 @@ class LiveChecker:
         self.stop()
 
     def start(self) -> None:
+        from mmlab.clock import hooks
+        if hooks.schedule_point is not None:
+            # controlled mode schedules only the tasks it knows; an unregistered reader would stall it
+            raise RuntimeError("the live oracle runs in free mode only (a controller is installed)")
         self._t0 = self.mm.clock.now_ns()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
