@@ -51,8 +51,8 @@ from mmlab.harness.oracle import (FORBIDDEN, CallView, Finding, OriginView, Snap
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM
 
-__all__ = ["ORACLE_TASK", "DEFAULT_PERIOD_MS", "LiveFinding", "LiveResult", "LiveChecker", "LiveCopy", "capture_live", "copy_live", "build_live",
-           "merge_live"]
+__all__ = ["ORACLE_TASK", "DEFAULT_PERIOD_MS", "LiveFinding", "LiveResult", "LiveChecker", "LiveCopy",
+           "capture_live", "copy_live", "build_live", "merge_live"]
 
 ORACLE_TASK = "oracle"
 DEFAULT_PERIOD_MS = 5.0
