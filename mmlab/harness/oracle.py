@@ -68,6 +68,10 @@ class VmaView:
     pgoff: int
     file_pages: int  # pages of the file behind it (populate stops at EOF); 0 for anonymous
 
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) >> 12
+
     def __repr__(self) -> str:
         f = f" {self.file}" if self.file else ""
         return f"vma#{self.vm_id} {self.start:#x}-{self.end:#x} {vm_flags_str(self.flags)}{f}"
@@ -547,7 +551,8 @@ def _check_mappings_kept(snap: Snapshot, v: Verdict) -> None:
 # ---------------------------------------------------------------------------- history
 def format_history(snap: Snapshot, limit: int = 60) -> list[str]:
     """The calls of the snapshot in start order, each with its task, result and lock holds."""
-    calls = sorted(snap.history + [c for c in snap.calls.values() if c.t_end < 0],
+    # a live snapshot (live.py) lists running calls in its history too: one line per call
+    calls = sorted({c.call_id: c for c in [c for c in snap.calls.values() if c.t_end < 0] + snap.history}.values(),
                    key=lambda c: (c.t_start, c.call_id))
     if not calls:
         return ["(no calls recorded)"]

@@ -25,6 +25,7 @@ from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Costs
 from mmlab.current import set_task_name
+from mmlab.harness.live import LiveChecker, LiveResult, merge_live
 from mmlab.harness.oracle import CallView, Snapshot, Verdict, capture, judge
 from mmlab.harness.populators import Populator
 from mmlab.harness.racers import Racer
@@ -59,10 +60,17 @@ class RoundResult:
     populate_ns: int = 0
     calls: int = 0
     errors: list[str] = field(default_factory=list)
+    live: Optional[LiveResult] = None  # the live checker's record (--check-live), merged into verdict
+    final_outcome: str = ""  # the outcome of the after-the-round check alone
 
     @property
     def outcome(self) -> str:
         return self.verdict.outcome
+
+    @property
+    def live_only(self) -> bool:
+        """FORBIDDEN seen only by the live checker: a later call erased it before the round ended."""
+        return self.live is not None and self.live.first is not None and self.final_outcome != "FORBIDDEN"
 
 
 def round_seed(seed: int, kernel: str, populator: str, racer: str, i: int) -> int:
@@ -120,9 +128,12 @@ def _last_call(history, task: str):
 
 
 def run_round(kernel: Union[str, Kernel], pop: Populator, racer: Optional[Racer], *, seed: int,
-              size: int, window_ns: int, costs: Costs = DEFAULT_COSTS, join_s: float = 60.0) -> RoundResult:
+              size: int, window_ns: int, costs: Costs = DEFAULT_COSTS, join_s: float = 60.0,
+              check_live_ms: float = 0.0) -> RoundResult:
     """Run one round and judge it. *window_ns*: the racer fires uniformly in [0, window_ns)
-    after the populating call is started. Raises RoundHang if a task never finishes."""
+    after the populating call is started. *check_live_ms* > 0 runs the oracle every that many ms
+    under mmap_sem for read while the tasks run (live.py); its first FORBIDDEN joins the verdict.
+    Raises RoundHang if a task never finishes."""
     k = get_kernel(kernel)
     rng = random.Random(seed)
     delay = int(rng.random() * window_ns)
@@ -177,12 +188,18 @@ def run_round(kernel: Union[str, Kernel], pop: Populator, racer: Optional[Racer]
     st_ready = threading.Event()
     tp = threading.Thread(target=populator_task, name=POPULATOR_TASK, daemon=True)
     tr = threading.Thread(target=racer_task, name=RACER_TASK, daemon=True) if racer else None
-    tp.start()
-    if tr is not None:
-        tr.start()
-    for t in (tp, tr):
-        if t is not None:
-            t.join(join_s)
+    checker = LiveChecker(mm, check_live_ms) if check_live_ms > 0 else None
+    if checker is not None:
+        checker.start()
+    try:
+        tp.start()
+        if tr is not None:
+            tr.start()
+        for t in (tp, tr):
+            if t is not None:
+                t.join(join_s)
+    finally:
+        live = checker.stop() if checker is not None else None
     alive = [t for t in (tp, tr) if t is not None and t.is_alive()]
     if alive:
         raise RoundHang(f"round hung: {', '.join(t.name for t in alive)} still running after {join_s:.0f} s "
@@ -190,10 +207,14 @@ def run_round(kernel: Union[str, Kernel], pop: Populator, racer: Optional[Racer]
                         _stacks(), mm.mmap_sem.state())
     if failures:
         raise failures[0]
+    if live is not None and live.error:
+        raise RuntimeError(f"live oracle: {live.error}")
     snap = capture(mm)
     verdict = judge(snap)
+    final_outcome = verdict.outcome
+    verdict = merge_live(verdict, live)
     res = RoundResult(k.name, pop.name, racer.name if racer else "-", seed, delay, verdict,
-                      calls=len(snap.history), errors=errors)
+                      calls=len(snap.history), errors=errors, live=live, final_outcome=final_outcome)
     pc = _populating_call(snap)
     if pc is not None:
         res.populate_ns = (pc.t_end - pc.t_start) if pc.t_end >= 0 else 0
@@ -256,6 +277,12 @@ class CellResult:
     calls: int = 0
     kinds: dict[str, int] = field(default_factory=dict)  # finding kind -> rounds it appeared in
     forbidden: list[RoundResult] = field(default_factory=list)  # the first few, with their history
+    check_live_ms: float = 0.0  # 0: no live checking
+    live_checks: int = 0
+    live_forbidden: int = 0  # rounds in which a live check saw FORBIDDEN
+    live_only: int = 0  # ... and the after-the-round check did not
+    live_hold_ns_max: int = 0
+    live_first_ns: list[int] = field(default_factory=list)  # per live-FORBIDDEN round: when it was first seen
 
     def add(self, r: RoundResult, keep: int) -> None:
         self.rounds += 1
@@ -268,6 +295,13 @@ class CellResult:
         self.calls += r.calls
         for kind in {f.kind for f in r.verdict.findings if f.grade != "OK"}:
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if r.live is not None:
+            self.live_checks += r.live.checks
+            self.live_hold_ns_max = max(self.live_hold_ns_max, r.live.hold_ns_max)
+            if r.live.first is not None:
+                self.live_forbidden += 1
+                self.live_only += r.live_only
+                self.live_first_ns.append(r.live.first.at_ns)
         if r.outcome == "FORBIDDEN" and len(self.forbidden) < keep:
             self.forbidden.append(r)
 
@@ -280,7 +314,18 @@ class CellResult:
             "interesting_pages": self.interesting_pages, "finding_kinds": dict(self.kinds), "broken": self.broken, "broken_msg": self.broken_msg,
             "window_ms": round(self.window_ns / 1e6, 3), "elapsed_s": round(self.elapsed_s, 3),
             "forbidden_rounds": [_round_dict(r) for r in self.forbidden],
+            "live": self.live_dict(),
         }
+
+    def live_dict(self) -> Optional[dict[str, object]]:
+        if not self.check_live_ms:
+            return None
+        firsts = sorted(self.live_first_ns)
+        return {"period_ms": self.check_live_ms, "checks": self.live_checks,
+                "forbidden_rounds": self.live_forbidden, "live_only_rounds": self.live_only,
+                "hold_ms_max": round(self.live_hold_ns_max / 1e6, 3),
+                "first_seen_ms_min": round(firsts[0] / 1e6, 3) if firsts else None,
+                "first_seen_ms_median": round(firsts[len(firsts) // 2] / 1e6, 3) if firsts else None}
 
 
 def _round_dict(r: RoundResult) -> dict[str, object]:
@@ -288,18 +333,20 @@ def _round_dict(r: RoundResult) -> dict[str, object]:
     v = r.verdict
     return {"seed": r.seed, "delay_ns": r.delay_ns, "window_hit": r.window_hit, "wrong_pages": v.wrong_pages,
             "findings": [f.as_dict() for f in v.findings if f.grade != "OK"],
-            "history": format_history(v.snapshot) if v.snapshot is not None else []}
+            "history": format_history(v.snapshot) if v.snapshot is not None else [],
+            "final_outcome": r.final_outcome,
+            "live": r.live.as_dict() if r.live is not None else None}
 
 
 def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: int, size: int,
              costs: Costs = DEFAULT_COSTS, rounds: int = 0, duration_s: float = 0.0,
              window_ns: int = 0, keep: int = 3, stop: Optional[threading.Event] = None,
-             on_round=None) -> CellResult:
+             on_round=None, check_live_ms: float = 0.0) -> CellResult:
     """Rounds of one cell: exactly *rounds*, or as many as fit in *duration_s* (at least one).
     A round that raises is counted as broken (the first message kept) and the cell stops."""
     import time
     k = get_kernel(kernel)
-    cell = CellResult(k.name, pop.name, racer.name)
+    cell = CellResult(k.name, pop.name, racer.name, check_live_ms=check_live_ms)
     t0 = time.monotonic()
     try:
         cell.window_ns = window_ns or calibrate(k, pop, size, costs)
@@ -318,7 +365,7 @@ def run_cell(kernel: Union[str, Kernel], pop: Populator, racer: Racer, *, seed: 
             break
         try:
             r = run_round(k, pop, racer, seed=round_seed(seed, k.name, pop.name, racer.name, i), size=size,
-                          window_ns=aim.window_ns, costs=costs)
+                          window_ns=aim.window_ns, costs=costs, check_live_ms=check_live_ms)
         except RoundHang:
             raise
         except Exception as e:  # noqa: BLE001

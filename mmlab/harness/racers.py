@@ -16,6 +16,10 @@ by somebody else's populate -- the oracle (mmlab.harness.oracle) grades them.
 * ``mmap-fixed-populate`` (not in the default set) -- mmap(MAP_FIXED|MAP_POPULATE): a
   replacement that asked to be populated itself, which patch 9 (VM_POPULATE) accepted and the
   oracle grades INTERESTING.
+* ``mmap-fixed-unmap`` (not in the default set) -- mmap(MAP_FIXED) of an unpopulated
+  replacement, kept for a seeded 0.5-2 disk read-ahead windows, then munmap()ed: a populate
+  that faulted it in leaves no trace in the final state, only the live oracle (--check-live,
+  mmlab.harness.live) can see it.
 
 These are the three replacements of the real-kernel measurement (research/real-kernel-6.18.md,
 section E) plus the mprotect control; the racers know nothing of kernel profiles.
@@ -75,6 +79,16 @@ def _mmap_fixed_populate(mm: MM, st: PopState, p: Prepared) -> None:
     mm.mmap(st.addr, st.length, RW, ANON | MAP_FIXED | MAP_POPULATE)
 
 
+def _hold_time(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
+    return {"hold_ns": int(mm.costs.disk_window_ns * rng.uniform(0.5, 2.0))}
+
+
+def _mmap_fixed_unmap(mm: MM, st: PopState, p: Prepared) -> None:
+    mm.mmap(st.addr, st.length, RW, ANON | MAP_FIXED)
+    mm.clock.wait(p["hold_ns"], "racer keeps the replacement")
+    mm.munmap(st.addr, st.length)
+
+
 def _donor(mm: MM, pop: Populator, st: PopState, rng: random.Random) -> Prepared:
     """An untouched anonymous mapping of the range's size, away from it: PROT_NONE
     placeholders hold the free parts of the target range while the donor is placed, so the
@@ -126,6 +140,8 @@ RACERS: dict[str, Racer] = {r.name: r for r in (
           _protect_part, _mprotect, replaces=False),
     Racer("mmap-fixed-populate", "mmap(MAP_FIXED|MAP_POPULATE): a replacement that asked to be populated",
           _nothing, _mmap_fixed_populate),
+    Racer("mmap-fixed-unmap", "mmap(MAP_FIXED) of an unpopulated replacement, unmapped again a little later "
+          "(transient: only --check-live sees it populated)", _hold_time, _mmap_fixed_unmap),
 )}
 
 DEFAULT_RACERS = ("munmap-mmap", "mmap-fixed", "mremap-fixed", "mprotect")
@@ -133,7 +149,7 @@ DEFAULT_RACERS = ("munmap-mmap", "mmap-fixed", "mremap-fixed", "mprotect")
 
 def get_racers(spec: str) -> list[Racer]:
     """A comma-separated list of racer names; ``all`` (or empty) for the four of the issue,
-    ``every`` to add mmap-fixed-populate."""
+    ``every`` to add mmap-fixed-populate and mmap-fixed-unmap."""
     s = spec.strip()
     if s in ("", "all"):
         return [RACERS[n] for n in DEFAULT_RACERS]

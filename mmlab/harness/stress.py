@@ -31,6 +31,7 @@ from mmlab.errors import Signal
 from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
                          MCL_FUTURE, MREMAP_MAYMOVE, PAGE_SIZE, PROT_READ, PROT_WRITE)
 from mmlab.harness.latency import _prepare_process, _restore_process
+from mmlab.harness.live import ORACLE_TASK, LiveChecker, LiveResult, merge_live
 from mmlab.harness.oracle import Verdict, check
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.race import CellResult, RoundHang, run_cell
@@ -91,6 +92,8 @@ class WorkloadResult:
     reason: str = "done"
     hang_text: str = ""
     stalls: int = 0
+    live: Optional[LiveResult] = None  # --check-live: the live oracle's record, merged into verdict
+    final_outcome: Optional[str] = None  # the after-the-run check alone
 
     def as_dict(self) -> dict[str, object]:
         v = self.verdict
@@ -99,7 +102,8 @@ class WorkloadResult:
                 "stall_reports": self.stalls, "outcome": v.outcome if v else None,
                 "pages": dict(v.pages) if v else None,
                 "findings": [f.as_dict() for f in v.findings] if v else [], "errors": self.errors,
-                "reason": self.reason}
+                "reason": self.reason, "final_outcome": self.final_outcome,
+                "live": self.live.as_dict() if self.live is not None else None}
 
 
 @dataclass
@@ -300,7 +304,8 @@ def _build_tasks(suite: Suite, seed: int) -> list[Task]:
     return tasks
 
 
-def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optional[Callable[[str], None]]) -> WorkloadResult:
+def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optional[Callable[[str], None]],
+                  check_live_ms: float = 0.0) -> WorkloadResult:
     costs = DEFAULT_COSTS.scaled(suite.time_scale)
     mm = MM(kernel, costs)
     res = WorkloadResult(kernel)
@@ -312,6 +317,7 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
     # the stall is what the *other* tasks suffer: a populator waiting to re-take the lock it
     # yielded is the cause, not a victim
     causes = {t.name for t in tasks if t.name.startswith(tuple(s.name for s in suite.tasks if s.populator))}
+    causes.add(ORACLE_TASK)  # the live checker observes; its waits are not a task's stall
 
     def on_lock(rec) -> None:
         if rec.acq_ns >= 0 and rec.how not in ("downgrade", "trylock") and rec.task not in causes:
@@ -329,8 +335,15 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
     live.group = group
     t0 = time.monotonic()
     old = _prepare_process()  # no cyclic-GC pause in the middle of a measured wait
+    checker = LiveChecker(mm, check_live_ms) if check_live_ms > 0 else None
     try:
-        gr = group.run()
+        if checker is not None:
+            checker.start()
+        try:
+            gr = group.run()
+        finally:
+            if checker is not None:
+                res.live = checker.stop()
     finally:
         _restore_process(old)
         live.calls += sum(t.steps_done for t in tasks)
@@ -343,21 +356,28 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
     res.stalls = len(gr.stalls)
     res.reason = gr.reason
     res.errors = [str(e) for e in gr.errors] + ([f"tasks did not stop: {', '.join(gr.hung)}"] if gr.hung else [])
+    if res.live is not None and res.live.error:
+        res.errors.append(f"live oracle: {res.live.error}")
     if gr.reason == "hang" or gr.hung:
         res.reason = "hang"
         res.hang_text = wd.hang_text() or f"tasks did not stop: {gr.hung}"
         return res
     res.verdict = check(mm)
+    res.final_outcome = res.verdict.outcome
+    merge_live(res.verdict, res.live)
     return res
 
 
 # ---------------------------------------------------------------------------- the run
 def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threading.Event] = None,
               out: Optional[Callable[[str], None]] = None,
-              on_round: Optional[Callable[[str, CellResult, object], None]] = None) -> SuiteResult:
+              on_round: Optional[Callable[[str, CellResult, object], None]] = None,
+              check_live_ms: float = 0.0) -> SuiteResult:
     """Run *suite*; KeyboardInterrupt is caught (``interrupted`` set, expectations still checked
     on what was measured). A hang stops the run. ``on_round(kernel, cell, round)`` sees every
-    race round (the seed sweep records its latencies)."""
+    race round (the seed sweep records its latencies). *check_live_ms* > 0 runs the oracle that
+    often under mmap_sem (read) during every race round and workload (live.py); what it sees
+    counts toward the expectations."""
     live = live or Live(suite)
     res = SuiteResult(suite, skipped=missing_features(suite))
     t0 = time.monotonic()
@@ -395,11 +415,12 @@ def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threadin
                         on_round(k, cell, rr)
                 cell = run_cell(get_kernel(k), POPULATORS[p], RACERS[r], seed=suite.seed, size=sec.size,
                                 costs=costs, rounds=sec.rounds, duration_s=sec.duration_s, keep=1, stop=stop,
-                                on_round=each_round)
+                                on_round=each_round, check_live_ms=check_live_ms)
                 run.cells.append((i, cell))
             else:
                 live.phase = f"{k}: workload ({len(suite.tasks)} task kinds, {suite.duration_s:g} s)"
-                wl = _run_workload(suite, k, random.Random(f"{suite.seed}/{k}").randrange(1 << 31), live, out)
+                wl = _run_workload(suite, k, random.Random(f"{suite.seed}/{k}").randrange(1 << 31), live, out,
+                                   check_live_ms)
                 run.workload = wl
                 if wl.verdict is not None:
                     live.outcomes[wl.verdict.outcome] += 1

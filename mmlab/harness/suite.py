@@ -60,7 +60,9 @@ VICTIM_KINDS = ("fault", "writer")
 WORKLOAD_POPULATORS = ("populate-anon", "populate-file", "map-locked")
 FINDING_KINDS = ("replacement-populated", "replacement-asked", "outside-vma", "bad-state", "no-call",
                  "no-origin", "invariant", "locked-not-present", "mapping-lost")
-REPRODUCIBLE = GRADES + FINDING_KINDS + ("stall",)
+# a finding the live oracle (--check-live) saw while the tasks ran: "live:" + its kind
+LIVE_FINDING_KINDS = tuple(f"live:{k}" for k in FINDING_KINDS)
+REPRODUCIBLE = GRADES + FINDING_KINDS + LIVE_FINDING_KINDS + ("stall",)
 
 
 class SuiteError(ValueError):

@@ -129,6 +129,7 @@ class MM:
         self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)
         self.calls: dict[int, CallInfo] = {}  # calls that populated: the oracle needs them
         self.call_history: collections.deque[CallInfo] = collections.deque(maxlen=history)
+        self.running: dict[int, CallInfo] = {}  # calls begun and not yet ended (the live oracle)
         if layout == "process":
             self._setup_stack()
         elif layout != "bare":
@@ -166,6 +167,7 @@ class MM:
         c.result = None
         ctx.call_id = c.call_id
         ctx.call_name = name
+        self.running[c.call_id] = c
         hp = hooks.schedule_point
         if hp is not None:
             hp("syscall_enter", c)
@@ -175,6 +177,7 @@ class MM:
         c.t_end = self.clock.now_ns()
         c.result = result
         self.call_history.append(c)
+        self.running.pop(c.call_id, None)
         try:
             ctx = task_local.ctx
         except AttributeError:

@@ -19,6 +19,7 @@ import threading
 from typing import Optional
 
 from mmlab.clock import DEFAULT_COSTS
+from mmlab.harness.live import DEFAULT_PERIOD_MS
 from mmlab.harness.populators import get_populators
 from mmlab.harness.race import CellResult, RoundHang, run_cell, run_round
 from mmlab.harness.racers import get_racers
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "populated page by provenance and mapping lineage. Exit 1 on any FORBIDDEN outcome.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="racers: munmap-mmap, mmap-fixed, mremap-fixed, mprotect (control); 'every' adds "
-        "mmap-fixed-populate (a replacement that asked to be populated).\n"
+        "mmap-fixed-populate (a replacement that asked to be populated) and mmap-fixed-unmap (a replacement "
+        "unmapped again: only --check-live sees it populated).\n"
         "example: mmlab race --kernel v3.9,v3.9-rc1 --populator populate-file --rounds 20 --seed 1")
     p.add_argument("--kernel", default="all", help="comma-separated profiles or specs (default all)")
     p.add_argument("--populator", default="all", help="comma-separated populators (default all)")
@@ -50,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="cost multiplier (default 1.0)")
     p.add_argument("--show", type=int, default=1, help="FORBIDDEN rounds printed per cell (default 1)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
+    p.add_argument("--check-live", action="store_true",
+                   help="also run the oracle continuously under mmap_sem (read) while each round runs: "
+                   "a FORBIDDEN state a later call erased still counts")
+    p.add_argument("--check-live-ms", type=float, default=DEFAULT_PERIOD_MS, metavar="MS",
+                   help=f"period of the live checks (default {DEFAULT_PERIOD_MS:g} ms; implies nothing without --check-live)")
     p.set_defaults(func=run)
 
 
@@ -74,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--time-scale must be >= 0")
     if args.show < 0:
         return _fail("--show must be >= 0")
+    if not args.check_live_ms > 0:
+        return _fail("--check-live-ms must be positive")
+    live_ms = args.check_live_ms if args.check_live else 0.0
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     rounds = args.rounds or 0
     duration = args.duration if args.duration is not None else (0 if rounds else DEFAULT_DURATION_S)
@@ -84,15 +94,16 @@ def run(args: argparse.Namespace) -> int:
     out = Console() if sys.stdout.isatty() else Console(width=160)
     err = Console(stderr=True)
     out.print(f"mmlab race: seed {seed}, size {format_size(size)}, time scale {args.time_scale}, "
-              + (f"{rounds} rounds" if rounds else f"{duration:g} s") + " per cell")
+              + (f"{rounds} rounds" if rounds else f"{duration:g} s") + " per cell"
+              + (f", live oracle every {live_ms:g} ms" if live_ms else ""))
     cells: list[CellResult] = []
     stop = threading.Event()
     status = 0
     try:
         if args.round_seed is not None:
-            cells = _replay(kernels, pops, racers, args.round_seed, size, costs, out)
+            cells = _replay(kernels, pops, racers, args.round_seed, size, costs, out, live_ms)
         else:
-            _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, args.show, cells, stop, err)
+            _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, args.show, cells, stop, err, live_ms)
     except KeyboardInterrupt:
         stop.set()
         status = 130
@@ -105,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     _print_table(out, cells, seed)
     _print_forbidden(out, cells, seed, args.show)
     if args.json:
-        _write_json(args.json, cells, seed, size, args.time_scale, rounds, duration)
+        _write_json(args.json, cells, seed, size, args.time_scale, rounds, duration, live_ms)
     if status:
         return status
     if any(c.outcomes["FORBIDDEN"] for c in cells):
@@ -115,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, show, cells, stop, err) -> None:
+def _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, show, cells, stop, err,
+           live_ms: float = 0.0) -> None:
     tty = err.is_terminal
     total = len(kernels) * len(pops) * len(racers)
     if tty:
@@ -139,7 +151,7 @@ def _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, show, cel
                                         f"{cell.outcomes['FORBIDDEN']} FORBIDDEN")
                     cell = run_cell(k, p, r, seed=seed, size=size, costs=costs, rounds=rounds,
                                     duration_s=duration, window_ns=windows.get(p.name, 0), keep=max(show, 1),
-                                    stop=stop, on_round=on_round)
+                                    stop=stop, on_round=on_round, check_live_ms=live_ms)
                     if cell.window_ns and not cell.broken_msg.startswith("calibration"):
                         windows[p.name] = cell.window_ns
                     cells.append(cell)
@@ -149,26 +161,30 @@ def _sweep(kernels, pops, racers, seed, size, costs, rounds, duration, show, cel
                         o = cell.outcomes
                         print(f"{desc}: {cell.rounds} rounds, {cell.window_hits} window hits, OK {o['OK']} "
                               f"INTERESTING {o['INTERESTING']} FORBIDDEN {o['FORBIDDEN']}"
+                              + (f", live: {cell.live_checks} checks, FORBIDDEN seen live in {cell.live_forbidden} "
+                                 f"rounds ({cell.live_only} only live)" if live_ms else "")
                               + (f", BROKEN: {cell.broken_msg}" if cell.broken else ""), file=sys.stderr, flush=True)
     finally:
         if tty:
             prog.stop()
 
 
-def _replay(kernels, pops, racers, round_seed: int, size, costs, out) -> list[CellResult]:
+def _replay(kernels, pops, racers, round_seed: int, size, costs, out, live_ms: float = 0.0) -> list[CellResult]:
     from mmlab.harness.race import calibrate
     cells = []
     for k in kernels:
         for p in pops:
             w = calibrate(k, p, size, costs)
             for r in racers:
-                res = run_round(k, p, r, seed=round_seed, size=size, window_ns=w, costs=costs)
-                c = CellResult(k.name, p.name, r.name, window_ns=w)
+                res = run_round(k, p, r, seed=round_seed, size=size, window_ns=w, costs=costs, check_live_ms=live_ms)
+                c = CellResult(k.name, p.name, r.name, window_ns=w, check_live_ms=live_ms)
                 c.add(res, 1)
                 cells.append(c)
                 out.print(f"[bold]{k.name} {p.name} {r.name}[/] round seed {round_seed}: delay "
                           f"{res.delay_ns / 1e6:.3f} ms of a {w / 1e6:.3f} ms window, window hit {res.window_hit}")
                 out.print(res.verdict.report(history=True), highlight=False, markup=False)
+                if res.live is not None and res.live.first is not None:
+                    out.print("  " + res.live.first.describe(), highlight=False, markup=False)
     return cells
 
 
@@ -179,15 +195,24 @@ def _print_table(out, cells: list[CellResult], seed: int) -> None:
                  ("overlap", "right"), ("window hits", "right"), ("OK", "right"), ("INTERESTING", "right"),
                  ("FORBIDDEN", "right"), ("wrong pages", "right"), ("max/round", "right")):
         t.add_column(c, justify=j, no_wrap=True)  # type: ignore[arg-type]
+    live = any(c.check_live_ms for c in cells)
+    if live:
+        t.add_column("live checks", justify="right", no_wrap=True)
+        t.add_column("live F (only)", justify="right", no_wrap=True)
     for c in cells:
         o = c.outcomes
         forb = f"[bold red]{o['FORBIDDEN']}[/]" if o["FORBIDDEN"] else "0"
         inter = f"[yellow]{o['INTERESTING']}[/]" if o["INTERESTING"] else "0"
         racer = c.racer + (" [red]BROKEN[/]" if c.broken else "")
-        t.add_row(c.kernel, c.populator, racer, str(c.rounds), str(c.overlaps), str(c.window_hits),
-                  str(o["OK"]), inter, forb, str(c.wrong_pages), str(c.max_wrong_pages))
+        row = [c.kernel, c.populator, racer, str(c.rounds), str(c.overlaps), str(c.window_hits),
+               str(o["OK"]), inter, forb, str(c.wrong_pages), str(c.max_wrong_pages)]
+        if live:
+            row += [str(c.live_checks), f"{c.live_forbidden} ({c.live_only})"]
+        t.add_row(*row)
     t.caption = ("overlap: the racer's call started before the populating call returned; window hits: it took "
-                 "mmap_sem for write between the populating call's up_write() and its populate's last up_read()")
+                 "mmap_sem for write between the populating call's up_write() and its populate's last up_read()"
+                 + ("; live F: rounds in which a check under mmap_sem (read) during the round saw FORBIDDEN "
+                    "(only: the final state no longer showed it)" if live else ""))
     out.print(t)
     for c in cells:
         if c.broken:
@@ -200,14 +225,18 @@ def _print_forbidden(out, cells: list[CellResult], seed: int, show: int) -> None
             out.print(f"\n[bold red]FORBIDDEN[/] {c.kernel} {c.populator} {c.racer}: seed {seed}, round seed "
                       f"{r.seed}, racer fired {r.delay_ns / 1e6:.3f} ms into the call"
                       f"{' (inside the populate window)' if r.window_hit else ''}")
+            live = f" --check-live --check-live-ms {c.check_live_ms:g}" if c.check_live_ms else ""
             out.print(f"  replay: mmlab race --kernel {c.kernel} --populator {c.populator} --racer {c.racer} "
-                      f"--round-seed {r.seed}", highlight=False, markup=False)
+                      f"--round-seed {r.seed}{live}", highlight=False, markup=False)
+            if r.live is not None and r.live.first is not None:
+                out.print("  " + r.live.first.describe(), highlight=False, markup=False)
             out.print(r.verdict.report(history=True), highlight=False, markup=False)
 
 
 def _write_json(path: str, cells: list[CellResult], seed: int, size: int, time_scale: float, rounds: int,
-                duration: float) -> None:
+                duration: float, live_ms: float = 0.0) -> None:
     doc = {"seed": seed, "size": size, "time_scale": time_scale, "rounds_per_cell": rounds or None,
-           "duration_per_cell_s": duration or None, "results": [c.as_dict() for c in cells]}
+           "duration_per_cell_s": duration or None, "check_live_ms": live_ms or None,
+           "results": [c.as_dict() for c in cells]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, default=str)

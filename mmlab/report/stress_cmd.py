@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from mmlab.harness.live import DEFAULT_PERIOD_MS
 from mmlab.harness.suite import Suite, SuiteError, load_suite
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "stress"
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="override every suite's seed")
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
     p.add_argument("--list", action="store_true", help="validate and list the suites, run nothing")
+    p.add_argument("--check-live", action="store_true",
+                   help="also run the race oracle continuously under mmap_sem (read) during every round and "
+                   "workload: a FORBIDDEN state a later call erased still counts")
+    p.add_argument("--check-live-ms", type=float, default=DEFAULT_PERIOD_MS, metavar="MS",
+                   help=f"period of the live checks (default {DEFAULT_PERIOD_MS:g} ms)")
     p.set_defaults(func=run)
 
 
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             return _fail(str(e))
     if args.time_scale is not None and not args.time_scale >= 0:
         return _fail("--time-scale must be >= 0")
+    if not args.check_live_ms > 0:
+        return _fail("--check-live-ms must be positive")
     for i, s in enumerate(suites):
         if args.kernel:
             want = [k.strip() for k in args.kernel.split(",") if k.strip()]
@@ -83,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.path}: {s.name} -- {s.description} (kernels {', '.join(s.kernels)}; "
                   f"{len(s.races)} race sections, {sum(t.count for t in s.tasks)} tasks)")
         return 0
-    return _run(suites, args.json)
+    return _run(suites, args.json, args.check_live_ms if args.check_live else 0.0)
 
 
-def _run(suites: list[Suite], json_path: Optional[str]) -> int:
+def _run(suites: list[Suite], json_path: Optional[str], check_live_ms: float = 0.0) -> int:
     from rich.console import Console
     from mmlab.harness.stress import Live, SuiteResult, run_suite
 
@@ -108,7 +116,7 @@ def _run(suites: list[Suite], json_path: Optional[str]) -> int:
                 break
             if display is None:
                 print(f"suite {s.name} ({s.path}): kernels {', '.join(s.kernels)}", file=sys.stderr, flush=True)
-            res = run_suite(s, live, stop)
+            res = run_suite(s, live, stop, check_live_ms=check_live_ms)
             results.append(res)
             if display is None:
                 o = res.outcome_counts()
@@ -127,7 +135,8 @@ def _run(suites: list[Suite], json_path: Optional[str]) -> int:
     _summary(out, results)
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"suites": [r.as_dict() for r in results], "interrupted": interrupted}, f, indent=1,
+            json.dump({"suites": [r.as_dict() for r in results], "interrupted": interrupted,
+                       "check_live_ms": check_live_ms or None}, f, indent=1,
                       default=str)
     if any(r.hang for r in results):
         for r in results:
