@@ -90,7 +90,9 @@ def _pct_race(quick: bool) -> Run:
 command_wall("latency_quick", "`mmlab latency --quick` wall time", ["latency", "--quick"], 60)
 command_wall("stress", "`make stress` wall time (`mmlab stress`: the suites on their embedded defaults)", ["stress"], 120)
 
-SWEEP = ["sweep", "--populator", "populate-file", "--racer", "munmap-mmap", "--size", "1M"]
+# 16 MiB rounds: a realistic race item (mmlab race defaults to 32 MiB); 1 MiB items were mostly
+# pytest and xdist overhead, which measures start-up rather than sweep throughput.
+SWEEP = ["sweep", "--populator", "populate-file", "--racer", "munmap-mmap", "--size", "16M"]
 
 
 @benchmark("sweep_scaling", "seed sweep throughput, 1 vs 2 workers (`mmlab sweep` of a race triple)", rows=[
@@ -99,7 +101,7 @@ SWEEP = ["sweep", "--populator", "populate-file", "--racer", "munmap-mmap", "--s
     Row("sweep_scaling.speedup", "x", Goal(">=", 1.7), "2 workers / 1 worker, same run"),
 ], long=True)
 def _sweep_scaling(quick: bool) -> Run:
-    seeds = 100 if quick else 200  # enough work that worker start-up is not all it measures
+    seeds = 240 if quick else 480  # enough work that worker start-up is not all it measures
 
     def wall(workers: int) -> float:
         args = [sys.executable, "-m", "mmlab", *SWEEP, "--seeds", str(seeds), "--workers", str(workers)]
