@@ -10,26 +10,18 @@ import pytest
 from mmlab import DEFAULT_COSTS, MM, ZERO_COSTS
 from mmlab.harness.histograms import decode
 from mmlab.harness.tasks import OpStats, Step, Task, TaskGroup
-
-
-def _wait_for(cond, timeout: float = 5.0) -> bool:
-    """Wait for a condition of the model, re-checking at 1 ms; an event wait, not a sleep."""
-    ev = threading.Event()
-    for _ in range(int(timeout * 1000)):
-        if cond():
-            return True
-        ev.wait(0.001)
-    return cond()
+from mmlab.locking.watch import wait_until, watch as watch_lock
 
 
 def test_wait_comes_from_the_lock_record() -> None:
     mm = MM("v3.9", ZERO_COSTS)
     held = threading.Event()
+    cv = watch_lock(mm.mmap_sem)
 
     def hold(mm: MM) -> None:
         mm.mmap_write_lock()
         held.set()
-        assert _wait_for(lambda: mm.mmap_sem.waiters), "the reader never queued"
+        assert wait_until(cv, lambda: bool(mm.mmap_sem.waiters), 5), "the reader never queued"
         mm.mmap_write_unlock()
 
     def read(mm: MM) -> None:

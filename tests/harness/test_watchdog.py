@@ -10,22 +10,14 @@ from mmlab import (DEFAULT_COSTS, MAP_ANONYMOUS, MAP_NORESERVE, MAP_POPULATE, MA
                    PROT_WRITE, ZERO_COSTS)
 from mmlab.harness.tasks import Step, Task, TaskGroup
 from mmlab.harness.watchdog import Watchdog
+from mmlab.locking.watch import wait_until, watch as watch_lock
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 
 
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    ev = threading.Event()
-    for _ in range(int(timeout * 1000)):
-        if cond():
-            return True
-        ev.wait(0.001)
-    return cond()
-
-
 def _populating(mm: MM) -> bool:
-    return any(r.how == "populate" and r.ctx.progress for r in list(mm.mmap_sem.holders.values()))
+    return any(r.how == "populate" for r in list(mm.mmap_sem.holders.values()))
 
 
 def _scenario(kernel: str, with_reader: bool) -> tuple[MM, Watchdog, list[str]]:
@@ -35,14 +27,15 @@ def _scenario(kernel: str, with_reader: bool) -> tuple[MM, Watchdog, list[str]]:
     region = mm.mmap(0, 1 << 20, RW, ANON)
     printed: list[str] = []
     wd = Watchdog(mm, stall_ms=5, hang_ms=20_000, out=printed.append)
+    cv = watch_lock(mm.mmap_sem)
 
     def write(mm: MM) -> None:
-        assert _wait_for(lambda: _populating(mm)), "populate never started"
+        assert wait_until(cv, lambda: _populating(mm)), "populate never started"
         a = mm.mmap(0, 4096, RW, ANON | MAP_NORESERVE)
         mm.munmap(a, 4096)
 
     def fault(mm: MM) -> None:
-        assert _wait_for(lambda: any(r.mode == "W" for r in list(mm.mmap_sem.waiters.values())))
+        assert wait_until(cv, lambda: any(r.mode == "W" for r in list(mm.mmap_sem.waiters.values())))
         mm.touch(region, write=True)
 
     tasks = [Task("populator", [Step("populate", lambda mm: mm.mmap(0, 256 << 20, RW, ANON | MAP_POPULATE))]),

@@ -5,20 +5,20 @@ a queued writer blocking new readers, downgrade and trylock recorded, listeners 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 import pytest
 
 from mmlab.locking import MmapSem
 from mmlab.current import set_task_name
+from mmlab.locking.watch import Notifying as _Notifying, wait_until, watch as watch_lock
 
 
-class _SeenDict(dict):  # type: ignore[type-arg]
-    """A waiters dict that remembers every task ever put in it."""
+class _SeenDict(_Notifying):
+    """A waiters dict that remembers every task ever put in it (and wakes the test's condition)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, cv: threading.Condition) -> None:
+        super().__init__(cv)
         self.seen: list[int] = []
 
     def __setitem__(self, k, v) -> None:  # type: ignore[no-untyped-def]
@@ -26,18 +26,18 @@ class _SeenDict(dict):  # type: ignore[type-arg]
         super().__setitem__(k, v)
 
 
-def _until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait for a state another thread reaches by blocking (no event can signal 'is blocked')."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.0005)
+def _until(sem: MmapSem, cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait, on the lock's own holder/waiter changes, for a state another thread reaches by
+    blocking; an event wait with a deadline, never a sleep."""
+    assert wait_until(sem._test_cv, cond, timeout), f"timed out waiting for: {what}"  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def sem() -> MmapSem:
     s = MmapSem()
-    s.waiters = _SeenDict()
+    cv = watch_lock(s)
+    s.waiters = _SeenDict(cv)
+    s._test_cv = cv  # type: ignore[attr-defined]
     return s
 
 
@@ -77,7 +77,7 @@ def test_concurrent_readers_do_not_wait_for_each_other(sem: MmapSem, threads) ->
 def test_a_blocked_task_is_a_waiter_until_it_gets_the_lock(sem: MmapSem, threads) -> None:  # type: ignore[no-untyped-def]
     sem.down_write()
     threads.start(lambda: (sem.down_read(), sem.up_read()), name="blocked-reader")
-    _until(lambda: sem.is_contended(), "the reader to queue")
+    _until(sem, lambda: sem.is_contended(), "the reader to queue")
     [w] = list(sem.waiters.values())
     assert w.task == "blocked-reader" and w.mode == "R" and not sem.writer_waiting()
     assert w.acq_ns == -1 and w.wait_ns == -1  # observers (the watchdog) see it still waiting
@@ -93,9 +93,9 @@ def test_a_blocked_task_is_a_waiter_until_it_gets_the_lock(sem: MmapSem, threads
 def test_a_queued_writer_blocks_new_readers(sem: MmapSem, threads) -> None:  # type: ignore[no-untyped-def]
     sem.down_read()
     threads.start(lambda: (sem.down_write(), sem.up_write()), name="writer")
-    _until(lambda: sem.writer_waiting(), "the writer to queue")
+    _until(sem, lambda: sem.writer_waiting(), "the writer to queue")
     threads.start(lambda: (sem.down_read(), sem.up_read()), name="late-reader")
-    _until(lambda: len(sem.waiters) == 2, "the late reader to queue behind the writer")
+    _until(sem, lambda: len(sem.waiters) == 2, "the late reader to queue behind the writer")
     sem.up_read()
     threads.join()
     by = {r.task: r for r in sem.history}
@@ -106,7 +106,7 @@ def test_downgrade_lets_waiting_readers_in_and_is_recorded(sem: MmapSem, threads
     sem.down_write()
     done = threading.Event()
     threads.start(lambda: (sem.down_read(), sem.up_read(), done.set()), name="reader")
-    _until(lambda: sem.is_contended(), "the reader to queue")
+    _until(sem, lambda: sem.is_contended(), "the reader to queue")
     sem.downgrade_write()
     assert done.wait(10)  # the reader got in while we still hold it for read
     assert sem.held_by_current() == "R"
