@@ -7,8 +7,6 @@ it runs a fixed number of rounds. Every round's seed derives from the test's pri
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from mmlab.clock import DEFAULT_COSTS
@@ -23,12 +21,6 @@ CAP = 24  # rounds to find a FORBIDDEN outcome that must appear
 FIXED = 6  # rounds where none may appear, and rounds to count window hits
 
 _aims: dict[tuple[str, str], Aim] = {}
-
-
-def _needs(racer: str) -> None:
-    mod = {"mremap-fixed": "mmlab.mm.mremap", "mprotect": "mmlab.mm.mprotect"}.get(racer)
-    if mod and importlib.util.find_spec(mod) is None:
-        pytest.skip(f"{racer} needs {mod} (branch core, not merged yet)")
 
 
 def _rounds(kernel: str, populator: str, racer: str, seed: int, n: int, stop_on: str = ""):
@@ -55,7 +47,6 @@ def _summary(rs) -> str:
 @pytest.mark.parametrize("kernel", ["v3.9", "v6.18"])
 @pytest.mark.parametrize("racer", [r for r in DEFAULT_RACERS if RACERS[r].replaces])
 def test_file_populate_populates_replacements(kernel: str, racer: str, seed: int) -> None:
-    _needs(racer)
     rs = _rounds(kernel, "populate-file", racer, seed, CAP, stop_on=FORBIDDEN)
     assert rs[-1].outcome == FORBIDDEN, _summary(rs)
     assert rs[-1].verdict.wrong_pages > 0
@@ -68,7 +59,6 @@ def test_file_populate_populates_replacements(kernel: str, racer: str, seed: int
 @pytest.mark.parametrize("racer", DEFAULT_RACERS)
 @pytest.mark.parametrize("populator", ["populate-file", "populate-anon"])
 def test_v37_write_lock_excludes_the_racer(populator: str, racer: str, seed: int) -> None:
-    _needs(racer)
     rs = _rounds("v3.7", populator, racer, seed, FIXED)
     assert all(r.outcome != FORBIDDEN for r in rs), _summary(rs)
     assert not any(r.window_hit for r in rs)  # the populate runs inside the write hold
@@ -77,7 +67,6 @@ def test_v37_write_lock_excludes_the_racer(populator: str, racer: str, seed: int
 
 @pytest.mark.parametrize("racer", DEFAULT_RACERS)
 def test_v39rc1_vm_populate_never_forbidden(racer: str, seed: int) -> None:
-    _needs(racer)
     rs = _rounds("v3.9-rc1", "populate-file", racer, seed, FIXED)
     assert all(r.outcome != FORBIDDEN for r in rs), _summary(rs)
     assert all(r.outcome != INTERESTING for r in rs), _summary(rs)  # these replacements never asked
@@ -98,7 +87,6 @@ def test_flipping_vm_populate_off_brings_forbidden_back(seed: int) -> None:
 @pytest.mark.parametrize("racer", list(DEFAULT_RACERS) + ["mmap-fixed-populate"])
 @pytest.mark.parametrize("populator", ["populate-file", "populate-anon"])
 def test_bounded_never_populates_another_mapping(populator: str, racer: str, seed: int) -> None:
-    _needs(racer)
     rs = _rounds("bounded", populator, racer, seed, FIXED)
     assert all(r.outcome not in (FORBIDDEN, INTERESTING) for r in rs), _summary(rs)
     assert any(r.window_hit for r in rs), _summary(rs)  # it yields, so racers do get in
@@ -106,6 +94,5 @@ def test_bounded_never_populates_another_mapping(populator: str, racer: str, see
 
 @pytest.mark.parametrize("kernel", ["v3.7", "v3.9-rc1", "v3.9", "v6.18", "bounded"])
 def test_mprotect_is_a_control(kernel: str, seed: int) -> None:
-    _needs("mprotect")
     rs = _rounds(kernel, "populate-file", "mprotect", seed, FIXED)
     assert all(r.outcome != FORBIDDEN for r in rs), _summary(rs)
