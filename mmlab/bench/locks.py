@@ -31,24 +31,8 @@ def _mmap_sem(quick: bool) -> Run:
     rh, wh = bare.gen_rlock(), bare.gen_wlock()
     pc = cpu_ns
 
-    def model_read(per: int) -> int:
-        down, up = sem.down_read, sem.up_read
-        t0 = pc()
-        for _ in range(per):
-            down()
-            up()
-        return pc() - t0
-
-    def model_write(per: int) -> int:
-        down, up = sem.down_write, sem.up_write
-        t0 = pc()
-        for _ in range(per):
-            down()
-            up()
-        return pc() - t0
-
-    def bare_pair(h: object) -> Callable[[int], int]:
-        acq, rel = h.acquire, h.release  # type: ignore[attr-defined]
+    def pair_loop(acq: Callable[[], object], rel: Callable[[], object]) -> Callable[[int], int]:
+        """*per* acquire+release pairs, in thread CPU ns: the same loop for model and bare."""
 
         def pairs(per: int) -> int:
             t0 = pc()
@@ -59,7 +43,8 @@ def _mmap_sem(quick: bool) -> Run:
 
         return pairs
 
-    bare_read, bare_write = bare_pair(rh), bare_pair(wh)
+    model_read, model_write = pair_loop(sem.down_read, sem.up_read), pair_loop(sem.down_write, sem.up_write)
+    bare_read, bare_write = pair_loop(rh.acquire, rh.release), pair_loop(wh.acquire, wh.release)
 
     def step() -> dict[str, float]:
         mr, br, rr = paired(model_read, bare_read, n, ROUNDS)
