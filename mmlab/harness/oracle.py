@@ -4,18 +4,26 @@ The question is the one VM_POPULATE (patch 9 of the mm_populate() series) answer
 reopened: once __mm_populate() runs after up_write() and re-takes mmap_sem after each disk wait,
 it looks the vma up again *by address* -- and may fault in a mapping that replaced the range in
 the meantime. The model records what is needed to tell: each pte carries the call that made it
-present and whether a populate did it (PTE_POPULATE), each call the mapping origins it was asked
-to populate (CallInfo.targets), and the OriginMap the lineage of every address range (split,
-merge, mprotect and mlock keep it; a new mmap or an mremap move-in replaces it).
+present, whether a populate did it (PTE_POPULATE) and what the mapping there was to that call
+*at that moment* (its grade bits, PTE_GRADE: mmlab.mm.gup.populate_marks(), from the call's
+targets -- the mapping origins it asked to populate -- and the origin's "asked to populate" flag
+then). The grade is fixed when the pte is made present and moves with it (move_page_tables());
+nothing done to the mapping afterwards (mlock, mlockall + munlockall, mprotect, an mremap move,
+MADV_POPULATE_*) changes how the page was populated. The OriginMap keeps the lineage of every
+address range (split, merge, mprotect and mlock keep it; a new mmap or an mremap move-in
+replaces it); the oracle checks it for the structural findings below.
 
 Grades, per populated page:
 
-* OK          -- its origin is one the populating call asked for (same mapping identity), or
-                 the page moved there with its mapping (mremap after the call had returned);
-* INTERESTING -- a replacement that itself asked to be populated (MAP_POPULATE, MAP_LOCKED,
-                 mlock, MCL_FUTURE): what patch 9 accepted;
-* FORBIDDEN   -- a replacement that never asked ("replacement populated"), a page outside any
+* OK          -- populated into a mapping the call asked for (its origin, or one mremap moved
+                 from it, among the call's targets) -- wherever the page has moved since;
+* INTERESTING -- a replacement that itself had asked to be populated when it was populated
+                 (MAP_POPULATE, MAP_LOCKED, mlock, MCL_FUTURE): what patch 9 accepted;
+* FORBIDDEN   -- a replacement that had never asked ("replacement populated"), a page outside any
                  vma, or a page whose state the vma does not allow.
+
+A populated page that was unmapped (or zapped) since is gone from the final state: only the live
+checker (mmlab.harness.live) sees it.
 
 Model invariants are FORBIDDEN too: MM.check_invariants(), a non-ONFAULT VM_LOCKED mapping not
 fully present after its call returned (unless another call changed that range meanwhile), and a
@@ -34,15 +42,15 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 from mmlab.flags import (PAGE_SIZE, TASK_SIZE, VM_EXEC, VM_LOCKED, VM_LOCKONFAULT, VM_MAYWRITE,
                          VM_READ, VM_WRITE)
-from mmlab.mm.pagetable import (PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN,
-                                PageTable, PteTable)
+from mmlab.mm.pagetable import (PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_REPLACEMENT,
+                                PTE_REPLACEMENT_ASKED, PTE_WRITTEN, PageTable, PteTable)
 from mmlab.mm.vma import vm_flags_str
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM
 
 __all__ = ["OK", "INTERESTING", "FORBIDDEN", "GRADES", "Snapshot", "CallView", "VmaView", "OriginView",
-           "LockView", "Finding", "Verdict", "capture", "judge", "check", "format_history"]
+           "LockView", "Finding", "Verdict", "capture", "judge", "check", "page_grades", "format_history"]
 
 OK = "OK"
 INTERESTING = "INTERESTING"
@@ -100,6 +108,9 @@ class CallView:
     t_start: int
     t_end: int  # -1 while the call runs
     result: object
+    # pages it populated into mappings it had not asked for, with those mappings' origins as they
+    # were then: (origin id, PTE grade bit, origin kind, origin call id, origin task, asked, pages)
+    replaced: tuple = ()
 
     @property
     def failed(self) -> bool:
@@ -173,8 +184,10 @@ def _clone_pt(pt: PageTable) -> PageTable:
 
 
 def _call_view(c) -> CallView:
+    rep = c.replaced
+    replaced = tuple((oid, mark, *r[:4], r[4]) for (oid, mark), r in list(rep.items())) if rep else ()
     return CallView(c.call_id, c.task, c.name, tuple(c.args), frozenset(c.targets), c.populates, c.pages,
-                    c.retakes, c.io_waits, c.t_start, c.t_end, c.result)
+                    c.retakes, c.io_waits, c.t_start, c.t_end, c.result, replaced)
 
 
 def capture(mm: "MM", locks: bool = True) -> Snapshot:
@@ -265,10 +278,9 @@ def check(mm: "MM") -> Verdict:
     return judge(capture(mm))
 
 
-def _grade_populated(snap: Snapshot, v: Verdict) -> None:
-    """Every PTE_POPULATE page against the lineage of its address and its call's targets."""
-    runs: dict[tuple[str, str, int, int], list[int]] = {}  # (grade, kind, call, oid) -> [start, end, ...]
-    order: list[tuple[str, str, int, int]] = []
+def page_grades(snap: Snapshot) -> Iterable[tuple[int, str, str, int, int, Optional[OriginView]]]:
+    """(address, grade, kind, call id, pte state, origin there now) of every populated page of
+    *snap*, in address order."""
     oi = 0
     origins = snap.origins
     for addr, state, _task, cid in _iter_populated(snap.pt):
@@ -276,7 +288,19 @@ def _grade_populated(snap: Snapshot, v: Verdict) -> None:
             oi += 1
         origin = origins[oi][2] if oi < len(origins) and origins[oi][0] <= addr else None
         grade, kind = _grade_page(snap, addr, state, cid, origin)
-        key = (grade, kind, cid, origin.oid if origin else 0)
+        yield addr, grade, kind, cid, state, origin
+
+
+def _grade_populated(snap: Snapshot, v: Verdict) -> None:
+    """Every PTE_POPULATE page: its grade bits (fixed when it was populated), and whether the
+    vma and lineage around it now allow it to be there at all."""
+    runs: dict[tuple[str, str, int, int], list[int]] = {}  # (grade, kind, call, oid) -> [start, end, ...]
+    order: list[tuple[str, str, int, int]] = []
+    for addr, grade, kind, cid, state, origin in page_grades(snap):
+        # a replacement run is named by what its call recorded when it populated it; the others
+        # by the lineage they are in now
+        oid = _populated_oid(snap, cid, state) if kind.startswith("replacement") else (origin.oid if origin else 0)
+        key = (grade, kind, cid, oid)
         v.pages[grade] += 1
         r = runs.get(key)
         if r is not None and r[-1] == addr:
@@ -287,14 +311,16 @@ def _grade_populated(snap: Snapshot, v: Verdict) -> None:
             runs[key] = [addr, addr + PAGE_SIZE]
             order.append(key)
     origin_of = {o.oid: o for _s, _e, o in snap.origins}
+    populated_into = {oid: OriginView(oid, ocall, okind, asked, otask)  # as they were when populated
+                      for c in snap.calls.values() for oid, _m, okind, ocall, otask, asked, _n in c.replaced}
     for key in order:
         grade, kind, cid, oid = key
         if grade == OK:
             continue  # counted in v.pages; findings are what needs explaining
         r = runs[key]
         npages = sum((r[i + 1] - r[i]) >> 12 for i in range(0, len(r), 2))
-        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages, origin_of.get(oid)), r[0], r[-1],
-                      cid, oid, npages))
+        o = populated_into.get(oid) if kind.startswith("replacement") else origin_of.get(oid)
+        v.add(Finding(grade, kind, _describe(snap, key, r[0], r[-1], npages, o), r[0], r[-1], cid, oid, npages))
 
 
 def _iter_populated(pt: PageTable) -> Iterable[tuple[int, int, int, int]]:
@@ -323,23 +349,22 @@ def _grade_page(snap: Snapshot, addr: int, state: int, cid: int, origin: Optiona
         return FORBIDDEN, "no-call"
     if origin is None:
         return FORBIDDEN, "no-origin"
-    if origin.oid in call.targets:
-        return OK, "asked"
-    if origin.kind == "mremap" and _moved_here(snap, call, origin):
-        return OK, "moved"
-    if origin.asked_populate:
+    if state & PTE_REPLACEMENT:
+        return FORBIDDEN, "replacement-populated"
+    if state & PTE_REPLACEMENT_ASKED:
         return INTERESTING, "replacement-asked"
-    return FORBIDDEN, "replacement-populated"
+    return OK, "asked"
 
 
-def _moved_here(snap: Snapshot, call: CallView, origin: OriginView) -> bool:
-    """move_page_tables() carries ptes, provenance included, to the new place of a mapping that
-    mremap() moved there (a new origin). A page whose call had finished before that mremap()
-    started was made present before the move, at the old place: it moved with its mapping. A
-    call still running when the mremap() began is judged by the lineage (it may have populated
-    the moved-in mapping afterwards -- the race)."""
-    mv = snap.calls.get(origin.call_id)
-    return mv is not None and 0 <= call.t_end <= mv.t_start
+def _populated_oid(snap: Snapshot, cid: int, state: int) -> int:
+    """The origin a replacement page was populated into, from its call's record: 0 when the call
+    recorded several with that grade (the run is then described by them all)."""
+    call = snap.calls.get(cid)
+    if call is None:
+        return 0
+    mark = state & (PTE_REPLACEMENT | PTE_REPLACEMENT_ASKED)
+    oids = {r[0] for r in call.replaced if r[1] == mark}
+    return oids.pop() if len(oids) == 1 else 0
 
 
 def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: int, npages: int,
@@ -349,6 +374,10 @@ def _describe(snap: Snapshot, key: tuple[str, str, int, int], start: int, end: i
     who = f"call#{cid} {call.task}: {call.name}" if call else f"call#{cid} (no record)"
     of = (f"origin#{oid} ({origin.kind} by {origin.task} call#{origin.call_id}"
           f"{', asked to populate' if origin.asked_populate else ', never asked to populate'})") if origin else "no origin"
+    if origin is None and kind.startswith("replacement") and call is not None:
+        mark = PTE_REPLACEMENT if kind == "replacement-populated" else PTE_REPLACEMENT_ASKED
+        of = ", ".join(f"origin#{r[0]} ({r[2]} by {r[4]} call#{r[3]})" for r in call.replaced if r[1] == mark) \
+            or "no origin"
     vma = snap.vma_at(start)
     span = f"{npages} pages in {start:#x}-{end:#x}"
     if kind == "asked":

@@ -12,6 +12,11 @@ Profile switches that change it:
   populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits;
   populate_checks_identity  (bounded) populate only the mappings the call asked for.
 
+Every pte a populate makes present carries its grade, fixed then (:func:`populate_marks`): was
+the mapping there one the call asked for (its origin, or an origin it was moved from, is among
+the call's targets), another that had itself asked to be populated, or another that never asked.
+What happens to the mapping later (mlock, mremap, ...) does not change how it was populated.
+
 ``populate_range_locked()`` is the pre-3.9 make_pages_present()/mlock_vma_pages_range(): the same
 fault loop run by a caller that already holds mmap_sem (for write, in v3.7's mmap_region) and
 never drops it.
@@ -28,13 +33,14 @@ from mmlab.flags import (PAGE_SIZE, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP,
                          VM_SHARED, VM_WRITE)
 from mmlab.mm.filemap import filemap_read
 from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
-from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
-from mmlab.mm.vma import Vma, anon_vma_prepare
+from mmlab.mm.pagetable import (PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_REPLACEMENT,
+                                PTE_REPLACEMENT_ASKED, PTE_WRITTEN)
+from mmlab.mm.vma import Origin, Vma, anon_vma_prepare
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM, CallInfo
 
-__all__ = ["mm_populate", "populate_range_locked", "POPULATE_CHUNK"]
+__all__ = ["mm_populate", "populate_range_locked", "populate_marks", "note_replaced", "POPULATE_CHUNK"]
 
 POPULATE_CHUNK = 512  # pages faulted per step: one page table, the unit of cost pacing
 
@@ -102,6 +108,56 @@ def _allowed_span(mm: "MM", call: "CallInfo", start: int, end: int) -> Optional[
     return None
 
 
+def populate_marks(mm: "MM", call: "CallInfo", start: int, end: int) -> list[tuple[int, int, int, Optional[Origin]]]:
+    """What the mappings of [start, end) are to *call*, now: (start, end, grade bits, origin)
+    runs in address order, covering [start, end). Called under mmap_sem (read or write), which
+    keeps the lineage still; the bits go into every pte the call makes present there.
+
+    0: an origin the call asked for, or one moved (mremap) from such an origin;
+    PTE_REPLACEMENT_ASKED: another mapping, which itself asked to be populated (MAP_POPULATE,
+    MAP_LOCKED, mlock, MCL_FUTURE) -- what VM_POPULATE (patch 9) accepts;
+    PTE_REPLACEMENT: another mapping that never asked, or a range without lineage."""
+    targets = call.targets
+    out: list[tuple[int, int, int, Optional[Origin]]] = []
+    pos = start
+    for s, e, o in mm.origins.ranges(start, end):
+        if s > pos:
+            out.append((pos, s, PTE_REPLACEMENT, None))
+        if o.oid in targets or (o.moved_from and not targets.isdisjoint(o.moved_from)):
+            mark = 0
+        elif o.asked_populate:
+            mark = PTE_REPLACEMENT_ASKED
+        else:
+            mark = PTE_REPLACEMENT
+        out.append((s, e, mark, o))
+        pos = e
+    if pos < end:
+        out.append((pos, end, PTE_REPLACEMENT, None))
+    return out
+
+
+def note_replaced(call: "CallInfo", origin: Optional[Origin], mark: int, pages: int) -> None:
+    """Count *pages* that *call* populated into a mapping it did not ask for (*mark* non-zero),
+    with that mapping's origin as it was then: the oracle reports them even after an unmap."""
+    d = call.replaced
+    if d is None:
+        d = call.replaced = {}
+    oid = origin.oid if origin is not None else 0
+    r = d.get((oid, mark))
+    if r is None:
+        d[(oid, mark)] = [origin.kind if origin else "", origin.call_id if origin else 0,
+                          origin.task if origin else "", bool(origin and origin.asked_populate), pages]
+    else:
+        r[4] += pages
+
+
+def _mark_at(spans: list[tuple[int, int, int, Optional[Origin]]], addr: int) -> tuple[int, Optional[Origin]]:
+    for s, e, m, o in spans:
+        if s <= addr < e:
+            return m, o
+    return PTE_REPLACEMENT, None
+
+
 def populate_range_locked(mm: "MM", vma: Vma, start: int, end: int, call: "CallInfo") -> None:
     """make_pages_present() / mlock_vma_pages_range() of v3.7: the caller holds mmap_sem (any
     mode) and keeps it; a disk wait happens under the lock."""
@@ -161,8 +217,14 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         cost = mm.costs.cost("file_page")
     if file is None or write:
         anon_vma_prepare(vma)
+    spans = populate_marks(mm, call, start, end)  # the grade of each pte made present below
+    si = 0
+    span_end, mark, origin = spans[0][1], spans[0][2], spans[0][3]
     while addr < end:
-        stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
+        while addr >= span_end:
+            si += 1
+            span_end, mark, origin = spans[si][1], spans[si][2], spans[si][3]
+        stop = min(end, span_end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
         if file is not None:  # a run of page-cache pages at a time; the disk where they are not
             pg0 = vma.file_pgoff(addr)
             if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
@@ -176,9 +238,11 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                     return (addr - start) >> 12, False
                 continue
             stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
-        made = pt.fill_absent(addr, stop, state, task, cid)
+        made = pt.fill_absent(addr, stop, state | mark, task, cid)
+        if mark and made:
+            note_replaced(call, origin, mark, made)
         if write and made < (stop - addr) >> 12:
-            _break_cow(mm, vma, addr, stop, cid, task)
+            _break_cow(mm, vma, addr, stop, call, task, mark, origin)
         call.pages += made
         if made:
             clock.spend(cost * made, "populate")
@@ -207,28 +271,36 @@ def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, 
         dropped = True
         mm.mmap_read_unlock()
 
+    spans = populate_marks(mm, call, start, end)
     addr = start
     while addr < end:
+        mark, origin = _mark_at(spans, addr)
         try:
             r = handle_mm_fault(mm, vma, addr, write, call.call_id, task, populate=True,
-                                unlock=_unlock if allow_retry else None)
+                                unlock=_unlock if allow_retry else None, mark=mark)
         except SIGBUS:
             done = (addr - start) >> 12
             return (done if done else -EFAULT), True
         if r == VM_FAULT_RETRY:
             call.io_waits += 1
             return (addr - start) >> 12, not dropped
+        if mark and r:
+            note_replaced(call, origin, mark, r)
         call.pages += r
         addr += PAGE_SIZE
     return (addr - start) >> 12, True
 
 
-def _break_cow(mm: "MM", vma: Vma, start: int, end: int, cid: int, task: int) -> None:
-    """FOLL_WRITE on present, unwritten private pages: write faults that break COW."""
+def _break_cow(mm: "MM", vma: Vma, start: int, end: int, call: "CallInfo", task: int, mark: int,
+               origin: Optional[Origin]) -> None:
+    """FOLL_WRITE on present, unwritten private pages: write faults that break COW. A pte an
+    earlier populate made present keeps that populate's provenance (see handle_mm_fault())."""
     addr = start
     pt = mm.pt
     while addr < end:
         st = pt.get(addr)
         if st & PTE_PRESENT and not st & PTE_WRITTEN:
-            handle_mm_fault(mm, vma, addr, True, cid, task, populate=True)
+            handle_mm_fault(mm, vma, addr, True, call.call_id, task, populate=True, mark=mark)
+            if mark and not st & PTE_POPULATE:
+                note_replaced(call, origin, mark, 1)
         addr += PAGE_SIZE

@@ -2,7 +2,8 @@
 
 madvise(MADV_DONTNEED) zaps pages under mmap_sem held for read (it never changes vmas), which
 is how victims recycle their memory. MADV_POPULATE_READ/WRITE (5.14, profiles with
-``populate_skips_inaccessible``) fault pages in and, unlike MAP_POPULATE, report errors.
+``populate_skips_inaccessible``) fault pages in and, unlike MAP_POPULATE, report errors; the
+mappings of the range at the time of the call are what it asked to populate (its targets).
 mincore() reports residency under the read lock. Both check the whole range for holes before
 touching anything (Linux applies madvise to the mapped parts first; see the documented
 differences of `mmlab diff`).
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from mmlab.errors import EINVAL, ENOMEM, EFAULT, err
 from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, PAGE_SIZE, TASK_SIZE,
                          VM_LOCKED, VM_PFNMAP, VM_READ, VM_WRITE, VM_EXEC, Madv)
-from mmlab.mm.gup import POPULATE_CHUNK  # noqa: F401  (documented unit)
+from mmlab.mm.gup import POPULATE_CHUNK, note_replaced, populate_marks  # noqa: F401  (documented unit)
 from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
 from mmlab.mm.vma import check_range_mapped
 
@@ -63,15 +64,23 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
                 zap_detached(mm, parts)
             elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
                 write = advice == MADV_POPULATE_WRITE
+                # the call asks for the mappings of its range as they are now, under the lock
+                for _s, _e, o in mm.origins.ranges(start, end):
+                    call.targets.add(o.oid)
                 for v in vmas:
-                    a = max(start, v.start)
-                    while a < min(end, v.end):
-                        try:
-                            r = handle_mm_fault(mm, v, a, write, call.call_id, call.task_index, populate=True)
-                        except Exception:
-                            raise err(EFAULT, "madvise") from None
-                        assert r != VM_FAULT_RETRY
-                        a += PAGE_SIZE
+                    lo, hi = max(start, v.start), min(end, v.end)
+                    for s, e, mark, origin in populate_marks(mm, call, lo, hi):
+                        a = s
+                        while a < e:
+                            try:
+                                r = handle_mm_fault(mm, v, a, write, call.call_id, call.task_index,
+                                                    populate=True, mark=mark)
+                            except Exception:
+                                raise err(EFAULT, "madvise") from None
+                            assert r != VM_FAULT_RETRY
+                            if mark and r:
+                                note_replaced(call, origin, mark, r)
+                            a += PAGE_SIZE
         finally:
             mm.mmap_read_unlock()
     except BaseException as e:

@@ -38,14 +38,20 @@ def access_ok(vma: Vma, write: bool) -> bool:
 
 
 def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, task: int,
-                    populate: bool = False, unlock: Optional[Callable[[], None]] = None) -> int:
+                    populate: bool = False, unlock: Optional[Callable[[], None]] = None,
+                    mark: int = 0) -> int:
     """Fault one page in. Returns 1 if a page was made present or written, 0 if nothing was
-    needed, VM_FAULT_RETRY if *unlock* was called to wait for disk. Raises SIGBUS beyond EOF."""
+    needed, VM_FAULT_RETRY if *unlock* was called to wait for disk. Raises SIGBUS beyond EOF.
+
+    *populate*: a populate makes the page present (PTE_POPULATE), with *mark*, its grade
+    (gup.populate_marks()). A COW break of a pte that a populate made present keeps that
+    populate's provenance and grade: the write replaced the page behind the pte, but the pte
+    was made present by that populate, into the mapping it was in then."""
     pt = mm.pt
     costs = mm.costs
     st = pt.get(addr)
     locked = PTE_MLOCKED if vma.flags & VM_LOCKED else 0
-    extra = PTE_POPULATE if populate else 0
+    extra = (PTE_POPULATE | mark) if populate else 0
     shared = vma.flags & VM_SHARED
     if st & PTE_PRESENT:
         if not write or st & PTE_WRITTEN:
@@ -53,7 +59,10 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         # write to a present page: COW break of a private page, or dirtying a shared one
         if not shared:
             mm.clock.spend(costs.cost("cow_page"))
-            pt.set(addr, PTE_PRESENT | PTE_WRITTEN | locked | extra, task, call_id)
+            if st & PTE_POPULATE:
+                pt.update_state(addr, (st & ~(PTE_FILE | PTE_MLOCKED)) | PTE_WRITTEN | locked)
+            else:
+                pt.set(addr, PTE_PRESENT | PTE_WRITTEN | locked | extra, task, call_id)
         else:
             pt.update_state(addr, st | PTE_WRITTEN)
         return 1

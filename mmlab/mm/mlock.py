@@ -69,6 +69,15 @@ def _apply_lock_flags(mm: "MM", call: "CallInfo", start: int, end: int, bits: in
         if v.detached:
             continue
         mlock_fixup(mm, call, v, max(start, v.start), min(end, v.end), _new_lock_flags(v.flags, bits))
+    if bits & VM_LOCKED and not bits & VM_LOCKONFAULT:
+        _ask_populate(mm, call, start, end)
+
+
+def _ask_populate(mm: "MM", call: "CallInfo", start: int, end: int) -> None:
+    """The mappings of [start, end) are what this call's populate asks for -- also those that
+    were VM_LOCKED already (mlock_fixup() leaves them alone, __mm_populate() does not)."""
+    for _s, _e, o in mm.origins.ranges(start, end):
+        call.targets.add(o.oid)
 
 
 def _new_lock_flags(flags: int, bits: int) -> int:
@@ -190,6 +199,8 @@ def _apply_mlockall_flags(mm: "MM", call: "CallInfo", flags: int, onfault: bool)
         if v.detached:
             continue
         mlock_fixup(mm, call, v, v.start, v.end, (v.flags & ~_LOCK_BITS) | bits)
+    if not onfault:
+        _ask_populate(mm, call, 0, TASK_SIZE)
 
 
 def sys_munlockall(mm: "MM") -> int:

@@ -45,7 +45,7 @@ class CallInfo:
     """One syscall: who made it, what it asked for, and which mappings (origins) it may populate."""
 
     __slots__ = ("call_id", "task", "task_index", "name", "args", "targets", "populates", "pages",
-                 "retakes", "io_waits", "yields", "t_start", "t_end", "result")
+                 "retakes", "io_waits", "yields", "t_start", "t_end", "result", "replaced")
 
     def __init__(self, call_id: int, task: str, task_index: int, name: str, args: tuple, t: int) -> None:
         self.call_id = call_id
@@ -62,6 +62,10 @@ class CallInfo:
         self.t_start = t
         self.t_end = -1
         self.result: object = None
+        # pages this call populated into mappings it did not ask for, per (origin id, PTE grade
+        # bit), with the origin as it was then: (kind, call id, task, asked to populate, pages)
+        # (None until the first such page: most calls never have one)
+        self.replaced: Optional[dict[tuple[int, int], list]] = None
 
     def describe(self) -> str:
         a = ", ".join(hex(x) if isinstance(x, int) and x > 4096 else repr(x) for x in self.args)
@@ -165,6 +169,7 @@ class MM:
         c.t_start = self.clock.now_ns()
         c.t_end = -1
         c.result = None
+        c.replaced = None
         ctx.call_id = c.call_id
         ctx.call_name = name
         self.running[c.call_id] = c

@@ -244,6 +244,10 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     res = _Result(new_addr)
     vm_flags = vma.flags
     locked = bool(vm_flags & VM_LOCKED)
+    moved_from: set[int] = set()  # the lineage of what moves, for a populate that asked for it
+    for _s, _e, o in mm.origins.ranges(old_addr, old_addr + old_len):
+        moved_from.add(o.oid)
+        moved_from |= o.moved_from
     mm.vma_start_write(vma)
     new_pgoff = vma.pgoff + ((old_addr - vma.start) >> 12)
     new = Vma(new_addr, new_addr + new_len, vm_flags, vma.file, new_pgoff, vma.name)
@@ -274,6 +278,7 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
         mm.locked_vm += new_len >> 12
     grows = locked and new_len > old_len and not vm_flags & VM_LOCKONFAULT
     origin = mm.origins.new(call.call_id, "mremap", grows, call.task)  # a replacement here
+    origin.moved_from = frozenset(moved_from)
     mm.origins.assign(new_addr, new_addr + new_len, origin)
     call.targets.add(origin.oid)
     merged = mm.vmas.try_merge(new)

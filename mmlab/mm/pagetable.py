@@ -2,7 +2,7 @@
 
 Laid out like the kernel's: one page-table page (a "pte table") per 2 MiB PMD, holding 512
 entries, allocated on first use and freed when a zap empties it. An entry is one state byte
-(PTE_* bits below), the task index that made the page present (2 bytes) and the id of the call
+(PTE_* bits below, the populate's grade among them), the task index that made the page present (2 bytes) and the id of the call
 that did it (4 bytes): 7 bytes per present-able page, provenance included, so a 64 GiB populate
 fits in well under 1 GiB. Whole-table fills and zaps are slice assignments, so a populate of a
 large range costs a few operations per 2 MiB rather than per page.
@@ -17,13 +17,21 @@ from typing import Iterator
 
 from mmlab.flags import PAGE_SHIFT, PTRS_PER_PTE
 
-__all__ = ["PageTable", "PTE_PRESENT", "PTE_WRITTEN", "PTE_MLOCKED", "PTE_POPULATE", "PTE_FILE"]
+__all__ = ["PageTable", "PTE_PRESENT", "PTE_WRITTEN", "PTE_MLOCKED", "PTE_POPULATE", "PTE_FILE",
+           "PTE_REPLACEMENT_ASKED", "PTE_REPLACEMENT", "PTE_GRADE"]
 
 PTE_PRESENT = 0x01
 PTE_WRITTEN = 0x02  # written (COW broken for private mappings; dirty)
 PTE_MLOCKED = 0x04
 PTE_POPULATE = 0x08  # made present by a populate (mm_populate/mlock), not by the task's own access
 PTE_FILE = 0x10  # maps a page-cache page (not an anonymous or COW copy)
+# What the populating call was to the mapping it filled, fixed when the pte was made present
+# (gup.populate_marks()) and carried with the pte (move_page_tables(), mlock, mprotect, a COW
+# break): neither bit -- a mapping the call asked for; PTE_REPLACEMENT_ASKED -- another mapping
+# that had itself asked to be populated; PTE_REPLACEMENT -- another mapping that never asked.
+PTE_REPLACEMENT_ASKED = 0x20
+PTE_REPLACEMENT = 0x40
+PTE_GRADE = PTE_REPLACEMENT_ASKED | PTE_REPLACEMENT
 
 _PMD_PAGES = PTRS_PER_PTE
 _PMD_SHIFT = PAGE_SHIFT + 9

@@ -385,7 +385,7 @@ class VmaTree:
 class Origin:
     """One mapping call's claim on an address range: the lineage the race oracle checks."""
 
-    __slots__ = ("oid", "call_id", "kind", "asked_populate", "task")
+    __slots__ = ("oid", "call_id", "kind", "asked_populate", "task", "moved_from")
 
     def __init__(self, oid: int, call_id: int, kind: str, asked_populate: bool, task: str) -> None:
         self.oid = oid
@@ -393,6 +393,9 @@ class Origin:
         self.kind = kind
         self.asked_populate = asked_populate
         self.task = task
+        # the origins (and their ancestors) of a mapping mremap() moved here: a call that asked
+        # to populate one of them asked for this mapping too (it is the same mapping, moved)
+        self.moved_from: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"<origin#{self.oid} {self.kind} by {self.task} call#{self.call_id}{' populate' if self.asked_populate else ''}>"

@@ -23,6 +23,7 @@ from mmlab.harness.oracle import FORBIDDEN, OK, capture, judge
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.race import calibrate, round_seed, run_round
 from mmlab.harness.racers import RACERS
+from mmlab.mm.gup import populate_marks
 from mmlab.mm.pagetable import PTE_POPULATE, PTE_PRESENT
 
 NPAGES = 16
@@ -37,7 +38,8 @@ def _plant_transient(mm: MM, checker: Optional[LiveChecker]) -> None:
     mm.calls[call.call_id] = call
     mm.mmap_read_lock(how="populate")
     try:
-        mm.pt.fill_absent(addr, addr + (NPAGES << 12), PTE_PRESENT | PTE_POPULATE, current().index, call.call_id)
+        for s, e, mark, _o in populate_marks(mm, call, addr, addr + (NPAGES << 12)):  # graded as gup does
+            mm.pt.fill_absent(s, e, PTE_PRESENT | PTE_POPULATE | mark, current().index, call.call_id)
     finally:
         mm.mmap_read_unlock()
     if checker is not None:

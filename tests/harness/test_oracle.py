@@ -11,6 +11,7 @@ import pytest
 from mmlab import (MAP_ANONYMOUS, MAP_FIXED, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MM, PAGE_SIZE,
                    PROT_READ, PROT_WRITE, ZERO_COSTS)
 from mmlab.harness.oracle import FORBIDDEN, INTERESTING, OK, capture, check, format_history, judge
+from mmlab.mm.gup import populate_marks
 from mmlab.mm.pagetable import PTE_POPULATE, PTE_PRESENT
 
 RW = PROT_READ | PROT_WRITE
@@ -23,8 +24,10 @@ def _last(mm: MM, name: str):
 
 
 def _populate_for(mm: MM, call, addr: int, pages: int) -> None:
-    """Plant what a populate by *call* would leave: PTE_POPULATE pages with its provenance."""
-    mm.pt.fill_absent(addr, addr + pages * PAGE_SIZE, PTE_PRESENT | PTE_POPULATE, 1, call.call_id)
+    """Plant what a populate by *call* would leave: PTE_POPULATE pages with its provenance and
+    the grade the populate gives them now (populate_marks: the call's targets against the lineage)."""
+    for s, e, mark, _o in populate_marks(mm, call, addr, addr + pages * PAGE_SIZE):
+        mm.pt.fill_absent(s, e, PTE_PRESENT | PTE_POPULATE | mark, 1, call.call_id)
 
 
 def test_own_populate_is_ok(kmm: MM) -> None:
