@@ -13,11 +13,15 @@ PROT_NONE guard page at each end), the model side inside the same layout at ``MO
 * ``mincore`` residency of every page of every vma, from mincore();
 * ``pte``     whether each page is in the page table (/proc/self/pagemap on the real side);
 * ``locked``  per vma: smaps ``Locked`` (kB) and whether VmFlags has ``lo``; and the sum of
-  the sizes of the ``lo`` vmas against the model's locked_vm.
+  the sizes of the real side's ``lo`` vmas against the model's locked_vm (mm->locked_vm, which
+  the model keeps itself: the real VmLck counts the whole interpreter, so the real side is
+  read from its vmas; the model side is its accounting, not its vmas).
 
 A field that differs is a mismatch unless a documented difference of :mod:`mmlab.real.known`
-explains it (by name, counted, never silently). A case that mismatches is shrunk to the shortest
-sequence that still disagrees and printed as a runnable Python snippet.
+explains it (by name, counted, never silently). A case agrees only when no step needed such an
+excuse; a case that needed one is counted apart (:func:`tally`). A case that mismatches is shrunk
+to the shortest sequence that still disagrees on the same model profile and printed as a
+runnable Python snippet.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE,
 from mmlab.mm.mm_struct import MM
 
 __all__ = ["Op", "Obs", "Mismatch", "CaseResult", "Side", "ModelSide", "RealSide", "generate_case",
-           "run_case", "shrink", "snippet", "observe", "MODEL_BASE", "REGION_PAGES", "model_ops_missing"]
+           "run_case", "shrink", "snippet", "observe", "tally", "fails", "MODEL_BASE", "REGION_PAGES",
+           "model_ops_missing"]
 
 P = PAGE_SIZE
 MODEL_BASE = 0x1000_0000_0000
@@ -348,7 +353,9 @@ def observe(side: Side, result: tuple) -> Obs:
     b = side.base
     layout = tuple(((s - b) // P, (e - b) // P, perms) for s, e, perms, _, _ in vmas)
     mincore = tuple(side.mincore(s, e - s) for s, e, _, _, _ in vmas)
-    lo_kb = sum((e - s) >> 10 for s, e, _, _, lo in vmas if lo)
+    lo_kb = side.locked_vm_kb()  # the model: its mm->locked_vm
+    if lo_kb is None:  # the real side: the sizes of its `lo` vmas
+        lo_kb = sum((e - s) >> 10 for s, e, _, _, lo in vmas if lo)
     locked = (tuple((lk, lo) for _, _, _, lk, lo in vmas), lo_kb)
     if isinstance(side, RealSide):
         # mincore() of shared memory reports its page cache; pagemap reports the ptes, which
@@ -393,6 +400,18 @@ class CaseResult:
     @property
     def agree(self) -> bool:
         return self.mismatch is None
+
+    @property
+    def excused(self) -> bool:
+        """Agreed only thanks to documented differences."""
+        return self.mismatch is None and bool(self.explained)
+
+
+def tally(results: list[CaseResult]) -> dict[str, int]:
+    """Cases that agree with no excuse, that agree only with documented differences, that mismatch."""
+    return {"agree": sum(1 for r in results if r.agree and not r.explained),
+            "excused": sum(1 for r in results if r.excused),
+            "mismatch": sum(1 for r in results if not r.agree)}
 
 
 ModelAction = Callable[[ModelSide], tuple]
@@ -489,16 +508,16 @@ def shrink(ops: list[Op], still_fails: Callable[[list[Op]], bool]) -> list[Op]:
     return cur
 
 
-def fails(ops: list[Op], pages: int = REGION_PAGES, known: Optional[list] = None) -> bool:
-    return not run_case(ops, pages, known).agree
+def fails(ops: list[Op], pages: int = REGION_PAGES, known: Optional[list] = None, kernel: str = "v6.18") -> bool:
+    return not run_case(ops, pages, known, kernel=kernel).agree
 
 
 # ---------------------------------------------------------------------------- snippet
-def snippet(ops: list[Op], pages: int = REGION_PAGES, header: str = "") -> str:
-    """A runnable Python script that replays *ops* on the real kernel and on the model and prints
-    what each side shows after every call."""
+def snippet(ops: list[Op], pages: int = REGION_PAGES, header: str = "", kernel: str = "v6.18") -> str:
+    """A runnable Python script that replays *ops* on the real kernel and on the *kernel* model
+    and prints what each side shows after every call."""
     body = "\n".join(f"    yield {o.source()!s}" .replace("yield ", "yield lambda: ") for o in ops)
-    return f'''# {header or "mmlab diff: a sequence on which the real kernel and the v6.18 model disagree"}
+    return f'''# {header or f"mmlab diff: a sequence on which the real kernel and the {kernel} model disagree"}
 # Run it with: PYTHONPATH=. python this_file.py   (Linux, x86-64 or arm64; root for MAP_LOCKED/mlock)
 from mmlab import *
 from mmlab.errors import Signal
@@ -527,7 +546,7 @@ def result(side, call):
 
 
 with Region({pages} * P, keep_reserved=False) as reg:
-    sides = [RealSide(reg), ModelSide({pages})]
+    sides = [RealSide(reg), ModelSide({pages}, {kernel!r})]
     steps = [list(calls(s.mm, s.base)) for s in sides]
     for i in range(len(steps[0])):
         obs = [observe(s, result(s, st[i])) for s, st in zip(sides, steps)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
 
-from mmlab import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MCL_FUTURE, PAGE_SIZE, PROT_READ, PROT_WRITE
+from mmlab import (MADV_POPULATE_READ, MAP_ANONYMOUS, MAP_FIXED, MAP_LOCKED, MAP_PRIVATE, MCL_FUTURE, PAGE_SIZE,
+                   PROT_READ, PROT_WRITE)
 from mmlab.cli import main
 from mmlab.real import diff as D
 
@@ -72,3 +74,55 @@ def test_mlockall_future_is_undone_after_each_case(can_mlock: None) -> None:
                     D.op("mmap", off=0, len=2 * P, prot=RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, hint=0)])
     assert r.agree
     assert read_vm_lck_kb() == before
+
+
+def test_lock_state_is_compared_against_the_models_locked_vm(can_mlock: None, monkeypatch) -> None:
+    """The model's mm->locked_vm is what the real `lo` vmas are held against: an accounting error
+    of 1000 pages in the model is a mismatch on "locked", even with every vma right."""
+    ops = [D.op("mmap", off=0, len=2 * P, prot=RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_LOCKED,
+                hint=0)]
+    assert D.run_case(ops).agree
+
+    class OffBy1000(D.ModelSide):
+        def run(self, o: D.Op) -> tuple:
+            r = super().run(o)
+            self.mm.locked_vm += 1000
+            return r
+    monkeypatch.setattr(D, "ModelSide", OffBy1000)
+    r = D.run_case(ops, known=[])
+    assert not r.agree and r.mismatch.fields == ["locked"], r.mismatch and r.mismatch.describe()
+    assert r.mismatch.model.locked[1] - r.mismatch.real.locked[1] == 4000  # kB
+
+
+def test_cases_that_needed_an_excuse_are_not_counted_as_agreeing(can_mlock: None) -> None:
+    clean = D.run_case([D.op("mmap", off=0, len=P, prot=RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, hint=0)])
+    excused = D.run_case(_planted())
+    assert clean.agree and not clean.explained and excused.agree and excused.explained
+    assert D.tally([clean, excused, excused]) == {"agree": 1, "excused": 2, "mismatch": 0}
+
+
+def _v39_disagrees() -> list[D.Op]:
+    """MADV_POPULATE_READ is 5.14+: the v3.9 model says EINVAL where this kernel populates; v6.18 agrees."""
+    return [D.op("touch", off=9 * P, write=1),
+            D.op("mmap", off=2 * P, len=2 * P, prot=RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, hint=0),
+            D.op("mmap", off=12 * P, len=P, prot=RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, hint=0),
+            D.op("madvise", off=2 * P, len=2 * P, advice=MADV_POPULATE_READ)]
+
+
+def test_shrinking_and_the_snippet_use_the_kernel_asked_for(can_mlock: None, tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    ops = _v39_disagrees()
+    assert not D.fails(ops) and D.fails(ops, kernel="v3.9")
+    monkeypatch.setattr(D, "generate_case", lambda rng, n, pages, skip: list(ops))
+    out = tmp_path / "diff.json"
+    assert main(["diff", "--kernel", "v3.9", "--cases", "1", "--json", str(out)]) == 1
+    capsys.readouterr()
+    [shown] = json.loads(out.read_text())["shrunk"]
+    # shrunk on v3.9 (on v6.18 no shorter sequence disagrees and all 4 calls would stay)
+    assert len(shown["ops"]) <= 2 and "MADV_POPULATE_READ" in shown["ops"][-1], shown["ops"]
+    f = tmp_path / "snippet.py"
+    f.write_text(shown["snippet"])
+    run = subprocess.run([sys.executable, str(f)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert run.returncode == 0, run.stderr
+    assert "ModelSide(16, 'v3.9')" in shown["snippet"] and "disagree on ['result'" in run.stdout, run.stdout
