@@ -82,18 +82,15 @@ def _vma_index(quick: bool) -> Run:
     lookups = 5_000 if quick else 20_000
     pairs = 500 if quick else 2_000
     mms = {n: _build(n) for n in SIZES}
-    addrs = {}
-    for n in SIZES:
-        rnd = random.Random(n)  # fixed seeds: the same addresses every run
-        span = 2 * (n - 1) * PAGE_SIZE
-        addrs[n] = [_BASE + (rnd.randrange(span) & ~(PAGE_SIZE - 1)) for _ in range(lookups)]
+    rnds = {n: random.Random(n) for n in SIZES}  # fixed seeds: the same sequence every run
 
     def lookups_at(n: int) -> Callable[[int], int]:
         fv = mms[n].vmas.find_vma
-        xs = addrs[n]
+        rnd = rnds[n]
+        span = 2 * (n - 1) * PAGE_SIZE
 
-        def run(k: int) -> int:  # the first k of the fixed addresses
-            batch = xs[:k]
+        def run(k: int) -> int:  # k fresh random addresses over the whole index, drawn untimed
+            batch = [_BASE + (rnd.randrange(span) & ~(PAGE_SIZE - 1)) for _ in range(k)]
             t0 = cpu_ns()
             for a in batch:
                 fv(a)
