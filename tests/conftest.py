@@ -1,18 +1,111 @@
-"""Shared fixtures: a fresh model per test, threads that are always joined, printed seeds."""
+"""Shared fixtures: a fresh model per test, threads that are always joined, printed seeds, and a
+check after every test that it left the process's real state as it found it."""
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import os
 import random
+import resource
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import pytest
 
 from mmlab import MM, ZERO_COSTS, KERNELS
 
 ALL_KERNELS = list(KERNELS)
+pytest_plugins = ("pytester",)
+
+
+# ---------------------------------------------------------------------------- process-wide state
+# What a test may change for the whole process (the real backend and the real-kernel scenarios do):
+# locked memory and mlockall(MCL_FUTURE), resource limits, and tracing instances named mmlab-*.
+# The program break is not checked: glibc's malloc moves it itself (the main arena), so a
+# difference would not mean a test leaked it.
+_RLIMITS = sorted((n, getattr(resource, n)) for n in dir(resource) if n.startswith("RLIMIT_"))
+_TRACING = "/sys/kernel/tracing/instances"
+_libc: Optional[ctypes.CDLL] = None
+
+
+def _vm_lck_kb() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmLck:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _future_locked() -> bool:
+    """Is mlockall(MCL_FUTURE) in force? A new one-page mapping is then locked: VmLck grows."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.mmap.restype = ctypes.c_void_p
+        _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_long]
+        _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    before = _vm_lck_kb()
+    a = _libc.mmap(None, 4096, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    if a in (None, ctypes.c_void_p(-1).value):
+        return False
+    try:
+        return _vm_lck_kb() > before
+    finally:
+        _libc.munmap(a, 4096)
+
+
+def _tracing_instances() -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(f"{_TRACING}/mmlab-*-{os.getpid()}-*"))
+
+
+def process_state() -> dict[str, object]:
+    """The process-wide real state a test must leave as it found it."""
+    st: dict[str, object] = {"VmLck kB": _vm_lck_kb(), "mlockall(MCL_FUTURE)": _future_locked(),
+                             "tracing instances": _tracing_instances()}
+    for name, res in _RLIMITS:
+        st[name] = resource.getrlimit(res)
+    return st
+
+
+def _restore(before: dict[str, object], after: dict[str, object]) -> None:
+    """Undo a leak so the next test starts clean (the leaking test still fails)."""
+    if after["VmLck kB"] != before["VmLck kB"] or after["mlockall(MCL_FUTURE)"] != before["mlockall(MCL_FUTURE)"]:
+        if _libc is not None and not before["VmLck kB"] and not before["mlockall(MCL_FUTURE)"]:
+            _libc.munlockall()
+    for name, res in _RLIMITS:
+        if after[name] != before[name]:
+            try:
+                resource.setrlimit(res, before[name])  # type: ignore[arg-type]
+            except (ValueError, OSError):
+                pass
+    for inst in set(after["tracing instances"]) - set(before["tracing instances"]):  # type: ignore[arg-type]
+        try:
+            os.rmdir(f"{_TRACING}/{inst}")
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _restores_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test leaves locked memory, mlockall, rlimits and its tracing instances as it found
+    them; one that does not fails here, by name, and the state is put back for the next test."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    before = process_state()
+    yield
+    after = process_state()
+    leaked = {k: (before[k], after[k]) for k in before if after[k] != before[k]}
+    if leaked:
+        _restore(before, after)
+        pytest.fail(f"{request.node.nodeid} changed process-wide state and did not restore it: "
+                    + "; ".join(f"{k}: {b!r} before, {a!r} after" for k, (b, a) in leaked.items()), pytrace=False)
 
 
 @pytest.fixture(autouse=True, scope="session")
