@@ -51,3 +51,25 @@ def test_a_leak_fails_the_test_that_leaked_and_is_undone(pytester: pytest.Pytest
     assert "test_leaks.py::test_leaks_mlockall changed process-wide state" in out and "mlockall(MCL_FUTURE)" in out
     assert "test_restores_what_it_changed changed" not in out and "test_after_the_leaks changed" not in out
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == before  # another process: ours untouched
+
+
+def test_pages_left_locked_are_a_leak(pytester: pytest.Pytester) -> None:
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "conftest.py")) as f:
+        pytester.makeconftest(f.read())
+    pytester.makepyfile(test_locked='''
+import ctypes
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def test_leaves_a_page_locked():
+    a = libc.mmap(None, 4096, 3, 0x22, -1, 0)
+    assert libc.mlock(a, 4096) == 0, ctypes.get_errno()
+''')
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    r.assert_outcomes(passed=1, errors=1)
+    assert "test_leaves_a_page_locked changed process-wide state" in r.stdout.str() and "pages locked" in r.stdout.str()
