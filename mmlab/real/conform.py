@@ -501,6 +501,11 @@ def child_main(names: Sequence[str]) -> int:
     return 0
 
 
+# the trace's text timestamps have microsecond resolution: a call record's enter may read up to
+# 1 µs before the monotonic stamp taken just before the call
+_SLACK_NS = 2_000
+
+
 def real_steps_from_trace(tr: Any, steps: list[Step]) -> None:
     """Fill each real step's holds from the trace: its call record is the one of the same tid and
     syscall that entered inside the step's [t0, t1] window (and, where there are several, whose
@@ -513,7 +518,8 @@ def real_steps_from_trace(tr: Any, steps: list[Step]) -> None:
         if lost:
             st.error = f"the trace lost {lost} events"
             continue
-        cands = [c for c in tr.calls if c.tid == st.tid and c.name == st.call and st.t0 <= c.enter_ns <= st.t1]
+        cands = [c for c in tr.calls if c.tid == st.tid and c.name == st.call
+                 and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
         if len(cands) > 1:
             cands = [c for c in cands if tuple(c.args[:2]) == tuple(st.args[:2])] or cands
         if len(cands) != 1:
