@@ -1,7 +1,8 @@
 """madvise() and mincore() (mm/madvise.c, mm/mincore.c).
 
 madvise(MADV_DONTNEED) zaps pages under mmap_sem held for read (it never changes vmas), which
-is how victims recycle their memory. MADV_POPULATE_READ/WRITE (5.14, profiles with
+is how victims recycle their memory; with ``madvise_vma_lock`` (6.17) a range inside one vma is
+zapped under that vma's per-VMA read lock instead, and mmap_lock is not taken at all. MADV_POPULATE_READ/WRITE (5.14, profiles with
 ``populate_skips_inaccessible``) fault pages in and, unlike MAP_POPULATE, report errors.
 mincore() reports residency under the read lock. Both check the whole range for holes before
 touching anything (Linux applies madvise to the mapped parts first; see the documented
@@ -39,6 +40,10 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if end < start or end > TASK_SIZE:
             raise err(EINVAL if end < start else ENOMEM, "madvise")
         if not length:
+            mm.end_call(call, 0)
+            return 0
+        if advice == MADV_DONTNEED and mm.kernel.madvise_vma_lock and mm.kernel.per_vma_lock \
+                and _dontneed_vma_locked(mm, start, end):
             mm.end_call(call, 0)
             return 0
         mm.mmap_read_lock()
@@ -79,6 +84,26 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         raise
     mm.end_call(call, 0)
     return 0
+
+
+def _dontneed_vma_locked(mm: "MM", start: int, end: int) -> bool:
+    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
+    one vma is zapped under that vma's read lock, without mmap_lock. False: fall back to
+    mmap_read_lock() (no vma at *start*, the range runs past it, or it is being modified)."""
+    vma = mm.vmas.lookup_rcu(start)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return False
+    try:
+        if vma.detached or not (vma.start <= start and end <= vma.end):
+            return False
+        if vma.flags & (VM_LOCKED | VM_PFNMAP):
+            raise err(EINVAL, "madvise")
+        from mmlab.mm.mmap import zap_detached
+        from mmlab.mm.vma import Vma
+        zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
+        return True
+    finally:
+        mm.vma_locks.end_read(vma)
 
 
 def _populate_precheck(mm: "MM", start: int, end: int, write: bool) -> None:

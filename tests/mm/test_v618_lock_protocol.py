@@ -1,0 +1,46 @@
+"""Two v6.18 lock protocols the real kernel's mmap_lock events showed (`mmlab conform`):
+madvise(MADV_DONTNEED) inside one vma takes the per-VMA lock and no mmap_lock
+(``madvise_vma_lock``), and a shrinking brk() zaps after downgrade_write() (``munmap_downgrade``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmlab import MM, MADV_DONTNEED, MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_READ, PROT_WRITE
+
+M = 1 << 20
+
+
+def _locks(mm: MM, fn) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    n0 = len(mm.mmap_sem.history)
+    fn()
+    return [(r.mode, r.how) for r in list(mm.mmap_sem.history)[n0:]]
+
+
+@pytest.mark.parametrize("kernel,expect", [("v6.18", []), ("v6.18+madvise_vma_lock=off", [("R", "")]),
+                                           ("v6.18+per_vma_lock=off", [("R", "")]), ("v3.9", [("R", "")])])
+def test_dontneed_within_one_vma_takes_the_vma_lock_only(kernel: str, expect: list) -> None:
+    mm = MM(kernel)
+    a = mm.mmap(0, 2 * M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    assert mm.pt.count_present(a, a + 2 * M) == 512
+    assert _locks(mm, lambda: mm.madvise(a, M, MADV_DONTNEED)) == expect
+    assert mm.pt.count_present(a, a + 2 * M) == 256  # zapped all the same
+    assert mm.vma_locks.mm_lock_seq >= 0 and not mm.mmap_sem.holders
+
+
+def test_dontneed_over_two_vmas_falls_back_to_mmap_lock() -> None:
+    mm = MM("v6.18")
+    a = mm.mmap(0, 2 * M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    mm.mprotect(a + M, M, PROT_READ)  # two vmas now
+    assert _locks(mm, lambda: mm.madvise(a, 2 * M, MADV_DONTNEED)) == [("R", "")]
+    assert mm.pt.count_present(a, a + 2 * M) == 0
+
+
+@pytest.mark.parametrize("kernel,expect", [("v6.18", [("W", ""), ("R", "downgrade")]),
+                                           ("v6.18+munmap_downgrade=off", [("W", "")]), ("v3.9", [("W", "")])])
+def test_brk_shrink_zaps_after_downgrade(kernel: str, expect: list) -> None:
+    mm = MM(kernel)
+    base = mm.brk(0)
+    mm.brk(base + 4 * M)
+    assert _locks(mm, lambda: mm.brk(base + M)) == expect
+    assert mm.brk(0) == base + M and not mm.mmap_sem.holders and not mm.check_invariants()
