@@ -23,16 +23,19 @@ parent never calls mlockall or moves its own break, and every file and mapping i
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
+from mmlab.clock import DEFAULT_COSTS, Costs
 from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_LOCKED,
                          MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MREMAP_MAYMOVE,
                          PAGE_SIZE, PROT_READ, PROT_WRITE)
@@ -219,9 +222,10 @@ class Entry:
 
 
 _READAHEAD = CountTolerance(
-    "R", factor=6.0, at_least=2,
+    "R", factor=4.0, at_least=2,
     why="a cold file populate drops mmap_lock for every disk wait (FAULT_FLAG_ALLOW_RETRY) and re-takes it; "
-        "how many waits depends on the device: read_ahead_kb, request size, large folios, I/O completion order")
+        "the model waits once per read-ahead window (its window set to the device's read_ahead_kb), the "
+        "kernel also for async read-ahead and for each part of a window whose I/O completes separately")
 
 
 def _e_populate_anon(s: Side) -> None:
@@ -351,10 +355,10 @@ class ModelSide(Side):
     """A fresh :class:`~mmlab.mm.mm_struct.MM` of one profile per entry. A compared call's holds are
     the lock records of that call (its call_id) in ``mm.mmap_sem.history``."""
 
-    def __init__(self, kernel: Kernel | str) -> None:
+    def __init__(self, kernel: Kernel | str, costs: Optional[Costs] = None) -> None:
         super().__init__()
         from mmlab.mm.mm_struct import MM
-        self.mm = MM(kernel)
+        self.mm = MM(kernel, costs or DEFAULT_COSTS)
 
     def file(self, size: int) -> Any:
         from mmlab.mm.filemap import File
@@ -393,10 +397,39 @@ class ModelSide(Side):
         return r
 
 
-def run_model(entry: Entry, kernel: Kernel | str) -> list[Step]:
-    side = ModelSide(kernel)
+def run_model(entry: Entry, kernel: Kernel | str, costs: Optional[Costs] = None) -> list[Step]:
+    side = ModelSide(kernel, costs)
     entry.run(side)
     return side.steps
+
+
+def device_readahead_kb(path: str) -> Optional[int]:
+    """read_ahead_kb of the block device under *path* (its bdi), or None if it cannot be read."""
+    try:
+        d = os.stat(path).st_dev
+    except OSError:
+        return None
+    mm = f"{os.major(d)}:{os.minor(d)}"
+    for p in (f"/sys/class/bdi/{mm}/read_ahead_kb", f"/sys/dev/block/{mm}/queue/read_ahead_kb",
+              f"/sys/dev/block/{mm}/../queue/read_ahead_kb"):
+        try:
+            with open(p) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def model_costs(readahead_kb: Optional[int]) -> Costs:
+    """The default costs, with the model's read-ahead window set to the device's (at least a page)."""
+    if not readahead_kb:
+        return DEFAULT_COSTS
+    return dataclasses.replace(DEFAULT_COSTS, readahead_pages=max(1, readahead_kb * 1024 // PAGE_SIZE))
+
+
+def file_dir() -> str:
+    """Where the real side's files live (and whose device's read-ahead the model takes)."""
+    return "/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir()
 
 
 # ============================================================================ the real side
@@ -411,11 +444,10 @@ class RealSide(Side):
 
     def __init__(self) -> None:
         super().__init__()
-        import tempfile
         from mmlab.real.libc import libc
         self.lib = libc()
         self.tid = _gettid()
-        self.dir = tempfile.mkdtemp(prefix="mmlab-conform-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None)
+        self.dir = tempfile.mkdtemp(prefix="mmlab-conform-", dir=file_dir())
         self.files: list[Any] = []
         self.maps: dict[int, int] = {}  # what is mapped, to undo on failure
 
@@ -656,8 +688,10 @@ def is_reference(kernel: Kernel) -> bool:
     return kernel.switches() == KERNELS[REFERENCE].switches()
 
 
-def conform(kernels: Sequence[str], entries: Sequence[Entry], real: Optional[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """The report: per kernel, one row per compared call. *real* is run_real()'s result."""
+def conform(kernels: Sequence[str], entries: Sequence[Entry], real: Optional[dict[str, dict[str, Any]]],
+            costs: Optional[Costs] = None) -> dict[str, Any]:
+    """The report: per kernel, one row per compared call. *real* is run_real()'s result; *costs*
+    the model's (model_costs(device_readahead_kb(file_dir())) to match this machine's device)."""
     out: dict[str, Any] = {"kernels": []}
     for spec in kernels:
         k = get_kernel(spec)
@@ -665,7 +699,7 @@ def conform(kernels: Sequence[str], entries: Sequence[Entry], real: Optional[dic
         for e in entries:
             merr = None
             try:
-                ms = run_model(e, k)
+                ms = run_model(e, k, costs)
             except Exception as ex:  # a model that cannot run the entry is an error row
                 ms, merr = [], f"{type(ex).__name__}: {ex}"
             r = (real or {}).get(e.name, {"steps": [], "error": "not run"})
