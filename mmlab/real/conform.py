@@ -702,7 +702,11 @@ def conform(kernels: Sequence[str], entries: Sequence[Entry], real: Optional[dic
                 ms = run_model(e, k, costs)
             except Exception as ex:  # a model that cannot run the entry is an error row
                 ms, merr = [], f"{type(ex).__name__}: {ex}"
-            r = (real or {}).get(e.name, {"steps": [], "error": "not run"})
+            if real is None:  # the model's side only: its sequences, no verdicts
+                rows += [Row(e.name, "(entry)", "", "", "error", f"model: {merr}")] if merr else []
+                rows += [Row(e.name, s.label, "", s.error or str(s.shape), "model") for s in ms]
+                continue
+            r = real.get(e.name, {"steps": [], "error": "not run"})
             rows += judge(e, ms, r["steps"], r.get("error"), merr)
         bad = [x for x in rows if x.verdict in ("MISMATCH", "error")]
         out["kernels"].append({"kernel": k.name, "reference": is_reference(k), "rows": [x.as_dict() for x in rows],
