@@ -44,3 +44,31 @@ def test_brk_shrink_zaps_after_downgrade(kernel: str, expect: list) -> None:
     mm.brk(base + 4 * M)
     assert _locks(mm, lambda: mm.brk(base + M)) == expect
     assert mm.brk(0) == base + M and not mm.mmap_sem.holders and not mm.check_invariants()
+
+
+@pytest.mark.parametrize("kernel,retakes", [("v6.18", True), ("v6.18+populate_fault_retry=off", False)])
+def test_madvise_populate_of_a_cold_file_drops_the_lock_for_each_disk_wait(kernel: str, retakes: bool) -> None:
+    from mmlab import MADV_POPULATE_READ, File
+    from mmlab.clock import DEFAULT_COSTS
+    import dataclasses
+    mm = MM(kernel, dataclasses.replace(DEFAULT_COSTS, readahead_pages=256))
+    f = File("cold", 4 * M)
+    a = mm.mmap(0, 4 * M, PROT_READ, MAP_PRIVATE, f)
+    got = _locks(mm, lambda: mm.madvise(a, 4 * M, MADV_POPULATE_READ))
+    assert all(mode == "R" for mode, _ in got)
+    # 4 MiB in 1 MiB read-ahead windows: at least four disk waits; one hold per wait, then the last
+    waits = mm.call_history[-1].io_waits
+    assert waits >= 4 if retakes else waits == 0
+    assert len(got) == (waits + 1 if retakes else 1)
+    assert mm.pt.count_present(a, a + 4 * M) == 1024 and not mm.mmap_sem.holders
+
+
+@pytest.mark.parametrize("kernel,expect", [("v6.18", [("W", ""), ("R", "populate")]),
+                                           ("v6.18+populate_skips_inaccessible=off", [("W", "")])])
+def test_mlock_onfault_still_calls_mm_populate(kernel: str, expect: list) -> None:
+    from mmlab import MCL_CURRENT, MCL_ONFAULT, MLOCK_ONFAULT
+    mm = MM(kernel)
+    a = mm.mmap(0, 2 * M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert _locks(mm, lambda: mm.mlock2(a, 2 * M, MLOCK_ONFAULT)) == expect
+    assert _locks(mm, lambda: mm.mlockall(MCL_CURRENT | MCL_ONFAULT)) == expect
+    assert mm.pt.count_present(a, a + 2 * M) == 0  # on fault: nothing populated
