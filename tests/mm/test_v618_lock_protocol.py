@@ -72,3 +72,29 @@ def test_mlock_onfault_still_calls_mm_populate(kernel: str, expect: list) -> Non
     assert _locks(mm, lambda: mm.mlock2(a, 2 * M, MLOCK_ONFAULT)) == expect
     assert _locks(mm, lambda: mm.mlockall(MCL_CURRENT | MCL_ONFAULT)) == expect
     assert mm.pt.count_present(a, a + 2 * M) == 0  # on fault: nothing populated
+
+
+@pytest.mark.parametrize("kernel,first", [("v6.18", [("R", "trylock")]), ("v3.9", [("R", "fault")])])
+def test_the_first_write_fault_of_a_fresh_vma_takes_mmap_lock_for_its_anon_vma(kernel: str, first: list) -> None:
+    mm = MM(kernel)
+    a = mm.mmap(0, M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert _locks(mm, lambda: mm.touch(a, write=True)) == first  # v6.18: vmf_anon_prepare()'s trylock
+    later = _locks(mm, lambda: mm.touch(a + 16 * 4096, write=True))
+    assert later == ([] if kernel == "v6.18" else [("R", "fault")])  # the per-VMA lock alone
+
+
+def test_a_failed_anon_vma_trylock_falls_back_to_mmap_lock(threads) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    mm = MM("v6.18")
+    a = mm.mmap(0, M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    mm.mmap_sem.down_write()  # a writer holds it: the trylock fails, the fault waits under mmap_lock
+    done = threading.Event()
+    threads.start(lambda: (mm.touch(a, write=True), done.set()), name="faulter")
+    from mmlab.locking.watch import wait_until, watch
+    cv = watch(mm.mmap_sem)
+    assert wait_until(cv, lambda: mm.mmap_sem.is_contended(), 10)
+    mm.mmap_sem.up_write()
+    threads.join()
+    assert done.is_set()
+    recs = [(r.mode, r.how) for r in mm.mmap_sem.history if r.task == "faulter"]
+    assert recs == [("R", "fault")]
