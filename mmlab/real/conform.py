@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
 from mmlab.clock import DEFAULT_COSTS, Costs
-from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_LOCKED,
-                         MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MREMAP_MAYMOVE,
-                         PAGE_SIZE, PROT_READ, PROT_WRITE)
+from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_LOCKED,
+                         MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT,
+                         MREMAP_MAYMOVE, PAGE_SIZE, PROT_READ, PROT_WRITE)
 from mmlab.kernels import KERNELS, Kernel, get_kernel
 
 __all__ = ["Hold", "Shape", "normalise", "holds_from_model", "holds_from_trace", "CountTolerance",
-           "compare_shapes", "Entry", "CATALOGUE", "Step", "ModelSide", "run_model", "real_steps_from_trace",
+           "compare_shapes", "Entry", "CATALOGUE", "select", "Step", "ModelSide", "run_model", "real_steps_from_trace",
            "run_real", "ProtocolDifference", "KNOWN_PROTOCOL", "judge", "conform", "is_reference"]
 
 M = 1 << 20
@@ -199,6 +199,10 @@ class Side:
         """Issue syscall *name*; with a *label*, record it as a compared step."""
         raise NotImplementedError
 
+    def touch(self, label: str, addr: int, write: bool) -> None:
+        """A user load (or store) of *addr*: a page fault, recorded as a compared step ``fault``."""
+        raise NotImplementedError
+
     def file(self, size: int) -> Any:
         raise NotImplementedError
 
@@ -310,6 +314,58 @@ def _e_remap_file_pages_cold(s: Side) -> None:
     s.call(None, "munmap", a, 16 * M)
 
 
+def _e_madvise_populate_cold(s: Side) -> None:
+    f = s.file(32 * M)
+    a = s.call(None, "mmap", 0, 32 * M, PROT_READ, MAP_PRIVATE, file=f)
+    s.cold(f)
+    s.call("madvise(POPULATE_READ) 32M, cold", "madvise", a, 32 * M, MADV_POPULATE_READ)
+    s.call(None, "munmap", a, 32 * M)
+
+
+def _guarded(s: Side, size: int, prot: int, flags: int, file: Any = None) -> int:
+    """A mapping of *size* between two PROT_NONE guard pages, so it merges with nothing and
+    starts with no anon_vma on both sides (a fresh process and a Python child alike)."""
+    g = s.call(None, "mmap", 0, size + 2 * P, 0, ANON)
+    return s.call(None, "mmap", g + P, size, prot, flags | MAP_FIXED, file=file)
+
+
+def _unguard(s: Side, a: int, size: int) -> None:
+    s.call(None, "munmap", a - P, size + 2 * P)
+
+
+def _e_mlock_onfault(s: Side) -> None:
+    a = _guarded(s, 4 * M, RW, ANON)
+    s.call("mlock2(MLOCK_ONFAULT) 4M", "mlock2", a, 4 * M, MLOCK_ONFAULT)
+    s.touch("first write fault in the VM_LOCKONFAULT vma", a, True)
+    s.touch("second write fault", a + 4 * P, True)
+    _unguard(s, a, 4 * M)
+
+
+def _e_mlockall_onfault(s: Side) -> None:
+    s.call("mlockall(CURRENT|ONFAULT)", "mlockall", MCL_CURRENT | MCL_ONFAULT)
+    s.call("munlockall", "munlockall")
+
+
+def _e_faults(s: Side) -> None:
+    a = _guarded(s, 1 * M, RW, ANON)
+    s.touch("first write fault, fresh anonymous vma", a, True)
+    s.touch("second write fault, same vma", a + 4 * P, True)
+    s.touch("read fault, same vma", a + 8 * P, False)
+    _unguard(s, a, 1 * M)
+    f = s.file(1 * M)  # warm
+    b = _guarded(s, 1 * M, PROT_READ, MAP_SHARED, file=f)
+    s.touch("read fault, file in the page cache", b, False)
+    _unguard(s, b, 1 * M)
+
+
+def _e_fault_file_cold(s: Side) -> None:
+    f = s.file(4 * M)
+    b = s.call(None, "mmap", 0, 4 * M, PROT_READ, MAP_SHARED, file=f)
+    s.cold(f)
+    s.touch("read fault, file not in the page cache", b, False)
+    s.call(None, "munmap", b, 4 * M)
+
+
 def _e_brk(s: Side) -> None:
     s.call(None, "mlockall", MCL_FUTURE)
     base = s.call("brk(0)", "brk", 0)
@@ -335,6 +391,15 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("remap-file-pages", "remap_file_pages() of a shared file mapping, page cache warm", _e_remap_file_pages),
     Entry("remap-file-pages-cold", "remap_file_pages() of 16 MiB of a shared file mapping, page cache dropped",
           _e_remap_file_pages_cold, tolerance=_READAHEAD),
+    Entry("madvise-populate-cold", "madvise(MADV_POPULATE_READ) of a 32 MiB file mapping, page cache dropped",
+          _e_madvise_populate_cold, tolerance=_READAHEAD),
+    Entry("mlock-onfault", "mlock2(MLOCK_ONFAULT), then a write fault in the range", _e_mlock_onfault),
+    Entry("mlockall-onfault", "mlockall(MCL_CURRENT|MCL_ONFAULT), munlockall()", _e_mlockall_onfault,
+          isolated=True, why_isolated="mlockall() is process-wide"),
+    Entry("faults", "user page faults: the first write fault of a fresh anonymous vma (anon_vma set up), "
+          "later ones, a file page in the page cache", _e_faults),
+    Entry("fault-file-cold", "a read fault on a file page not in the page cache (I/O under the per-VMA lock)",
+          _e_fault_file_cold),
     Entry("brk", "brk() growth under mlockall(MCL_FUTURE), then shrink", _e_brk, isolated=True,
           why_isolated="the program break of a Python process belongs to glibc's malloc; mlockall is process-wide"),
 )}
@@ -395,6 +460,23 @@ class ModelSide(Side):
         st.hold_us = [x.hold_ns / 1e3 for x in recs]
         self.steps.append(st)
         return r
+
+
+    def touch(self, label: str, addr: int, write: bool) -> None:
+        """do_user_addr_fault(): its holds are the records named "fault" it leaves in the history
+        (none when the per-VMA lock served it)."""
+        mm = self.mm
+        n0 = len(mm.mmap_sem.history)
+        st = Step(label, "fault", (addr, int(write)))
+        try:
+            mm.touch(addr, write)
+        except Exception as e:  # SIGSEGV/SIGBUS: the entry's setup did not happen as meant
+            st.error = f"{type(e).__name__}: {e}"
+        recs = sorted((x for x in itertools.islice(mm.mmap_sem.history, n0, None) if x.call == "fault"),
+                      key=lambda x: x.acq_ns)
+        st.holds = holds_from_model(recs)
+        st.hold_us = [x.hold_ns / 1e3 for x in recs]
+        self.steps.append(st)
 
 
 def run_model(entry: Entry, kernel: Kernel | str, costs: Optional[Costs] = None) -> list[Step]:
@@ -492,6 +574,14 @@ class RealSide(Side):
             self.steps.append(st)
         return r
 
+    def touch(self, label: str, addr: int, write: bool) -> None:
+        from mmlab.real.backend import peek, poke
+        st = Step(label, "fault", (addr, int(write)), tid=self.tid)
+        st.t0 = time.monotonic_ns()
+        (poke if write else peek)(addr)
+        st.t1 = time.monotonic_ns()
+        self.steps.append(st)
+
     def close(self) -> None:
         import shutil
         for a, n in list(self.maps.items()):
@@ -550,9 +640,13 @@ def real_steps_from_trace(tr: Any, steps: list[Step]) -> None:
         if lost:
             st.error = f"the trace lost {lost} events"
             continue
-        cands = [c for c in tr.calls if c.tid == st.tid and c.name == st.call
-                 and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
-        if len(cands) > 1:
+        if st.call == "fault":  # exceptions:page_fault_user at the page touched
+            cands = [c for c in tr.faults if c.tid == st.tid and c.args[0] >> 12 == st.args[0] >> 12
+                     and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
+        else:
+            cands = [c for c in tr.calls if c.tid == st.tid and c.name == st.call
+                     and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
+        if len(cands) > 1 and st.call != "fault":
             cands = [c for c in cands if tuple(c.args[:2]) == tuple(st.args[:2])] or cands
         if len(cands) != 1:
             st.error = f"{len(cands)} traced {st.call} calls in the step's window (expected one)"
@@ -589,7 +683,7 @@ def run_real(entries: Sequence[Entry], progress: Optional[Callable[[str], None]]
                 proc.kill()
                 err = proc.communicate(timeout=timeout)[1]
                 raise RuntimeError(f"the conformance child did not start: {line!r} {err.strip()[-400:]}")
-            with Capture(pid=proc.pid, buffer_kb=4096, syscalls=True, faults=False, name="conform") as cap:
+            with Capture(pid=proc.pid, buffer_kb=4096, syscalls=True, faults=True, name="conform") as cap:
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
                 text, err = proc.communicate(timeout=timeout)
