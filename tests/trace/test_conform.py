@@ -118,6 +118,25 @@ def test_real_steps_are_read_from_the_trace_by_tid_window_and_call() -> None:
     assert steps[4].error  # another thread's call window does not borrow this thread's records
 
 
+def test_fault_steps_are_read_from_the_fault_records_at_their_page() -> None:
+    lines = [
+        _line(500, 100_000, "page_fault_user: address=0x7f0000000010 ip=0x7fdeadfaf8bb error_code=0x6"),
+        _line(500, 100_001, f"mmap_lock_acquire_returned: {_MM} write=false success=true"),
+        _line(500, 100_003, f"mmap_lock_released: {_MM} write=false"),
+        _line(500, 100_010, "page_fault_user: address=0x7f0000004000 ip=0x7fdeadfaf8bb error_code=0x6"),
+        _line(500, 200_000, "sys_munmap(addr: 0x7f0000000000, len: 0x100000)"),
+        *[_line(500, 200_001 + i, f"{ev.split()[0]}: {_MM} {' '.join(ev.split()[1:])}") for i, ev in enumerate(_DOWN)],
+        _line(500, 200_010, "sys_munmap -> 0x0"),
+    ]
+    tr = records_from_lines(lines, tgid=500)
+    steps = [Step("first", "fault", (0x7F0000000000, 1), t0=99_999_000, t1=100_005_000, tid=500),
+             Step("second", "fault", (0x7F0000004000, 1), t0=100_008_000, t1=100_012_000, tid=500),
+             Step("elsewhere", "fault", (0x7F0000008000, 1), t0=100_008_000, t1=100_012_000, tid=500)]
+    C.real_steps_from_trace(tr, steps)
+    assert [str(s.shape) for s in steps[:2]] == ["R", "—"]
+    assert steps[2].error  # no fault at that page in the window: not observed, not "—"
+
+
 def test_a_trace_that_lost_events_gives_errors_not_shapes() -> None:
     tr = _trace(500, [(100_000, "munmap", "addr: 0x7f0000000000, len: 0x800000", _DOWN, "0x0")])
     tr.lost = 3
@@ -205,7 +224,7 @@ def test_entries_select_and_reject() -> None:
     with pytest.raises(ValueError, match="unknown entry 'nope'"):
         C.select(["nope"])
     isolated = {e.name for e in C.CATALOGUE.values() if e.isolated}
-    assert isolated == {"mlockall", "brk"}
+    assert isolated == {"mlockall", "mlockall-onfault", "brk"}  # process-wide state: a child each
 
 
 # ---------------------------------------------------------------------------- the command, without a kernel
