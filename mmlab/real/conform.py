@@ -226,10 +226,11 @@ class Entry:
 
 
 _READAHEAD = CountTolerance(
-    "R", factor=4.0, at_least=2,
+    "R", factor=6.0, at_least=2,
     why="a cold file populate drops mmap_lock for every disk wait (FAULT_FLAG_ALLOW_RETRY) and re-takes it; "
         "the model waits once per read-ahead window (its window set to the device's read_ahead_kb), the "
-        "kernel also for async read-ahead and for each part of a window whose I/O completes separately")
+        "kernel also for async read-ahead and for each part of a window whose I/O completes separately; "
+        "measured here under load: real/model up to 3.3")
 
 
 def _e_populate_anon(s: Side) -> None:
