@@ -152,7 +152,10 @@ class CountTolerance:
 def compare_shapes(model: Shape, real: Shape, tol: Optional[CountTolerance]) -> tuple[str, str]:
     """("agree" | "tolerance" | "mismatch", what differs)."""
     if model.tokens != real.tokens:
-        return "mismatch", "different sequence"
+        mt, rt = model.tokens, real.tokens
+        i = next((j for j in range(min(len(mt), len(rt))) if mt[j] != rt[j]), min(len(mt), len(rt)))
+        return "mismatch", (f"from run {i + 1}: real {' '.join(rt[i:]) or '—'}, "
+                            f"model {' '.join(mt[i:]) or '—'}")
     if model.runs == real.runs:
         return "agree", ""
     notes = []
