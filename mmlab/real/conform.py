@@ -213,6 +213,9 @@ class Side:
         """posix_fadvise(POSIX_FADV_DONTNEED): drop the file's page cache."""
         raise NotImplementedError
 
+    def warm(self, f: Any) -> None:
+        """Read the whole file, so that its pages are in the page cache (the model's files are)."""
+
     def close(self) -> None:
         pass
 
@@ -226,6 +229,7 @@ class Entry:
     tolerance: Optional[CountTolerance] = None
     isolated: bool = False  # changes process-wide state: its own child process on the real side
     why_isolated: str = ""
+    warm_image: bool = False  # populates the whole process: its mapped files are read into the page cache first
 
 
 _READAHEAD = CountTolerance(
@@ -247,7 +251,8 @@ def _e_populate_shared_anon(s: Side) -> None:
 
 
 def _e_populate_file(s: Side) -> None:
-    f = s.file(8 * M)  # written and fsync'ed: its page cache is warm
+    f = s.file(8 * M)
+    s.warm(f)
     a = s.call("mmap(file, POPULATE) 8M, cached", "mmap", 0, 8 * M, PROT_READ, MAP_PRIVATE | MAP_POPULATE, file=f)
     s.call(None, "munmap", a, 8 * M)
 
@@ -304,7 +309,8 @@ def _e_mprotect(s: Side) -> None:
 
 
 def _e_remap_file_pages(s: Side) -> None:
-    f = s.file(4 * M)  # warm
+    f = s.file(4 * M)
+    s.warm(f)
     a = s.call(None, "mmap", 0, 4 * M, RW, MAP_SHARED, file=f)
     s.call("remap_file_pages 1M -> pgoff 2", "remap_file_pages", a, 1 * M, 0, 2, 0)
     s.call(None, "munmap", a, 4 * M)
@@ -356,7 +362,8 @@ def _e_faults(s: Side) -> None:
     s.touch("second write fault, same vma", a + 4 * P, True)
     s.touch("read fault, same vma", a + 8 * P, False)
     _unguard(s, a, 1 * M)
-    f = s.file(1 * M)  # warm
+    f = s.file(1 * M)
+    s.warm(f)
     b = _guarded(s, 1 * M, PROT_READ, MAP_SHARED, file=f)
     s.touch("read fault, file in the page cache", b, False)
     _unguard(s, b, 1 * M)
@@ -387,7 +394,7 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("map-locked", "mmap(MAP_LOCKED) of anonymous memory", _e_map_locked),
     Entry("mlock", "mlock() then munlock() of a plain anonymous mapping", _e_mlock),
     Entry("mlockall", "mlockall(MCL_CURRENT|MCL_FUTURE), a plain mmap under MCL_FUTURE, munlockall()",
-          _e_mlockall, isolated=True, why_isolated="mlockall() is process-wide"),
+          _e_mlockall, isolated=True, why_isolated="mlockall() is process-wide", warm_image=True),
     Entry("munmap", "munmap() of a populated anonymous range", _e_munmap),
     Entry("mremap-locked", "mremap() growth (MREMAP_MAYMOVE) of a VM_LOCKED vma", _e_mremap_locked),
     Entry("madvise", "madvise(MADV_POPULATE_READ), (MADV_POPULATE_WRITE), (MADV_DONTNEED)", _e_madvise),
@@ -546,6 +553,9 @@ class RealSide(Side):
     def cold(self, f: Any) -> None:
         f.drop_cache()
 
+    def warm(self, f: Any) -> None:
+        os.pread(f.fd, f.size, 0)  # the files here are opened "rw"
+
     def _issue(self, name: str, args: tuple[int, ...], file: Any) -> int:
         lib = self.lib
         if name == "mmap":
@@ -608,6 +618,8 @@ def child_main(names: Sequence[str]) -> int:
     """The conformance child: say "ready", wait for "go" (the parent's capture is on by then), run
     the entries, print one JSON line per entry, exit. Nothing else is written to stdout."""
     out = sys.stdout
+    if any(CATALOGUE[n].warm_image for n in names):
+        _warm_process_image()
     out.write("ready\n")
     out.flush()
     if sys.stdin.readline().strip() != "go":
@@ -630,6 +642,25 @@ def child_main(names: Sequence[str]) -> int:
 # the trace's text timestamps have microsecond resolution: a call record's enter may read up to
 # 1 µs before the monotonic stamp taken just before the call
 _SLACK_NS = 2_000
+
+
+def _warm_process_image() -> None:
+    """Read every file this process maps into the page cache, so that mlockall(MCL_CURRENT)'s
+    populate of the whole process meets no disk wait (the model's process maps no file): the
+    entry's setup is then the same on both sides, wherever the machine's page cache stands."""
+    paths = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                paths.add(parts[5].strip())
+    for p in sorted(paths):
+        try:
+            with open(p, "rb", buffering=0) as fh:
+                while fh.read(1 << 20):
+                    pass
+        except OSError:
+            continue  # deleted or unreadable: mlockall may wait for it; the table will say so
 
 
 def real_steps_from_trace(tr: Any, steps: list[Step]) -> None:
