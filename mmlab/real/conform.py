@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -535,12 +536,12 @@ class RealSide(Side):
     compared call is stamped with CLOCK_MONOTONIC before and after, and the thread's tid, which is
     how its traced call record is found. Runs inside the conformance child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, dir: str) -> None:
         super().__init__()
         from mmlab.real.libc import libc
         self.lib = libc()
         self.tid = _gettid()
-        self.dir = tempfile.mkdtemp(prefix="mmlab-conform-", dir=file_dir())
+        self.dir = dir  # the parent's: it removes the directory even if this process is killed
         self.files: list[Any] = []
         self.maps: dict[int, int] = {}  # what is mapped, to undo on failure
 
@@ -597,7 +598,6 @@ class RealSide(Side):
         self.steps.append(st)
 
     def close(self) -> None:
-        import shutil
         for a, n in list(self.maps.items()):
             try:
                 self.lib.munmap(a, n)
@@ -606,7 +606,6 @@ class RealSide(Side):
         self.maps.clear()
         for f in self.files:
             f.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _gettid() -> int:
@@ -614,7 +613,7 @@ def _gettid() -> int:
     return threading.get_native_id()
 
 
-def child_main(names: Sequence[str]) -> int:
+def child_main(dir: str, names: Sequence[str]) -> int:
     """The conformance child: say "ready", wait for "go" (the parent's capture is on by then), run
     the entries, print one JSON line per entry, exit. Nothing else is written to stdout."""
     out = sys.stdout
@@ -625,7 +624,7 @@ def child_main(names: Sequence[str]) -> int:
     if sys.stdin.readline().strip() != "go":
         return 2
     for name in names:
-        side = RealSide()
+        side = RealSide(dir)
         res: dict[str, Any] = {"entry": name}
         try:
             CATALOGUE[name].run(side)
@@ -708,7 +707,8 @@ def run_real(entries: Sequence[Entry], progress: Optional[Callable[[str], None]]
             progress(", ".join(names))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in (_root(), env.get("PYTHONPATH", "")) if p])
-        proc = subprocess.Popen([sys.executable, "-m", "mmlab.real.conform", "--child", *names],
+        tmp = tempfile.mkdtemp(prefix="mmlab-conform-", dir=file_dir())
+        proc = subprocess.Popen([sys.executable, "-m", "mmlab.real.conform", "--child", tmp, *names],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
         try:
@@ -727,6 +727,7 @@ def run_real(entries: Sequence[Entry], progress: Optional[Callable[[str], None]]
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
         got = {}
         for ln in text.splitlines():
             d = json.loads(ln)
@@ -844,6 +845,6 @@ def conform(kernels: Sequence[str], entries: Sequence[Entry], real: Optional[dic
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "--child":
-        raise SystemExit(child_main(sys.argv[2:]))
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        raise SystemExit(child_main(sys.argv[2], sys.argv[3:]))
     raise SystemExit("mmlab.real.conform is a library; run `mmlab conform`")

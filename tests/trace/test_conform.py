@@ -303,3 +303,30 @@ def test_real_kernel_command_json(tracing: None, tmp_path: Path) -> None:
     shapes = {s["label"]: s["shape"] for s in doc["real"]["brk"]["steps"]}
     assert shapes["brk(+1M) under MCL_FUTURE"] == "W R" and shapes["brk(-1M) shrink"] == "W ↓R"
     assert any(r["verdict"] == "MISMATCH" for r in old["rows"])  # v3.7 populates brk under the write lock
+
+
+def test_an_interrupt_kills_the_child_and_removes_its_files(monkeypatch: pytest.MonkeyPatch, libc: Any) -> None:
+    import glob
+    import os
+
+    started: list[int] = []
+
+    class Interrupted:
+        def __init__(self, pid: int, **kw: Any) -> None:
+            started.append(pid)
+
+        def __enter__(self) -> None:
+            raise KeyboardInterrupt
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr("mmlab.trace.Capture", Interrupted)
+    before = set(glob.glob(os.path.join(C.file_dir(), "mmlab-conform-*")))
+    with pytest.raises(KeyboardInterrupt):
+        C.run_real(C.select(["populate-file"]))
+    [pid] = started
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: not left running, not a zombie
+    assert not os.path.exists(f"/proc/{pid}")
+    assert set(glob.glob(os.path.join(C.file_dir(), "mmlab-conform-*"))) <= before
