@@ -306,14 +306,17 @@ def test_real_kernel_command_json(tracing: None, tmp_path: Path) -> None:
 
 
 def test_an_interrupt_kills_the_child_and_removes_its_files(monkeypatch: pytest.MonkeyPatch, libc: Any) -> None:
-    import glob
     import os
 
     started: list[int] = []
+    dirs: list[str] = []
 
     class Interrupted:
         def __init__(self, pid: int, **kw: Any) -> None:
             started.append(pid)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:  # ... -m mmlab.real.conform --child DIR NAMES
+                argv = f.read().decode().split("\0")
+            dirs.append(argv[argv.index("--child") + 1])
 
         def __enter__(self) -> None:
             raise KeyboardInterrupt
@@ -322,11 +325,11 @@ def test_an_interrupt_kills_the_child_and_removes_its_files(monkeypatch: pytest.
             pass
 
     monkeypatch.setattr("mmlab.trace.Capture", Interrupted)
-    before = set(glob.glob(os.path.join(C.file_dir(), "mmlab-conform-*")))
     with pytest.raises(KeyboardInterrupt):
         C.run_real(C.select(["populate-file"]))
     [pid] = started
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped: not left running, not a zombie
     assert not os.path.exists(f"/proc/{pid}")
-    assert set(glob.glob(os.path.join(C.file_dir(), "mmlab-conform-*"))) <= before
+    [d] = dirs
+    assert d.startswith(C.file_dir()) and not os.path.exists(d)
