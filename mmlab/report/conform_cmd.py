@@ -30,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Exit status: 0 every call agrees with v6.18 (or is a listed difference); 1 an unexplained "
         "mismatch or an error (a call not seen in the trace, lost events) in the v6.18 table; 2 bad "
         "arguments or tracing unavailable. Examples: `mmlab conform`, `mmlab conform --entry munmap,brk`, "
-        "`mmlab conform --kernel v6.18,v3.7,v6.18+munmap_downgrade=off`.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "`mmlab conform --kernel v6.18,v3.7,v6.18+munmap_downgrade=off`.")
     p.add_argument("--kernel", default="v6.18",
                    help="comma-separated profiles to compare (default v6.18); only plain v6.18 sets the exit "
                    "status, the others (v3.7, v3.9-rc1, v3.9, bounded, any spec with switches) are reports")
