@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "conform", help="lock-protocol conformance: each call's mmap_lock sequence, real kernel vs model",
         description="Run a catalogue of mm calls (MAP_POPULATE of anonymous, shared and file memory, "
         "MAP_LOCKED, mlock, mlockall then mmap, munmap, mremap of a locked vma, madvise populate and "
-        "DONTNEED, mprotect, a cold file populate, remap_file_pages, brk under MCL_FUTURE) on this "
+        "DONTNEED, mprotect, a cold file populate, remap_file_pages, brk under MCL_FUTURE, user page faults) on this "
         "machine's kernel, traced through its mmap_lock tracepoints (needs root and tracefs), and on a "
         "model profile. Each call's lock sequence is normalised (W = write hold, R = read hold, ↓R = "
         "downgrade_write, R✗ = failed trylock, ×k = k holds in a row, — = mmap_lock not taken) and "
