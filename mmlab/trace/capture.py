@@ -86,7 +86,8 @@ class Capture:
 
     def __init__(self, pid: Optional[int] = None, buffer_kb: int = 4096, syscalls: bool = True,
                  faults: bool = True, name: str = "capture", tids: Optional[Iterable[int]] = None,
-                 parse_live: Optional[bool] = None, extra_events: Iterable[str] = ()) -> None:
+                 parse_live: Optional[bool] = None, extra_events: Iterable[str] = (),
+                 keep_text: bool = False) -> None:
         if buffer_kb < 4:
             raise ValueError("buffer_kb must be at least 4")
         self.pid = os.getpid() if pid is None else int(pid)
@@ -98,7 +99,8 @@ class Capture:
         self.tids = list(tids) if tids is not None else None
         self.parse_live = (not self.own) if parse_live is None else parse_live
         self.extra_events = list(extra_events)
-        self.instance: Optional[Instance] = None
+        self.keep_text = keep_text
+        self.text: list[bytes] = []  # the raw trace_pipe text, with keep_text        self.instance: Optional[Instance] = None
         self.enabled: list[str] = []
         self.trace: Optional[Trace] = None
         self.parser = Parser()
@@ -113,6 +115,7 @@ class Capture:
         self.t_start_ns = -1
         self.t_stop_ns = -1
         self.bytes_read = 0
+        self.reader_cpu_ns = 0  # the reader thread's CPU time (reading, and parsing when live)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Capture":
@@ -216,6 +219,8 @@ class Capture:
     # ------------------------------------------------------------------ the reader
     def _feed(self, data: bytes, final: bool = False) -> None:
         self.bytes_read += len(data)
+        if self.keep_text and not final:
+            self.text.append(data)
         if not self.parse_live:
             self._chunks.append(data)
             return
@@ -246,3 +251,5 @@ class Capture:
                 poll.poll(50)
         except BaseException as e:  # noqa: BLE001 - reported by stop()
             self._error = e
+        finally:
+            self.reader_cpu_ns = time.thread_time_ns()
