@@ -121,11 +121,11 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
             os.waitpid(pid, 0)
             raise
         t0 = time.monotonic()
-        os.write(w, b"x")
-        os.close(w)
-        print(f"mmlab trace: tracing {' '.join(cmd)} (pid {pid}) in {cap.instance.name if cap.instance else '?'}",
-              file=sys.stderr)
         try:
+            os.write(w, b"x")
+            os.close(w)
+            print(f"mmlab trace: tracing {' '.join(cmd)} (pid {pid}) in "
+                  f"{cap.instance.name if cap.instance else '?'}", file=sys.stderr, flush=True)
             _, ws = os.waitpid(pid, 0)
             status = _status(ws)
         except KeyboardInterrupt:
@@ -176,13 +176,13 @@ def _run_pid(args: argparse.Namespace) -> int:
     try:
         cap.start()
         t0 = time.monotonic()
-        print(f"mmlab trace: tracing {comm} (pid {pid}) "
-              f"{'for %g s' % args.duration if args.duration else 'until it exits'}; Ctrl-C stops",
-              file=sys.stderr)
-        poll = select.poll()
-        poll.register(pfd, select.POLLIN)
-        end = t0 + args.duration if args.duration else None
         try:
+            print(f"mmlab trace: tracing {comm} (pid {pid}) "
+                  f"{'for %g s' % args.duration if args.duration else 'until it exits'}; Ctrl-C stops",
+                  file=sys.stderr, flush=True)
+            poll = select.poll()
+            poll.register(pfd, select.POLLIN)
+            end = t0 + args.duration if args.duration else None
             while True:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
