@@ -236,13 +236,21 @@ def _holder_lines(w) -> list[str]:  # type: ignore[no-untyped-def]
                    f"(asked {q.since_us / 1e3:.1f} ms earlier)")
     if not w.holders:
         out.append("      held by: nobody seen (a holder outside the traced threads, or the lock being handed over)")
-    for h in w.holders[:4]:
+    by: dict[int, list] = {}
+    for h in w.holders:  # already longest overlap first
+        by.setdefault(h.tid, []).append(h)
+    for hs in list(by.values())[:4]:
+        h = hs[0]
         held = f"held {_fmt_us(h.held_us)}" if h.held_us >= 0 else "still held at the end"
         how = " after a downgrade" if h.how == "downgrade" else ""
+        more = ""
+        if len(hs) > 1:
+            more = (f" (+{len(hs) - 1} more holds by this thread during the wait, "
+                    f"{_fmt_us(sum(x.overlap_us for x in hs))} in all)")
         out.append(f"      held by {h.name}:{h.tid} ({'write' if h.mode == 'W' else 'read'}{how}) in {h.call}: "
-                   f"{held}, {_fmt_us(h.overlap_us)} of it during this wait")
-    if len(w.holders) > 4:
-        out.append(f"      ... and {len(w.holders) - 4} more holders")
+                   f"{held}, {_fmt_us(h.overlap_us)} of it during this wait{more}")
+    if len(by) > 4:
+        out.append(f"      ... and {len(by) - 4} more threads held it")
     return out
 
 
@@ -260,10 +268,10 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
     acq = tr.counts.get("mmap_lock_acquire_returned", 0)
     con.print(f"mmlab trace: {what}: {elapsed:.2f} s, {tr.events:,} events "
               f"({acq:,} mmap_lock acquisitions, {len(tr.calls):,} mm calls, {len(tr.faults):,} user faults), "
-              f"lost {tr.lost:,}", markup=False)
+              f"lost {tr.lost:,}", markup=False, soft_wrap=True)
     if tr.lost:
         con.print(f"WARNING: {tr.lost:,} events lost (per CPU: {tr.lost_per_cpu}); waits may be missing or "
-                  f"mismatched: raise --buffer-kb", markup=False, style="bold red")
+                  f"mismatched: raise --buffer-kb", markup=False, style="bold red", soft_wrap=True)
     t = Table(title="mmap_lock waits per thread (start_locking -> acquire_returned)", title_justify="left")
     for c in ("thread", "tid", "waits", "p50", "p99", "max", "total wait", "held", "failed trylock", "downgrades"):
         t.add_column(c, justify="left" if c == "thread" else "right", no_wrap=c == "thread")
@@ -272,9 +280,9 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
                   _fmt_us(s.total_wait_us), _fmt_us(s.held_us), str(s.failed_trylocks), str(s.downgrades))
     con.print(t)
     for line in report_lines(tr, an, what, elapsed):
-        con.print(line, markup=False)
+        con.print(line, markup=False, soft_wrap=True)
     if exit_status is not None:
-        con.print(f"\n{what.split(' (pid')[0]} exited with status {exit_status}", markup=False)
+        con.print(f"\n{what.split(' (pid')[0]} exited with status {exit_status}", markup=False, soft_wrap=True)
     if args.json:
         d = an.as_dict()
         d.update({"target": what, "elapsed_s": round(elapsed, 3), "exit_status": exit_status,

@@ -59,12 +59,14 @@ class Wait:
     holders: list[Holder] = field(default_factory=list)
     queued_behind: list[Holder] = field(default_factory=list)  # writers waiting ahead of a reader
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, max_holders: int = 20) -> dict[str, object]:
+        """JSON: the *max_holders* holders with the longest overlap (``holders_total`` counts all)."""
         return {"waiter": {"tid": self.tid, "name": self.name, "mode": self.mode, "call": self.call,
                            "call_id": self.call_id},
                 "wait_us": round(self.wait_us, 1), "req_ns": self.req_ns,
                 "holders": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in asdict(h).items()}
-                            for h in self.holders],
+                            for h in self.holders[:max_holders]],
+                "holders_total": len(self.holders),
                 "queued_behind": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in asdict(h).items()}
                                   for h in self.queued_behind]}
 
