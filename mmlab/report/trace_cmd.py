@@ -9,8 +9,8 @@ reader queued behind a waiting writer is named as such. Waits are start_locking 
 on the waiting thread (microsecond resolution: the trace text's).
 
 Exit status: CMD's own (128+N when a signal N killed it); 0 for --pid; 2 bad arguments or tracing
-unavailable (nothing run); 130 on Ctrl-C (the report of what was captured is still printed, the
-tracing instance is removed).
+unavailable (nothing run); 130 on Ctrl-C, 143 on SIGTERM (the report of what was captured is still
+printed, the tracing instance is removed).
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, taken the way Ctrl-C is (the capture is stopped and its instance removed)."""
+
+
+def _on_term(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def _bad(msg: str) -> int:
     print(f"mmlab trace: error: {msg}", file=sys.stderr)
     return 2
@@ -81,9 +89,13 @@ def run(args: argparse.Namespace) -> int:
     why = unavailable_reason()
     if why:
         return _bad(f"tracing unavailable: {why}")
-    if cmd:
-        return _run_cmd(args, cmd)
-    return _run_pid(args)
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        if cmd:
+            return _run_cmd(args, cmd)
+        return _run_pid(args)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _status(ws: int) -> int:
@@ -112,7 +124,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     os.close(r)
     cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
     status: Optional[int] = None
-    interrupted = False
+    interrupted = 0
     try:
         try:
             cap.start()
@@ -128,8 +140,13 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
                   f"{cap.instance.name if cap.instance else '?'}", file=sys.stderr, flush=True)
             _, ws = os.waitpid(pid, 0)
             status = _status(ws)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = 143 if isinstance(e, _Terminated) else 130
+            if isinstance(e, _Terminated):  # Ctrl-C reached the whole process group; SIGTERM only us
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             status = _reap(pid)
         elapsed = time.monotonic() - t0
     finally:
@@ -137,7 +154,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     assert tr is not None
     _report(args, tr, f"{' '.join(cmd)} (pid {pid})", elapsed, exit_status=status)
     if interrupted:
-        return 130
+        return interrupted
     return status if status is not None else 1
 
 
@@ -170,7 +187,7 @@ def _run_pid(args: argparse.Namespace) -> int:
         return _bad(f"no process {pid}")
     pfd = os.pidfd_open(pid)
     cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
-    interrupted = False
+    interrupted = 0
     gone = False
     t0 = time.monotonic()
     try:
@@ -190,14 +207,14 @@ def _run_pid(args: argparse.Namespace) -> int:
                 if poll.poll(500 if left is None else min(500, max(1, int(left * 1000)))):
                     gone = True
                     break
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = 143 if isinstance(e, _Terminated) else 130
     finally:
         tr = cap.stop()
         os.close(pfd)
     assert tr is not None
     _report(args, tr, f"{comm} (pid {pid}){' (exited)' if gone else ''}", time.monotonic() - t0)
-    return 130 if interrupted else 0
+    return interrupted
 
 
 def _fmt_us(us: float) -> str:

@@ -131,3 +131,19 @@ def test_acceptance_populate_stalls_the_looping_thread(tracing: None, prog: str,
     perf = _perf_counts(prog)
     for e in COUNTED:
         assert abs(d["counts"][e] - perf[e]) <= 0.03 * perf[e], (e, d["counts"][e], perf[e])
+
+
+def test_sigterm_exits_143_and_cleans_up(tracing: None) -> None:
+    p = subprocess.Popen([sys.executable, "-m", "mmlab", "trace", "--", "sleep", "60"], stderr=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        assert p.stderr is not None
+        assert "tracing sleep 60" in p.stderr.readline()
+        p.terminate()
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143 and "exited with status 143" in out
+    _no_instance_of(p.pid)
