@@ -1,22 +1,22 @@
-"""Benchmarks of mmlab.trace: what tracing costs a busy mm loop, and how fast the text parses.
+"""Benchmarks of mmlab.trace: what tracing costs a busy mm loop, and how fast the events parse.
 
-* ``trace.loop_*``: one-page mmap+munmap pairs (real kernel, ctypes), untraced and then inside a
-  Capture of this process, alternating in rounds; CPU time of the looping thread, which is what the
-  traced program pays (the tracepoints run in its syscalls). The goal is on that ratio.
-* ``trace.reader``: the tracer's own cost on its reader thread (another CPU): draining trace_pipe,
-  where the kernel formats every event as text (about 1.7 us a line measured here). The total
-  ratios add it (``total_ratio``), and parsing the events into records afterwards
-  (``total_ratio_parsed``). Reading trace_pipe_raw (binary) instead would remove most of it.
-* ``trace.parse``: text captured from the same loop (or, where tracing is unavailable, a line
+* ``trace.loop_*``: one-page mmap+munmap pairs (real kernel, ctypes), untraced, then inside a
+  Capture of this process read as binary pages (the default), then inside one read as text,
+  alternating in rounds. CPU time: the looping thread's (the tracepoints run in its syscalls) plus
+  the reader thread's (draining the buffers, on another CPU); the goal is on that sum, binary.
+  ``*_parsed`` adds parsing the events and building the records afterwards.
+* ``trace.reader_text``: the text reader's cost: the kernel formats every event as a line of
+  trace_pipe text (about 1.7 us a line measured here), which the binary reader does not pay.
+* ``trace.parse``: trace_pipe text from the same loop (or, where tracing is unavailable, a line
   sample the kernel printed), decoded, split and parsed into events, in events per CPU second;
-  ``trace.build``: those events into lock and call records.
+  ``trace.parse_raw`` the same events from the binary pages; ``trace.build`` events -> records.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-
+from typing import Any
 
 from mmlab.bench.libc import RealMM, real_unavailable
 from mmlab.bench.registry import Goal, Row, Run, benchmark
@@ -54,19 +54,37 @@ def _pairs(real: RealMM, n: int) -> None:
         rmunmap(rmmap(None, PAGE_SIZE, RW, FLAGS, -1, 0), PAGE_SIZE)
 
 
-@benchmark("trace", "mmlab.trace: a traced one-page mmap+munmap loop vs the untraced loop; trace_pipe text parse rate", rows=[
+def _traced(real: RealMM, n: int, raw: bool) -> tuple[int, int, int, Any]:
+    """(loop CPU ns, reader CPU ns, parse+build CPU ns, the capture) for *n* pairs."""
+    from mmlab.trace import Capture
+    cap = Capture(buffer_kb=8192, name="bench", keep_text=True, faults=False, raw=raw).start()
+    try:
+        t0 = cpu_ns()
+        _pairs(real, n)
+        t = cpu_ns() - t0
+    finally:
+        p0 = cpu_ns()
+        tr = cap.stop()
+        p = cpu_ns() - p0
+    if tr is None or tr.lost or len(tr.calls) < 2 * n:
+        raise RuntimeError(f"the traced loop was not captured whole: {tr.summary() if tr else None}")
+    return t, cap.reader_cpu_ns, p, cap
+
+
+@benchmark("trace", "mmlab.trace: a traced one-page mmap+munmap loop vs the untraced loop; parse rates", rows=[
     Row("trace.loop_untraced", "us/pair", None, "the loop, no tracing (thread CPU)"),
-    Row("trace.loop_traced", "us/pair", None, "the loop inside a Capture (thread CPU)"),
-    Row("trace.loop_ratio", "x", Goal("<=", 2), "traced / untraced loop, median of the rounds"),
-    Row("trace.reader", "us/pair", None, "the reader thread draining trace_pipe (text formatted by the kernel)"),
-    Row("trace.total_ratio", "x", None, "(traced loop + reader) / untraced loop"),
-    Row("trace.total_ratio_parsed", "x", None, "(traced loop + reader + parse and build) / untraced loop"),
+    Row("trace.loop_traced", "us/pair", None, "inside a Capture (binary): loop thread + reader thread CPU"),
+    Row("trace.loop_ratio", "x", Goal("<=", 2), "traced (loop + reader) / untraced, median of the rounds"),
+    Row("trace.loop_ratio_parsed", "x", None, "traced + parsing and building the records / untraced"),
+    Row("trace.loop_text_ratio", "x", None, "the same with the text reader (trace_pipe)"),
+    Row("trace.reader_text", "us/pair", None, "the text reader's thread: the kernel formats each event"),
     Row("trace.parse", "events/s", Goal(">=", 300_000), "trace_pipe text -> events (decode, split, parse; CPU time)"),
+    Row("trace.parse_raw", "events/s", None, "trace_pipe_raw pages -> the same events (CPU time)"),
     Row("trace.build", "events/s", None, "events -> lock and call records (CPU time)"),
 ], available=real_unavailable)
 def _trace(quick: bool) -> Run:
-    from mmlab.trace import Capture
     from mmlab.trace.parse import Parser
+    from mmlab.trace.raw import RawParser
     from mmlab.trace.records import build_trace
 
     n = 2_000 if quick else 5_000
@@ -78,37 +96,30 @@ def _trace(quick: bool) -> Run:
     def step() -> dict[str, float]:
         nonlocal text
         out: dict[str, float] = {}
+        pages: list[bytes] = []
+        table = None
         if not why:
-            ratios, totals, parsed, un, tr_, rd = [], [], [], [], [], []
+            un, tr_, ratios, parsed, text_ratios, text_reader = [], [], [], [], [], []
             for _ in range(ROUNDS):
                 t0 = cpu_ns()
                 _pairs(real, n)
                 u = cpu_ns() - t0
-                cap = Capture(buffer_kb=8192, name="bench", keep_text=True, faults=False).start()
-                try:
-                    t0 = cpu_ns()
-                    _pairs(real, n)
-                    t = cpu_ns() - t0
-                finally:
-                    p0 = cpu_ns()
-                    tr = cap.stop()
-                    p = cpu_ns() - p0
-                if tr is None or tr.lost or len(tr.calls) < 2 * n:
-                    raise RuntimeError(f"the traced loop was not captured whole: {tr.summary() if tr else None}")
-                r = cap.reader_cpu_ns
+                t, r, p, cap = _traced(real, n, raw=True)
+                pages, table = cap.text, cap.parser.table
+                tt, tr_text, _, tcap = _traced(real, n, raw=False)
+                text = b"".join(tcap.text).decode()
                 un.append(u)
-                tr_.append(t)
-                rd.append(r)
-                ratios.append(t / u)
-                totals.append((t + r) / u)
+                tr_.append(t + r)
+                ratios.append((t + r) / u)
                 parsed.append((t + r + p) / u)
-                text = b"".join(cap.text).decode()
+                text_ratios.append((tt + tr_text) / u)
+                text_reader.append(tr_text)
             out.update({"trace.loop_untraced": statistics.median(un) / n / 1e3,
                         "trace.loop_traced": statistics.median(tr_) / n / 1e3,
                         "trace.loop_ratio": statistics.median(ratios),
-                        "trace.reader": statistics.median(rd) / n / 1e3,
-                        "trace.total_ratio": statistics.median(totals),
-                        "trace.total_ratio_parsed": statistics.median(parsed)})
+                        "trace.loop_ratio_parsed": statistics.median(parsed),
+                        "trace.loop_text_ratio": statistics.median(text_ratios),
+                        "trace.reader_text": statistics.median(text_reader) / n / 1e3})
         data = text.encode()
         t0 = cpu_ns()
         p = Parser()
@@ -120,9 +131,15 @@ def _trace(quick: bool) -> Run:
             raise RuntimeError(f"the parser could not read the text: {p.bad_examples}")
         out["trace.parse"] = len(p.events) / ((t1 - t0) / 1e9)
         out["trace.build"] = len(p.events) / ((t2 - t1) / 1e9)
+        if pages and table is not None:
+            rp = RawParser(table)
+            t0 = cpu_ns()
+            for pg in pages:
+                rp.feed_page(pg)
+            t1 = cpu_ns()
+            if rp.bad or len(rp.events) < len(p.events) // 2:
+                raise RuntimeError(f"the binary reader lost events: {len(rp.events)} vs {len(p.events)} from text")
+            out["trace.parse_raw"] = len(rp.events) / ((t1 - t0) / 1e9)
         return out
 
     return Run(step, notes=[f"tracing unavailable ({why}): parse rate from a kernel-printed sample"] if why else [])
-
-
-
