@@ -638,8 +638,8 @@ def child_main(dir: str, names: Sequence[str]) -> int:
     return 0
 
 
-# the trace's text timestamps have microsecond resolution: a call record's enter may read up to
-# 1 µs before the monotonic stamp taken just before the call
+# the trace's timestamps may have microsecond resolution (the text reader): a call record's enter
+# may then read up to 1 µs before the monotonic stamp taken just before the call
 _SLACK_NS = 2_000
 
 
