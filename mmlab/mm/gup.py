@@ -40,7 +40,7 @@ from mmlab.mm.vma import Origin, Vma, anon_vma_prepare
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM, CallInfo
 
-__all__ = ["mm_populate", "populate_range_locked", "populate_marks", "note_replaced", "POPULATE_CHUNK"]
+__all__ = ["mm_populate", "populate_range_locked", "populate_marks", "mark_at", "note_replaced", "POPULATE_CHUNK"]
 
 POPULATE_CHUNK = 512  # pages faulted per step: one page table, the unit of cost pacing
 
@@ -151,7 +151,8 @@ def note_replaced(call: "CallInfo", origin: Optional[Origin], mark: int, pages: 
         r[4] += pages
 
 
-def _mark_at(spans: list[tuple[int, int, int, Optional[Origin]]], addr: int) -> tuple[int, Optional[Origin]]:
+def mark_at(spans: list[tuple[int, int, int, Optional[Origin]]], addr: int) -> tuple[int, Optional[Origin]]:
+    """The grade bits and origin of *addr* in :func:`populate_marks` spans."""
     for s, e, m, o in spans:
         if s <= addr < e:
             return m, o
@@ -274,7 +275,7 @@ def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, 
     spans = populate_marks(mm, call, start, end)
     addr = start
     while addr < end:
-        mark, origin = _mark_at(spans, addr)
+        mark, origin = mark_at(spans, addr)
         try:
             r = handle_mm_fault(mm, vma, addr, write, call.call_id, task, populate=True,
                                 unlock=_unlock if allow_retry else None, mark=mark)
