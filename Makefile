@@ -47,9 +47,11 @@ test-pythons:
 	  venv=$(VENV)-$$v; \
 	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    echo "test-pythons: $$v: making $$venv with $$py"; \
-	    if ! { "$$py" -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip && \
-	           $$venv/bin/python -m pip install -q -e '.[dev,plot]' && touch $$venv/.installed; }; then \
-	      echo "test-pythons: $$v FAILED: could not set up $$venv"; failed="$$failed $$v"; continue; \
+	    if ! { "$$py" -m venv $$venv && $$venv/bin/python -m pip install -q --upgrade pip >$$venv/pip.log 2>&1 && \
+	           $$venv/bin/python -m pip install -q -e '.[dev,plot]' >>$$venv/pip.log 2>&1 && touch $$venv/.installed; }; then \
+	      tail -n 20 $$venv/pip.log 2>/dev/null; \
+	      echo "test-pythons: $$v FAILED: could not set up $$venv (pip's output: $$venv/pip.log)"; \
+	      failed="$$failed $$v"; continue; \
 	    fi; \
 	  fi; \
 	  echo "test-pythons: $$v: $$($$venv/bin/python -V) -m pytest -q -n 2 tests"; \
