@@ -138,7 +138,8 @@ def populate_marks(mm: "MM", call: "CallInfo", start: int, end: int) -> list[tup
 
 def note_replaced(call: "CallInfo", origin: Optional[Origin], mark: int, pages: int) -> None:
     """Count *pages* that *call* populated into a mapping it did not ask for (*mark* non-zero),
-    with that mapping's origin as it was then: the oracle reports them even after an unmap."""
+    with that mapping's origin as it was then: the oracle's findings name the mapping by it, even
+    after the origin was replaced or moved (CallView.replaced)."""
     d = call.replaced
     if d is None:
         d = call.replaced = {}
