@@ -36,18 +36,20 @@ def record(h: HdrHistogram, value_ns: int, interval_ns: Optional[int] = None) ->
 
 
 def summarize(h: HdrHistogram, exact_max_ns: Optional[int] = None) -> dict[str, float]:
-    """count, p50/p99/p99.9 and max in microseconds (max exact when given)."""
+    """count, p50/p99/p99.9 and max in microseconds (max exact when given).
+
+    A percentile is the highest value of its bucket (about 0.5 us for the bucket of 0 ns), so
+    with an exact max it is capped at that max: no percentile exceeds the largest sample (a
+    victim whose waits were all 0 ns has p50 = p99.9 = max = 0, not 0.511 us over a max of 0)."""
     n = h.get_total_count()
     if not n:
         return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0}
     mx = exact_max_ns if exact_max_ns is not None else h.get_max_value()
-    return {
-        "count": n,
-        "p50_us": h.get_value_at_percentile(50.0) / 1e3,
-        "p99_us": h.get_value_at_percentile(99.0) / 1e3,
-        "p999_us": h.get_value_at_percentile(99.9) / 1e3,
-        "max_us": mx / 1e3,
-    }
+
+    def pct(p: float) -> float:
+        v = h.get_value_at_percentile(p)
+        return (min(v, mx) if exact_max_ns is not None else v) / 1e3
+    return {"count": n, "p50_us": pct(50.0), "p99_us": pct(99.0), "p999_us": pct(99.9), "max_us": mx / 1e3}
 
 
 def decode(blob: bytes | str) -> HdrHistogram:
