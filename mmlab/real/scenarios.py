@@ -810,8 +810,9 @@ def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, 
             if st.file is not None:
                 t.close_file(st.file)
     hits = ev.window_hits(marks)
+    overlaps = sum(m.t0 <= m.r0 <= m.t1 for m in marks)
     return {"kernel": t.name, "populator": pop.name, "racer": racer.name, "size_bytes": size, "rounds": rounds,
-            "window_hits": sum(hits), "timing": ev.label, "outcomes": out, "errors": errors, "wrong_pages": wrong,
+            "window_hits": sum(hits), "overlaps": overlaps, "timing": ev.label, "outcomes": out, "errors": errors, "wrong_pages": wrong,
             "own_pages": own, "first_forbidden": first_forbidden, "populate_ms": (est_ns or 0) / 1e6,
             "waits": ev.racer_waits(marks), "timing_note": ev.note, "lost_events": getattr(ev, "lost", 0)}
 

@@ -41,12 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
     from mmlab.kernels import parse_kernels
     from mmlab.real import scenarios as S
 
-    con = Console()
+    con = console()
     try:
         kernels = [k.name for k in parse_kernels(args.kernel)]
         if args.quick:

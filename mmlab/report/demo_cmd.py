@@ -71,7 +71,7 @@ def demo_once(kernel: str, size_mib: int, time_scale: float) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     try:
@@ -85,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     for k in kernels:
         r = demo_once(k.name, args.size, args.time_scale)
         t.add_row(k.name, f"{r['populate']:.1f}", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
-    Console().print(t)
+    console().print(t)
     return 0
