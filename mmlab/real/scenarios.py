@@ -646,34 +646,16 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
 
 
 def judge(kernel: str, populator: str, op: str, sizes: list[int], worst_us: list[float],
-          populate_us: list[float], floor_us: float) -> dict[str, Any]:
-    """Bounded or unbounded, from how the worst wait grows with the size. Uses the verdict of
-    ``mmlab latency`` (mmlab.harness.verdict) where it is installed; until then the same rule:
-    unbounded iff the log-log slope of the worst wait against size is >= 0.5, the growth is at
-    least sqrt(size ratio), and the worst wait is at least a quarter of the populate time."""
-    try:
-        from mmlab.harness.verdict import judge as latency_judge  # type: ignore[import-not-found]
-    except ImportError:
-        latency_judge = None
-    if latency_judge is not None:
-        v = latency_judge(kernel, populator, op, sizes, worst_us, populate_us, floor_us)
-        return {"kernel": kernel, "populator": populator, "op": op, "growth": v.growth, "slope": v.slope,
-                "bounded": v.bounded, "why": v.why, "worst_us": worst_us}
-    import math
-    floor = max(floor_us, 1.0)
-    w = [max(x, floor) for x in worst_us]
-    lx = [math.log(s) for s in sizes]
-    ly = [math.log(x) for x in w]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    den = sum((x - mx) ** 2 for x in lx) or 1.0
-    slope = sum((x - mx) * (y - my) for x, y in zip(lx, ly)) / den
-    growth = w[-1] / w[0]
-    share = worst_us[-1] / populate_us[-1] if populate_us[-1] > 0 else 0.0
-    unbounded = slope >= 0.5 and growth >= (sizes[-1] / sizes[0]) ** 0.5 and share >= 0.25
-    why = (f"x{growth:.1f} over x{sizes[-1] / sizes[0]:.0f} size, slope {slope:.2f}, "
-           f"{share:.0%} of the populate")
-    return {"kernel": kernel, "populator": populator, "op": op, "growth": growth, "slope": slope,
-            "bounded": not unbounded, "why": why, "worst_us": worst_us}
+          populate_us: list[float], floor: dict[str, float]) -> dict[str, Any]:
+    """Bounded or unbounded: ``mmlab latency``'s verdict (mmlab.harness.verdict.judge), with the
+    same noise-floor rule -- the floor's median wait (*floor*'s ``p50_us``) is the clamp; its p99
+    and maximum are only reported -- on the real kernel and on every model profile alike."""
+    from mmlab.harness.verdict import judge as latency_judge
+    v = latency_judge(kernel, populator, op, sizes, worst_us, populate_us, floor.get("p50_us", 0.0),
+                      floor.get("p99_us", 0.0), floor.get("max_us", 0.0))
+    return {"kernel": kernel, "populator": populator, "op": op, "growth": v.growth, "slope": v.slope,
+            "share": v.share, "bounded": v.bounded, "why": v.why, "worst_us": worst_us, "floor_us": v.floor_us,
+            "noise_p99_us": v.noise_p99_us}
 
 
 def verdicts(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str, Any]]:
@@ -688,10 +670,9 @@ def verdicts(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str
         for op in VERDICT_OPS:
             if not all(r["victim"].get(op, {}).get("count") for r in rs):
                 continue  # no samples inside some populate: no evidence either way
-            fl = floor["victim"].get(op, {}).get("p999_us", 1.0)
             out.append(judge(kernel, popname, op, [r["size_bytes"] for r in rs],
                              [r["victim"][op].get("worst_us", r["victim"][op]["max_us"]) for r in rs],
-                             [r["populate_ms"] * 1000 for r in rs], fl))
+                             [r["populate_ms"] * 1000 for r in rs], floor["victim"].get(op, {})))
     return out
 
 
