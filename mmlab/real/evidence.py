@@ -87,10 +87,20 @@ class Evidence:
 
     def rounds(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         """Per round: (the populating call, the racer's calls, the lock records of both)."""
+        key = tuple(id(m) for m in marks)
+        if getattr(self, "_key", None) != key:
+            self._key, self._rounds = key, self._collect(marks)
+        return self._rounds
+
+    def _collect(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         raise NotImplementedError
 
     def window_hits(self, marks: Sequence["RoundMarks"]) -> list[bool]:
         return [pc is not None and window_hit(pc, rc, locks) for pc, rc, locks in self.rounds(marks)]
+
+    def missing(self, marks: Sequence["RoundMarks"]) -> int:
+        """Rounds whose populating call is not in the records (lost events): their hits are unknown."""
+        return sum(pc is None for pc, _, _ in self.rounds(marks)) if self.label != "wall" else 0
 
     def racer_waits(self, marks: Sequence["RoundMarks"]) -> dict[str, Any]:
         """The racer's wall time around its call(s) and, with lock records, its longest wait for
@@ -117,7 +127,7 @@ class WallEvidence(Evidence):
     def window_hits(self, marks: Sequence["RoundMarks"]) -> list[bool]:
         return [m.t0 <= m.r0 and 0 < m.r1 <= m.t1 for m in marks]
 
-    def rounds(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
+    def _collect(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         return [(None, [], []) for _ in marks]
 
 
@@ -133,7 +143,7 @@ class ModelEvidence(Evidence):
     def __init__(self, mm: Any) -> None:
         self.mm = mm
 
-    def rounds(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
+    def _collect(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         calls = list(self.mm.call_history)
         locks = [LockRec(r.call_id, r.mode, r.req_ns, r.acq_ns, r.rel_ns) for r in list(self.mm.mmap_sem.history)]
         out = []
@@ -166,7 +176,7 @@ class TracedEvidence(Evidence):
         self.trace = cap.trace
         self.lost = int(getattr(self.trace, "lost", 0) or 0)
 
-    def rounds(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
+    def _collect(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         tr = self.trace
         if tr is None:
             return [(None, [], []) for _ in marks]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from mmlab.clock import DEFAULT_COSTS, Costs, RealClock
+from mmlab.harness.race import Aim
 from mmlab.real.evidence import Evidence, ModelEvidence, TracedEvidence, WallEvidence, trace_unavailable
 from mmlab.current import current, set_task_name
 from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_NORESERVE, MAP_POPULATE,
@@ -744,7 +745,9 @@ def grade(t: Target, st: PopState, racer: Racer) -> tuple[str, int, int]:
 
 def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, seed: int) -> dict[str, Any]:
     """*rounds* populates of *size* while a racer replaces (or mprotects) the range at a seeded
-    random moment inside the populate window (round 0 only measures that window). Each round is
+    random moment in the first 90% of the populating call, aimed as the model's race aims
+    (mmlab.harness.race.Aim: a moving average of the call's duration, seeded by round 0, which
+    only measures it). Each round is
     graded by :func:`grade`; one that did not set up what it tests is ERROR. Window hits come from
     lock records where the target has them (the model's own; the kernel's mmap_lock events when
     tracing is available) and from timing around the calls otherwise -- ``timing`` says which."""
@@ -760,15 +763,23 @@ def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, 
         st.target = base
         st.extra["donor_at"] = base + size + P
         est_ns: Optional[int] = None
+        aim: Optional[Aim] = None
         try:
-            for rnd in range(rounds + 1):
-                delay = rng.randrange(0, max(1, int(est_ns * 0.9))) if est_ns else 0
+            # round -1 warms up (memory the host took back is faulted in again, as the latency
+            # cell does), round 0 measures the call without a racer, rounds 1.. race
+            for rnd in range(-1, rounds + 1):
+                delay = rng.randrange(0, aim.window_ns) if aim is not None else 0
                 m, err, outcome = _race_round(t, pop, racer, st, rnd, delay)
-                if rnd == 0:
+                if aim is not None and not err:
+                    aim.update(m.t1 - m.t0)
+                if rnd == -1 and not err:
+                    continue
+                if rnd <= 0:
                     est_ns = m.t1 - m.t0
+                    aim = Aim(est_ns)
                     if err:  # the calibration populate failed: every round would
                         out["ERROR"] += rounds
-                        errors.append(f"round 0 (no racer): {err}")
+                        errors.append(f"round {rnd} (no racer): {err}")
                         break
                     continue
                 if err:
@@ -793,7 +804,7 @@ def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, 
     hits = ev.window_hits(marks)
     overlaps = sum(m.t0 <= m.r0 <= m.t1 for m in marks)
     return {"kernel": t.name, "populator": pop.name, "racer": racer.name, "size_bytes": size, "rounds": rounds,
-            "window_hits": sum(hits), "overlaps": overlaps, "timing": ev.label, "outcomes": out, "errors": errors, "wrong_pages": wrong,
+            "window_hits": sum(hits), "window_unknown": ev.missing(marks), "overlaps": overlaps, "timing": ev.label, "outcomes": out, "errors": errors, "wrong_pages": wrong,
             "own_pages": own, "first_forbidden": first_forbidden, "populate_ms": (est_ns or 0) / 1e6,
             "waits": ev.racer_waits(marks), "timing_note": ev.note, "lost_events": getattr(ev, "lost", 0)}
 
@@ -823,12 +834,12 @@ def _race_round(t: Target, pop: Pop, racer: Racer, st: PopState, rnd: int,
 
     try:
         pop.setup(t, st)
-        if rnd:
+        if rnd > 0:
             racer.prepare(t, st)
     except OSError as e:
         _race_teardown(t, pop, st)
         return m, f"setup: {e}", None
-    th = threading.Thread(target=racer_thread, name="racer", daemon=True) if rnd else None
+    th = threading.Thread(target=racer_thread, name="racer", daemon=True) if rnd > 0 else None
     ctx = current()  # the model records the populating call under the task name "populator"
     old_name, ctx.name = ctx.name, "populator"
     try:
@@ -859,7 +870,7 @@ def _race_round(t: Target, pop: Pop, racer: Racer, st: PopState, rnd: int,
             if not isinstance(e, OSError):
                 raise e
             return m, f"the racer's {racer.name} failed: {e}", None
-        if rnd == 0:
+        if rnd <= 0:
             return m, None, None
         try:
             return m, None, grade(t, st, racer)
