@@ -17,7 +17,6 @@ release. Three sources of lock records, one rule:
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
@@ -47,6 +46,16 @@ class LockRec:
     req_ns: int
     acq_ns: int
     rel_ns: int
+    tid: int = 0
+    call: str = ""  # the syscall's name, or "fault"
+
+    @property
+    def wait_ns(self) -> int:
+        return self.acq_ns - self.req_ns if self.acq_ns >= self.req_ns >= 0 else 0
+
+
+def _rec(r: Any) -> LockRec:
+    return LockRec(r.call_id, r.mode, r.req_ns, r.acq_ns, r.rel_ns, r.tid, r.call)
 
 
 @dataclass
@@ -102,6 +111,33 @@ class Evidence:
         """Rounds whose populating call is not in the records (lost events): their hits are unknown."""
         return sum(pc is None for pc, _, _ in self.rounds(marks)) if self.label != "wall" else 0
 
+    def lock_records(self) -> Optional[list[LockRec]]:
+        """Every mmap_lock acquisition recorded (None: this source has none)."""
+        return None
+
+    def call_waits(self, tids: dict[int, str], lo: int, hi: int) -> Optional[dict[str, list[int]]]:
+        """Per victim op: the mmap_lock wait (ns, summed over its acquisitions) of each call or
+        fault of the threads *tids* (tid -> "fault" for the reader, "writer") that asked for the
+        lock in [lo, hi]. None without lock records. A call that took no lock is not listed (a
+        per-VMA-lock fault): the caller counts it as a zero wait."""
+        recs = self.lock_records()
+        if recs is None:
+            return None
+        per_call: dict[tuple[int, int], tuple[str, int]] = {}
+        for r in recs:
+            role = tids.get(r.tid)
+            if role is None or not lo <= r.req_ns <= hi or r.acq_ns < 0:
+                continue
+            op = "fault" if r.call == "fault" else r.call
+            if (role == "fault") != (op == "fault"):
+                continue  # the reader's madvise on going round; the writer's own faults
+            k = (r.tid, r.call_id)
+            per_call[k] = (op, per_call.get(k, (op, 0))[1] + r.wait_ns)
+        out: dict[str, list[int]] = {}
+        for op, w in per_call.values():
+            out.setdefault(op, []).append(w)
+        return out
+
     def racer_waits(self, marks: Sequence["RoundMarks"]) -> dict[str, Any]:
         """The racer's wall time around its call(s) and, with lock records, its longest wait for
         mmap_lock, medians over rounds in us: the two side by side show how far apart they are."""
@@ -143,9 +179,12 @@ class ModelEvidence(Evidence):
     def __init__(self, mm: Any) -> None:
         self.mm = mm
 
+    def lock_records(self) -> Optional[list[LockRec]]:
+        return [_rec(r) for r in list(self.mm.mmap_sem.history)]
+
     def _collect(self, marks: Sequence["RoundMarks"]) -> list[tuple[Optional[CallRec], list[CallRec], list[LockRec]]]:
         calls = list(self.mm.call_history)
-        locks = [LockRec(r.call_id, r.mode, r.req_ns, r.acq_ns, r.rel_ns) for r in list(self.mm.mmap_sem.history)]
+        locks = self.lock_records() or []
         out = []
         for m in marks:
             pcs = [c for c in calls if c.task == "populator" and _in(c.t_start, m.t0, m.t1)
@@ -163,15 +202,19 @@ class TracedEvidence(Evidence):
 
     label = "traced"
 
-    def __init__(self, name: str = "real") -> None:
+    def __init__(self, name: str = "real", faults: bool = False) -> None:
         self.name = name
+        self.faults = faults
         self.trace: Any = None
         self.lost = 0
+
+    def lock_records(self) -> Optional[list[LockRec]]:
+        return None if self.trace is None else [_rec(r) for r in self.trace.locks]
 
     @contextlib.contextmanager
     def around(self) -> Iterator["Evidence"]:
         from mmlab.trace import Capture
-        with Capture(pid=os.getpid(), syscalls=True, faults=False, name=self.name) as cap:
+        with Capture(pid=None, syscalls=True, faults=self.faults, name=self.name) as cap:
             yield self
         self.trace = cap.trace
         self.lost = int(getattr(self.trace, "lost", 0) or 0)
@@ -180,7 +223,7 @@ class TracedEvidence(Evidence):
         tr = self.trace
         if tr is None:
             return [(None, [], []) for _ in marks]
-        locks = [LockRec(r.call_id, r.mode, r.req_ns, r.acq_ns, r.rel_ns) for r in tr.locks]
+        locks = self.lock_records() or []
         out = []
         for m in marks:
             pcs = [c for c in tr.calls if c.tid == m.pop_tid and _in(c.enter_ns, m.t0, m.t1)

@@ -101,9 +101,12 @@ class Target:
     def after_mlockall(self) -> None:
         """mlockall(MCL_CURRENT) also locked the victims' region: unlock and empty it again."""
 
+    lock_waits = False  # latency verdicts from mmap_lock waits in lock records (else wall-clock)
+
     @contextlib.contextmanager
-    def evidence(self) -> Iterator["Evidence"]:
-        """Where window hits and lock waits come from for a cell on this target (evidence.py)."""
+    def evidence(self, faults: bool = False) -> Iterator["Evidence"]:
+        """Where window hits and lock waits come from for a cell on this target (evidence.py);
+        *faults*: lock records of user faults too (the latency cell's reader)."""
         yield WallEvidence()
 
     def close(self) -> None:
@@ -119,6 +122,7 @@ class RealTarget(Target):
         if timing not in ("auto", "wall"):
             raise ValueError(f"timing must be auto or wall, not {timing!r}")
         self.timing = timing
+        self._why_wall: Optional[str] = None
         self.mm = RealMM()
         self.name = "real"
         self.release = os.uname().release
@@ -180,12 +184,23 @@ class RealTarget(Target):
             self.mm.munlock(self.reader_base, READER_REGION)
             self.mm.madvise(self.reader_base, READER_REGION, MADV_DONTNEED)
 
+    @property
+    def lock_waits(self) -> bool:  # type: ignore[override]
+        return self.timing_note() is None
+
+    def timing_note(self) -> Optional[str]:
+        """None when the kernel's lock events are used, else why timing is wall-clock."""
+        if self._why_wall is None:
+            self._why_wall = ("timing around syscalls was asked for" if self.timing == "wall"
+                              else trace_unavailable() or "")
+        return self._why_wall or None
+
     @contextlib.contextmanager
-    def evidence(self) -> Iterator["Evidence"]:
+    def evidence(self, faults: bool = False) -> Iterator["Evidence"]:
         """The kernel's mmap_lock events when tracing is available (and not turned off with
         ``timing="wall"``), else timing around the syscalls, with the reason in ``note``."""
-        why = "timing around syscalls was asked for" if self.timing == "wall" else trace_unavailable()
-        ev: Evidence = WallEvidence(why or "") if why else TracedEvidence("realrace")
+        why = self.timing_note()
+        ev: Evidence = WallEvidence(why or "") if why else TracedEvidence("real", faults)
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(ev.around())
@@ -206,9 +221,12 @@ class RealTarget(Target):
 class ModelTarget(Target):
     """A model profile at real-time costs (RealClock), with the same calls."""
 
-    def __init__(self, kernel: str, costs: Costs = DEFAULT_COSTS) -> None:
+    def __init__(self, kernel: str, costs: Costs = DEFAULT_COSTS, lock_waits: bool = False) -> None:
+        """*lock_waits*: latency verdicts from the model's lock records (as the real side's from
+        the kernel's, when it is traced) instead of wall-clock time around the model's calls."""
         from mmlab.mm.mm_struct import MM
         self.mm = MM(kernel, costs, RealClock())
+        self.lock_waits = lock_waits
         self.name = self.mm.kernel.name
         self.reader_base = 0
         self._next_area = 0x2000_0000_0000
@@ -256,7 +274,7 @@ class ModelTarget(Target):
             self.mm.madvise(self.reader_base, READER_REGION, MADV_DONTNEED)
 
     @contextlib.contextmanager
-    def evidence(self) -> Iterator["Evidence"]:
+    def evidence(self, faults: bool = False) -> Iterator["Evidence"]:
         yield ModelEvidence(self.mm)
 
 
@@ -465,6 +483,7 @@ class _Victims:
         self.errors: list[BaseException] = []
         self.reader_base = t.reader_base or t.reader_region()
         self.lap = threading.Event()  # the reader went once round its region (or failed)
+        self.tids: dict[int, str] = {}  # native tid -> "fault" (the reader) or "writer"
         t.victims = self
         self.mprotect = t.unavailable("mprotect") is None  # the model may not have mprotect yet
         self.threads = [threading.Thread(target=self._guard(self._reader), name="victim-fault", daemon=True),
@@ -484,6 +503,7 @@ class _Victims:
 
     def _reader(self) -> None:
         set_task_name("fault")
+        self.tids[threading.get_native_id()] = "fault"
         t, base, out = self.t, self.reader_base, self.samples
         n = READER_REGION // P
         now = time.perf_counter_ns
@@ -504,6 +524,7 @@ class _Victims:
 
     def _writer(self) -> None:
         set_task_name("writer")
+        self.tids[threading.get_native_id()] = "writer"
         mm, out = self.t.mm, self.samples
         now = time.perf_counter_ns
         first = True
@@ -578,15 +599,50 @@ def _switch_interval() -> Iterator[None]:
 
 def run_noise_floor(t: Target, ms: int = 200) -> dict[str, Any]:
     """The victims alone for *ms*: what the interpreter and the machine cost without a populator."""
-    with _switch_interval():
+    with _switch_interval(), _round_evidence(t) as ev:
         v = _Victims(t)
         v.start()
         t0 = time.perf_counter_ns()
         RealClock().wait(ms * 1_000_000)
         t1 = time.perf_counter_ns()
         v.finish()
-    summ, worst = _summary(v.samples, t0, t1)
-    return {"kernel": t.name, "populator": "none", "size_bytes": 0, "populate_ms": 0.0, "victim": summ}
+    kept = [s for s in v.samples if t0 <= s[1] and s[2] <= t1]
+    summ, _ = _summary(kept, t0, t1)
+    out = {"kernel": t.name, "populator": "none", "size_bytes": 0, "populate_ms": 0.0, "victim": summ,
+           "victim_wall": summ, "timing": "wall"}
+    locks = _lock_samples(ev, v, kept, t0, t1)
+    if locks is not None:
+        out["victim"], _ = _summary(locks, 0, 1 << 62)
+        out["timing"] = ev.label
+    return out
+
+
+@contextlib.contextmanager
+def _round_evidence(t: Target) -> Iterator[Optional[Evidence]]:
+    """Lock records of one latency round (faults included) where the target uses them."""
+    if not t.lock_waits:
+        yield None
+        return
+    with t.evidence(faults=True) as ev:
+        yield ev
+
+
+def _lock_samples(ev: Optional[Evidence], v: "_Victims", kept: list[tuple[str, int, int]], t0: int,
+                  t1: int) -> Optional[list[tuple[str, int, int]]]:
+    """The victims' mmap_lock waits in [t0, t1] as samples (op, 0, wait_ns); a wall-clock sample
+    with no lock record (a fault under the per-VMA lock) is a zero wait. None without records."""
+    if ev is None:
+        return None
+    waits = ev.call_waits(v.tids, t0, t1)
+    if waits is None:
+        return None
+    out: list[tuple[str, int, int]] = []
+    for op in VICTIM_OPS:
+        ws = waits.get(op, [])
+        n_wall = sum(1 for s in kept if s[0] == op)
+        out += [(op, 0, w) for w in ws]
+        out += [(op, 0, 0)] * max(0, n_wall - len(ws))
+    return out
 
 
 def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[str, Any]:
@@ -594,7 +650,10 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     call are kept. ``worst_us`` per op is the median over rounds of each round's p99.9 (see
     _summary), so one vCPU steal in one round does not make a verdict."""
     per_round: dict[str, list[float]] = {op: [] for op in VERDICT_OPS}
+    per_round_wall: dict[str, list[float]] = {op: [] for op in VERDICT_OPS}
     all_samples: list[tuple[str, int, int]] = []
+    all_wall: list[tuple[str, int, int]] = []
+    label = "wall"
     pop_ms: list[float] = []
     st = PopState(0, size)
     if not t.reader_base:
@@ -614,36 +673,52 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
             pop.teardown(t, st)
             for _ in range(rounds):
                 pop.setup(t, st)
-                v = _Victims(t)
-                try:
-                    v.start()
-                    t0 = time.perf_counter_ns()
+                with _round_evidence(t) as ev:
+                    v = _Victims(t)
                     try:
-                        pop.populate(t, st)
-                    except OSError as e:
-                        st.error = f"{pop.name}: {e}"
-                    t1 = time.perf_counter_ns()
-                finally:
-                    v.finish()
-                    pop.teardown(t, st)
+                        v.start()
+                        t0 = time.perf_counter_ns()
+                        try:
+                            pop.populate(t, st)
+                        except OSError as e:
+                            st.error = f"{pop.name}: {e}"
+                        t1 = time.perf_counter_ns()
+                    finally:
+                        v.finish()
+                        pop.teardown(t, st)
                 pop_ms.append((t1 - t0) / 1e6)
                 kept = [s for s in v.samples if not (s[2] < t0 or s[1] > t1)]
-                all_samples += kept
+                locks = _lock_samples(ev, v, kept, t0, t1)
+                all_wall += kept
                 _, worst = _summary(kept, t0, t1)
+                for op in VERDICT_OPS:
+                    if op in worst:
+                        per_round_wall[op].append(worst[op])
+                if locks is not None:
+                    label = ev.label if ev is not None else label
+                    all_samples += locks
+                    _, worst = _summary(locks, 0, 1 << 62)
                 for op in VERDICT_OPS:
                     if op in worst:
                         per_round[op].append(worst[op])
         finally:
             if st.file is not None:
                 t.close_file(st.file)
-    summ, _ = _summary(all_samples, 0, 1 << 62)
+    wall = _cell_summary(all_wall, per_round_wall)
+    summ = _cell_summary(all_samples, per_round) if label != "wall" else wall
+    return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
+            "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "victim_wall": wall,
+            "timing": label, "error": st.error}
+
+
+def _cell_summary(samples: list[tuple[str, int, int]], per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    summ, _ = _summary(samples, 0, 1 << 62)
     for op, ws in per_round.items():
         if op in summ and ws:
             summ[op]["worst_us"] = sorted(ws)[len(ws) // 2]
     for op in VERDICT_OPS:  # zeros shown: a victim that never ran inside the populate says so
         summ.setdefault(op, {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0})
-    return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
-            "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "error": st.error}
+    return summ
 
 
 def judge(kernel: str, populator: str, op: str, sizes: list[int], worst_us: list[float],

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     races: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     skipped: dict[tuple[str, str], str] = {}
-    targets: list[Any] = [S.RealTarget()] + [S.ModelTarget(k) for k in kernels]
+    real = S.RealTarget()
+    # the models' victim waits come from their lock records exactly when the real kernel's do
+    targets: list[Any] = [real] + [S.ModelTarget(k, lock_waits=real.lock_waits) for k in kernels]
     names = [t.name for t in targets]
     try:
         for t in targets:
@@ -130,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         verdicts += S.verdicts([r for r in runs if r["kernel"] == name], floors[name])
     latency_tables(con, runs, floors, [])
+    if not real.lock_waits:
+        con.print(f"[dim]real kernel: victim waits and window hits from wall-clock timing around the calls "
+                  f"({real.timing_note()}); the models' from wall-clock time around their calls too[/]")
 
     # verdicts lined up: populator x op -> one column per target; real vs each marked profile
     note = f" (!= : real and {ref} disagree)" if ref else " (no profile claims this kernel: nothing marked)"
@@ -196,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
                        "skipped": [{"target": n, "what": w_, "why": y} for (n, w_), y in skipped.items()],
+                       "timing": {"latency": "traced" if real.lock_waits else "wall",
+                                  "race": sorted({r["timing"] for r in races if r["kernel"] == "real"})},
                        "reference": ref, "marked": marked, "release": targets[0].release,
                        "disagreements": disagree.get(ref, 0) if ref else 0, "disagreements_by_profile": disagree,
                        "race_errors": errors, "seconds": secs}, f, indent=2)
