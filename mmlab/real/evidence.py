@@ -117,8 +117,8 @@ class Evidence:
 
     def call_waits(self, tids: dict[int, str], lo: int, hi: int) -> Optional[dict[str, list[int]]]:
         """Per victim op: the mmap_lock wait (ns, summed over its acquisitions) of each call or
-        fault of the threads *tids* (tid -> "fault" for the reader, "writer") that asked for the
-        lock in [lo, hi]. None without lock records. A call that took no lock is not listed (a
+        fault of the threads *tids* (tid -> "fault" for the reader, "writer") whose waits overlap
+        [lo, hi]. None without lock records. A call that took no lock is not listed (a
         per-VMA-lock fault): the caller counts it as a zero wait."""
         recs = self.lock_records()
         if recs is None:
@@ -126,7 +126,7 @@ class Evidence:
         per_call: dict[tuple[int, int], tuple[str, int]] = {}
         for r in recs:
             role = tids.get(r.tid)
-            if role is None or not lo <= r.req_ns <= hi or r.acq_ns < 0:
+            if role is None or r.acq_ns < 0 or r.req_ns > hi or r.acq_ns < lo:  # waited outside [lo, hi]
                 continue
             op = "fault" if r.call == "fault" else r.call
             if (role == "fault") != (op == "fault"):
