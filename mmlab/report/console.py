@@ -3,11 +3,13 @@
 Off a terminal (CI, a pipe, a file) rich draws 80 columns and cuts cells to ``popul…``. A
 :class:`ReportConsole` instead
 
-* honours COLUMNS when it is set (on a terminal or off it);
+* honours COLUMNS when it is set (on a terminal or off it) in tables; off a terminal, lines of
+  text are not broken at all;
 * off a terminal without COLUMNS, draws each table at its natural width (a log has no right edge);
 * in every table, keeps each name whole: a column is never narrower than its longest word (a
-  populator, racer or kernel name, ``v6.18+per_vma_lock=off``), and what does not fit folds
-  onto the next line instead of ending in an ellipsis.
+  populator, racer or kernel name, ``v6.18+per_vma_lock=off``; values and text fold between
+  words, never into an ellipsis), and where the words of a table do not fit in COLUMNS the
+  table is widened just as far as they need -- a cut name in a CI log is worse than a long line.
 
 Use :func:`console` where a command would write ``Console()``.
 """
@@ -18,7 +20,6 @@ import os
 from typing import Any, Optional
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -43,10 +44,10 @@ def _longest_word(cells: list[Any]) -> int:
 
 
 def fit_table(table: Table) -> Table:
-    """Make every column at least as wide as its cells' longest word (at most NAME_MAX) and fold,
+    """Make every column at least as wide as its header and its cells' longest word (at most NAME_MAX) and fold,
     never ellipsize, what is wider than the column. Returns the same table."""
     for col in table.columns:
-        words = _longest_word(list(col._cells))  # names; a header may fold
+        words = max(_longest_word(list(col._cells)), len(_plain(col.header)))  # a header is a name too
         col.min_width = max(col.min_width or 0, min(words, NAME_MAX))
         col.overflow = "fold"
         col.no_wrap = False
@@ -64,24 +65,34 @@ class ReportConsole(Console):
         for t in tables:
             fit_table(t)
         old = self.width
-        if not self.is_terminal and not _columns():
-            wide = self.options.update(width=10_000, max_width=10_000)
-            self.width = max(old, max(Measurement.get(self, wide, t).maximum for t in tables))
-        else:
-            for t in tables:  # names whole on one line where they fit; folded where they cannot
-                if _min_width(t) > self.width:
-                    for col in t.columns:
-                        col.min_width = None
+        kw.setdefault("soft_wrap", False)  # soft wrap means no_wrap: nothing in a table could fold
+        natural = not self.is_terminal and not _columns()  # a log has no right edge
+        need = max(_lay_out(self, t, None if natural else old) for t in tables)
+        self.width = max(old, need)
         try:
             super().print(*objects, **kw)
         finally:
             self.width = old
 
 
-def _min_width(t: Table) -> int:
-    """The width *t* needs with every column at its min_width: cells, padding and rules."""
-    pad = t.padding[1] + t.padding[3] if t.pad_edge else 0
-    return sum((c.min_width or 1) + pad for c in t.columns) + len(t.columns) + 1
+def _lay_out(con: Console, t: Table, width: Optional[int]) -> int:
+    """Fix the widths of *t*'s columns for *width* (None: its natural width) and return the width
+    it takes. Every column gets its longest word; what is left of *width* goes to the columns in
+    proportion to how much wider their text would like to be. Rich's own collapse shrinks the
+    widest columns first -- the names -- so it is not used: fixed widths say exactly what fits."""
+    wide = con.options.update(width=10_000, max_width=10_000, no_wrap=False)
+    ms = [t._measure_column(con, wide, c) for c in t.columns]
+    lo = sum(m.minimum for m in ms)
+    hi = sum(m.maximum for m in ms)
+    extra = t._extra_width
+    if width is None or hi + extra <= width:
+        return hi + extra
+    room = max(width - extra, lo) - lo
+    flex = [m.maximum - m.minimum for m in ms]
+    total = sum(flex) or 1
+    for c, m, f in zip(t.columns, ms, flex):
+        c.width = m.minimum + room * f // total - t._get_padding_width(c._index)
+    return max(width, lo + extra)
 
 
 def _columns() -> Optional[int]:
@@ -91,8 +102,8 @@ def _columns() -> Optional[int]:
 
 def console(**kw: Any) -> ReportConsole:
     """A :class:`ReportConsole`; keyword arguments as rich's Console (stderr=True, file=...).
-    Off a terminal without COLUMNS, lines of text are not broken at 80 columns either."""
+    Off a terminal, lines of text are never broken (a log viewer wraps them itself)."""
     c = ReportConsole(**kw)
-    if "soft_wrap" not in kw and not c.is_terminal and not _columns():
+    if "soft_wrap" not in kw and not c.is_terminal:
         c.soft_wrap = True
     return c
