@@ -104,8 +104,8 @@ def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[
         con.print(t)
     both = [r for r in runs if r.get("timing", "wall") != "wall" and r.get("victim_wall")]
     if both:
-        t = Table(title="worst waits, wall-clock around the call vs the lock records (median over rounds of each "
-                  "round's p99.9)", caption="wall includes the interpreter, the GIL and descheduling; the lock "
+        t = Table(title="worst waits, wall-clock around the call vs the lock records (medians over rounds of each "
+                  "round's p99.9 of wall-clock, and of its longest lock wait)", caption="wall includes the interpreter, the GIL and descheduling; the lock "
                   "records hold only the wait for mmap_lock (a per-VMA-lock fault waits for none)")
         for c in ("kernel", "populator", "size"):
             t.add_column(c, justify="right" if c == "size" else "left")
