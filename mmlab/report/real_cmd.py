@@ -238,6 +238,9 @@ def race_problems(con: Any, results: list[dict[str, Any]]) -> None:
                       f"resident")
         for e in r.get("errors", []):
             con.print(f"[bold red]ERROR[/] {r['kernel']} {r['populator']} vs {r['racer']}: {e}")
+        if r.get("racer_first"):
+            con.print(f"[dim]{r['kernel']} {r['populator']} vs {r['racer']}: {r['racer_first']} round(s) run again: "
+                      f"the racer took the range before the populate mapped it (EEXIST), so they tested nothing[/]")
         if r.get("lost_events"):
             con.print(f"[yellow]{r['kernel']} {r['populator']} vs {r['racer']}: {r['lost_events']} trace events lost: "
                       f"window hits may be undercounted[/]")
