@@ -56,18 +56,22 @@ def test_populated_replacements_are_window_hits_in_the_kernels_events() -> None:
 
 
 def test_real_populate_file_outcomes_agree_with_the_v618_model() -> None:
-    """Issue 11: per racer, was a replacement populated -- on the real kernel and on v6.18."""
-    got = {}
+    """Issue 11: per racer, can a replacement be populated -- on the real kernel and on v6.18?
+    An existence claim for the replacing racers (each side's cell is run again until it shows a
+    FORBIDDEN round, at most 5 times: under load the racer may miss the window), and a claim
+    about every round for the mprotect racer, which replaces nothing."""
     for racer in S.RACERS:
-        for attempt in range(3):  # a timing shape: the cells are retried, the comparison is not loosened
-            real = _cell("populate-file", racer, size=8 << 20, seed=3 + attempt)
-            model = _cell("populate-file", racer, size=8 << 20, seed=3 + attempt, target=S.ModelTarget("v6.18"))
-            assert real["outcomes"]["ERROR"] == model["outcomes"]["ERROR"] == 0, (real["errors"], model["errors"])
-            got[racer] = (bool(real["outcomes"]["FORBIDDEN"]), bool(model["outcomes"]["FORBIDDEN"]))
-            if got[racer][0] == got[racer][1]:
-                break
-    assert got == {"munmap-mmap": (True, True), "mmap-fixed": (True, True), "mremap-fixed": (True, True),
-                   "mprotect": (False, False)}
+        sides = {"real": S.RealTarget, "v6.18": lambda: S.ModelTarget("v6.18")}
+        for side, make in sides.items():
+            for attempt in range(5 if S.RACERS[racer].replaces else 1):
+                r = _cell("populate-file", racer, size=8 << 20, seed=3 + attempt, target=make())
+                assert r["outcomes"]["ERROR"] == 0, (side, racer, r["errors"])
+                if r["outcomes"]["FORBIDDEN"]:
+                    break
+            if S.RACERS[racer].replaces:
+                assert r["outcomes"]["FORBIDDEN"] >= 1, (side, racer, r)
+            else:
+                assert r["outcomes"] == {"OK": 3, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}, (side, racer)
 
 
 def test_latency_cell_waits_from_the_kernels_events_beside_wall_clock() -> None:
