@@ -765,8 +765,8 @@ KEEP_ERRORS = 3  # error messages kept per cell
 RACER_FIRST_TRIES = 3  # a round whose racer took the range before the populate mapped it is run again
 
 
-RACER_FIRST = ("the populate failed with EEXIST: the racer took the range before the populate mapped it, "
-               f"{RACER_FIRST_TRIES} times running")
+RACER_FIRST = ("the racer ran before the populate mapped the range (the populate's MAP_FIXED_NOREPLACE failed "
+               f"with EEXIST, or the mprotect with ENOMEM), {RACER_FIRST_TRIES} times running")
 
 
 class RoundError(Exception):
@@ -965,6 +965,8 @@ def _race_round(t: Target, pop: Pop, racer: Racer, st: PopState, rnd: int,
             e = errs[0]
             if not isinstance(e, OSError):
                 raise e
+            if e.errno == errno.ENOMEM and not racer.replaces and rnd > 0:
+                return m, RACER_FIRST, None  # the range was not mapped yet: the populate's mmap came later
             return m, f"the racer's {racer.name} failed: {e}", None
         if rnd <= 0:
             return m, None, None

@@ -182,3 +182,32 @@ def test_memory_guard_refuses_what_does_not_fit() -> None:
     assert main(["real", "latency", "--sizes", "1T"]) == 2
     assert main(["real", "latency", "--sizes", "12Q"]) == 2
     assert main(["real", "race", "--racer", "nope"]) == 2
+
+
+def test_a_racer_that_runs_before_the_populate_maps_is_rerun_then_an_error() -> None:
+    """The populate's MAP_FIXED_NOREPLACE finds the racer's replacement already there (EEXIST):
+    the round tested nothing -- run again with a new moment, and ERROR if it keeps happening."""
+    import threading
+    fired = threading.Event()
+
+    def fire_then_tell(t: S.Target, st: S.PopState) -> None:
+        S.RACERS["mmap-fixed"].fire(t, st)
+        fired.set()
+
+    def populate_after_the_racer(t: S.Target, st: S.PopState) -> None:
+        if t.victims is None and st.extra.get("racing"):
+            assert fired.wait(30)
+            fired.clear()
+        S.POPULATORS["populate-anon"].populate(t, st)
+
+    def prepare(t: S.Target, st: S.PopState) -> None:
+        st.extra["racing"] = True
+
+    S.RACERS["early"] = S.Racer("early", fire_then_tell, True, prepare=prepare)
+    try:
+        r = _cell(S.ModelTarget("v6.18"), "populate-anon", "early", rounds=1, populate=populate_after_the_racer)
+    finally:
+        del S.RACERS["early"]
+    assert r["racer_first"] == S.RACER_FIRST_TRIES - 1
+    assert r["outcomes"] == {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 1}
+    assert "before the populate mapped the range" in r["errors"][0]
