@@ -811,7 +811,7 @@ def grade(t: Target, st: PopState, racer: Racer) -> tuple[str, int, int]:
         raise RoundError(f"{(st.size - covered) >> 12} of {st.size >> 12} pages of the range are unmapped "
                          f"after the round")
     fname = os.path.basename(st.file.name) if st.file is not None else ""
-    if fname and st.file is not None and not racer.replaces:
+    if fname and not racer.replaces:
         if any(s.file != fname for s in segs):
             raise RoundError(f"the populator's mapping of {fname} is no longer over the range, and {racer.name} "
                              f"does not replace it")
@@ -834,12 +834,14 @@ def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, 
     """*rounds* populates of *size* while a racer replaces (or mprotects) the range at a seeded
     random moment in the first 90% of the populating call, aimed as the model's race aims
     (mmlab.harness.race.Aim: a moving average of the call's duration, seeded by round 0, which
-    only measures it). Each round is
-    graded by :func:`grade`; one that did not set up what it tests is ERROR -- except a racer that
-    took the range before the populate's mmap did (EEXIST): that round is run again with a new
-    moment (``racer_first`` counts them), up to RACER_FIRST_TRIES times, then ERROR. Window hits come from
-    lock records where the target has them (the model's own; the kernel's mmap_lock events when
-    tracing is available) and from timing around the calls otherwise -- ``timing`` says which."""
+    only measures it).
+
+    Each round is graded by :func:`grade`; one that did not set up what it tests is ERROR --
+    except a racer that ran before the populate's mmap (EEXIST, or ENOMEM for mprotect): that
+    round is run again with a new moment (``racer_first`` counts them), up to RACER_FIRST_TRIES
+    times, then ERROR. Window hits come from lock records where the target has them (the model's
+    own; the kernel's mmap_lock events when tracing is available) and from timing around the calls
+    otherwise -- ``timing`` says which."""
     rng = random.Random(f"{seed}:{t.name}:{pop.name}:{racer_name}:{size}")
     racer = RACERS[racer_name]
     out = {k: 0 for k in OUTCOMES}
@@ -848,7 +850,7 @@ def run_race_cell(t: Target, pop: Pop, racer_name: str, size: int, rounds: int, 
     first_forbidden: Optional[dict[str, Any]] = None
     marks: list[RoundMarks] = []
     st = PopState(0, size)
-    with _switch_interval(), t.area(3 * size + P) as base, t.evidence() as ev:  # noqa: SIM117
+    with _switch_interval(), t.area(3 * size + P) as base, t.evidence() as ev:
         st.target = base
         st.extra["donor_at"] = base + size + P
         est_ns: Optional[int] = None
