@@ -9,8 +9,8 @@ reader queued behind a waiting writer is named as such. Waits are start_locking 
 on the waiting thread (microsecond resolution: the trace text's).
 
 Exit status: CMD's own (128+N when a signal N killed it); 0 for --pid; 2 bad arguments or tracing
-unavailable (nothing run); 130 on Ctrl-C (the report of what was captured is still printed, the
-tracing instance is removed).
+unavailable (nothing run); 130 on Ctrl-C, 143 on SIGTERM (the report of what was captured is still
+printed, the tracing instance is removed).
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, taken the way Ctrl-C is (the capture is stopped and its instance removed)."""
+
+
+def _on_term(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def _bad(msg: str) -> int:
     print(f"mmlab trace: error: {msg}", file=sys.stderr)
     return 2
@@ -81,9 +89,13 @@ def run(args: argparse.Namespace) -> int:
     why = unavailable_reason()
     if why:
         return _bad(f"tracing unavailable: {why}")
-    if cmd:
-        return _run_cmd(args, cmd)
-    return _run_pid(args)
+    old = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        if cmd:
+            return _run_cmd(args, cmd)
+        return _run_pid(args)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _status(ws: int) -> int:
@@ -112,7 +124,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     os.close(r)
     cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
     status: Optional[int] = None
-    interrupted = False
+    interrupted = 0
     try:
         try:
             cap.start()
@@ -121,15 +133,20 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
             os.waitpid(pid, 0)
             raise
         t0 = time.monotonic()
-        os.write(w, b"x")
-        os.close(w)
-        print(f"mmlab trace: tracing {' '.join(cmd)} (pid {pid}) in {cap.instance.name if cap.instance else '?'}",
-              file=sys.stderr)
         try:
+            os.write(w, b"x")
+            os.close(w)
+            print(f"mmlab trace: tracing {' '.join(cmd)} (pid {pid}) in "
+                  f"{cap.instance.name if cap.instance else '?'}", file=sys.stderr, flush=True)
             _, ws = os.waitpid(pid, 0)
             status = _status(ws)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = 143 if isinstance(e, _Terminated) else 130
+            if isinstance(e, _Terminated):  # Ctrl-C reached the whole process group; SIGTERM only us
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             status = _reap(pid)
         elapsed = time.monotonic() - t0
     finally:
@@ -137,7 +154,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     assert tr is not None
     _report(args, tr, f"{' '.join(cmd)} (pid {pid})", elapsed, exit_status=status)
     if interrupted:
-        return 130
+        return interrupted
     return status if status is not None else 1
 
 
@@ -170,19 +187,19 @@ def _run_pid(args: argparse.Namespace) -> int:
         return _bad(f"no process {pid}")
     pfd = os.pidfd_open(pid)
     cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
-    interrupted = False
+    interrupted = 0
     gone = False
     t0 = time.monotonic()
     try:
         cap.start()
         t0 = time.monotonic()
-        print(f"mmlab trace: tracing {comm} (pid {pid}) "
-              f"{'for %g s' % args.duration if args.duration else 'until it exits'}; Ctrl-C stops",
-              file=sys.stderr)
-        poll = select.poll()
-        poll.register(pfd, select.POLLIN)
-        end = t0 + args.duration if args.duration else None
         try:
+            print(f"mmlab trace: tracing {comm} (pid {pid}) "
+                  f"{'for %g s' % args.duration if args.duration else 'until it exits'}; Ctrl-C stops",
+                  file=sys.stderr, flush=True)
+            poll = select.poll()
+            poll.register(pfd, select.POLLIN)
+            end = t0 + args.duration if args.duration else None
             while True:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
@@ -190,14 +207,14 @@ def _run_pid(args: argparse.Namespace) -> int:
                 if poll.poll(500 if left is None else min(500, max(1, int(left * 1000)))):
                     gone = True
                     break
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = 143 if isinstance(e, _Terminated) else 130
     finally:
         tr = cap.stop()
         os.close(pfd)
     assert tr is not None
     _report(args, tr, f"{comm} (pid {pid}){' (exited)' if gone else ''}", time.monotonic() - t0)
-    return 130 if interrupted else 0
+    return interrupted
 
 
 def _fmt_us(us: float) -> str:
@@ -236,13 +253,21 @@ def _holder_lines(w) -> list[str]:  # type: ignore[no-untyped-def]
                    f"(asked {q.since_us / 1e3:.1f} ms earlier)")
     if not w.holders:
         out.append("      held by: nobody seen (a holder outside the traced threads, or the lock being handed over)")
-    for h in w.holders[:4]:
+    by: dict[int, list] = {}
+    for h in w.holders:  # already longest overlap first
+        by.setdefault(h.tid, []).append(h)
+    for hs in list(by.values())[:4]:
+        h = hs[0]
         held = f"held {_fmt_us(h.held_us)}" if h.held_us >= 0 else "still held at the end"
         how = " after a downgrade" if h.how == "downgrade" else ""
+        more = ""
+        if len(hs) > 1:
+            more = (f" (+{len(hs) - 1} more holds by this thread during the wait, "
+                    f"{_fmt_us(sum(x.overlap_us for x in hs))} in all)")
         out.append(f"      held by {h.name}:{h.tid} ({'write' if h.mode == 'W' else 'read'}{how}) in {h.call}: "
-                   f"{held}, {_fmt_us(h.overlap_us)} of it during this wait")
-    if len(w.holders) > 4:
-        out.append(f"      ... and {len(w.holders) - 4} more holders")
+                   f"{held}, {_fmt_us(h.overlap_us)} of it during this wait{more}")
+    if len(by) > 4:
+        out.append(f"      ... and {len(by) - 4} more threads held it")
     return out
 
 
@@ -258,10 +283,10 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
     acq = tr.counts.get("mmap_lock_acquire_returned", 0)
     con.print(f"mmlab trace: {what}: {elapsed:.2f} s, {tr.events:,} events "
               f"({acq:,} mmap_lock acquisitions, {len(tr.calls):,} mm calls, {len(tr.faults):,} user faults), "
-              f"lost {tr.lost:,}", markup=False)
+              f"lost {tr.lost:,}", markup=False, soft_wrap=True)
     if tr.lost:
         con.print(f"WARNING: {tr.lost:,} events lost (per CPU: {tr.lost_per_cpu}); waits may be missing or "
-                  f"mismatched: raise --buffer-kb", markup=False, style="bold red")
+                  f"mismatched: raise --buffer-kb", markup=False, style="bold red", soft_wrap=True)
     t = Table(title="mmap_lock waits per thread (start_locking -> acquire_returned)", title_justify="left")
     for c in ("thread", "tid", "waits", "p50", "p99", "max", "total wait", "held", "failed trylock", "downgrades"):
         t.add_column(c, justify="left" if c == "thread" else "right", no_wrap=c == "thread")
@@ -270,9 +295,9 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
                   _fmt_us(s.total_wait_us), _fmt_us(s.held_us), str(s.failed_trylocks), str(s.downgrades))
     con.print(t)
     for line in report_lines(tr, an, what, elapsed):
-        con.print(line, markup=False)
+        con.print(line, markup=False, soft_wrap=True)
     if exit_status is not None:
-        con.print(f"\n{what.split(' (pid')[0]} exited with status {exit_status}", markup=False)
+        con.print(f"\n{what.split(' (pid')[0]} exited with status {exit_status}", markup=False, soft_wrap=True)
     if args.json:
         d = an.as_dict()
         d.update({"target": what, "elapsed_s": round(elapsed, 3), "exit_status": exit_status,

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from mmlab.harness.histograms import new_histogram, record, summarize
 from mmlab.harness.watchdog import StallReport, Watchdog
 from mmlab.locking.rwsem import WRITE
 from mmlab.trace.records import CallRecord, Trace, TracedLock
 
+if TYPE_CHECKING:
+    from mmlab.harness.verdict import Verdict
+
 __all__ = ["Holder", "Wait", "ThreadStats", "thread_stats", "waits", "worst_waits", "attribute",
-           "stall_reports", "call_text_of", "Analysis", "analyse"]
+           "stall_reports", "call_text_of", "Analysis", "analyse", "TracedRun", "traced_run", "judge_traced"]
 
 
 def call_text_of(r: TracedLock, calls: dict[int, CallRecord]) -> str:
@@ -56,12 +59,14 @@ class Wait:
     holders: list[Holder] = field(default_factory=list)
     queued_behind: list[Holder] = field(default_factory=list)  # writers waiting ahead of a reader
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, max_holders: int = 20) -> dict[str, object]:
+        """JSON: the *max_holders* holders with the longest overlap (``holders_total`` counts all)."""
         return {"waiter": {"tid": self.tid, "name": self.name, "mode": self.mode, "call": self.call,
                            "call_id": self.call_id},
                 "wait_us": round(self.wait_us, 1), "req_ns": self.req_ns,
                 "holders": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in asdict(h).items()}
-                            for h in self.holders],
+                            for h in self.holders[:max_holders]],
+                "holders_total": len(self.holders),
                 "queued_behind": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in asdict(h).items()}
                                   for h in self.queued_behind]}
 
@@ -275,3 +280,37 @@ class Analysis:
 def analyse(tr: Trace, worst: int = 10, stall_ms: Optional[float] = None) -> Analysis:
     st = worst_waits(tr, n=1 << 30, min_us=stall_ms * 1e3) if stall_ms is not None else []
     return Analysis(thread_stats(tr), worst_waits(tr, worst), st, tr.counts, tr.lost, stall_ms)
+
+
+# ---------------------------------------------------------------------- the verdict, from traces
+@dataclass
+class TracedRun:
+    """What one traced populate says, for the verdict: its size, the populating call's time in
+    the kernel (sys_enter -> sys_exit) and the worst wait of the other threads."""
+
+    size: int
+    populate_us: float
+    worst_us: float
+    call: str
+
+
+def traced_run(tr: Trace, size: int, populate_call: CallRecord, victims: Optional[set[int]] = None) -> TracedRun:
+    """The worst mmap_lock wait of *victims* (default: every thread but the populating one) and
+    the populate's duration, from the kernel's own events."""
+    ws = [r.wait_ns for r in waits(tr) if r.tid != populate_call.tid and (victims is None or r.tid in victims)]
+    if populate_call.duration_ns < 0:
+        raise ValueError(f"the populating call {populate_call.text()} did not finish inside the capture")
+    return TracedRun(size, populate_call.duration_ns / 1e3, max(ws, default=0) / 1e3, populate_call.text())
+
+
+def judge_traced(kernel: str, populator: str, op: str, runs: list[TracedRun], floor_us: float,
+                 noise_p99_us: float = 0.0, noise_max_us: float = 0.0) -> "Verdict":
+    """mmlab.harness.verdict.judge, unchanged, on traced runs: several runs of one size count as
+    the model's repeats do (the smallest of their worst waits, the largest populate time)."""
+    from mmlab.harness.verdict import judge
+    by: dict[int, list[TracedRun]] = {}
+    for r in runs:
+        by.setdefault(r.size, []).append(r)
+    sizes = sorted(by)
+    return judge(kernel, populator, op, sizes, [min(r.worst_us for r in by[s]) for s in sizes],
+                 [max(r.populate_us for r in by[s]) for s in sizes], floor_us, noise_p99_us, noise_max_us)

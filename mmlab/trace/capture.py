@@ -36,6 +36,7 @@ import weakref
 from typing import Iterable, Optional
 
 from mmlab.trace.parse import Parser
+from mmlab.trace.raw import EventTable, RawParser
 from mmlab.trace.records import Trace, build_trace
 from mmlab.trace.tracefs import FAULT_EVENT, LOCK_EVENTS, MM_SYSCALLS, Instance, unavailable_reason
 
@@ -86,7 +87,8 @@ class Capture:
 
     def __init__(self, pid: Optional[int] = None, buffer_kb: int = 4096, syscalls: bool = True,
                  faults: bool = True, name: str = "capture", tids: Optional[Iterable[int]] = None,
-                 parse_live: Optional[bool] = None, extra_events: Iterable[str] = ()) -> None:
+                 parse_live: Optional[bool] = None, extra_events: Iterable[str] = (),
+                 keep_text: bool = False, raw: bool = True) -> None:
         if buffer_kb < 4:
             raise ValueError("buffer_kb must be at least 4")
         self.pid = os.getpid() if pid is None else int(pid)
@@ -98,13 +100,21 @@ class Capture:
         self.tids = list(tids) if tids is not None else None
         self.parse_live = (not self.own) if parse_live is None else parse_live
         self.extra_events = list(extra_events)
+        self.keep_text = keep_text
+        self.text: list[bytes] = []  # what was read (text, or binary pages with raw), with keep_text
+        self.raw = raw
         self.instance: Optional[Instance] = None
         self.enabled: list[str] = []
         self.trace: Optional[Trace] = None
-        self.parser = Parser()
+        self.parser: "Parser | RawParser" = Parser()
         self._chunks: list[bytes] = []
         self._tail = b""
         self._fd = -1
+        self._raw_fds: dict[int, int] = {}
+        self._page = 4096
+        self._tgid_of: dict[int, int] = {}
+        self._names: dict[int, str] = {}
+        self._names_at = 0.0
         self._reader: Optional[threading.Thread] = None
         self._reader_tid = 0
         self._stop = threading.Event()
@@ -113,6 +123,7 @@ class Capture:
         self.t_start_ns = -1
         self.t_stop_ns = -1
         self.bytes_read = 0
+        self.reader_cpu_ns = 0  # the reader thread's CPU time (reading, and parsing when live)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Capture":
@@ -137,12 +148,23 @@ class Capture:
             inst.write("buffer_size_kb", str(self.buffer_kb))
             inst.write("options/record-tgid", "1")
             inst.write("options/event-fork", "1")
-            self._fd = os.open(inst.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+            want = [e for e in _events(self.syscalls, self.faults, self.extra_events) if inst.has_event(e)]
+            if self.raw:
+                self.parser = RawParser(EventTable(inst.root, want))
+                try:
+                    self._page = int(inst.read("buffer_subbuf_size_kb").strip()) * 1024
+                except (OSError, ValueError):
+                    self._page = 4096
+                for c in inst.cpus():
+                    self._raw_fds[c] = os.open(inst.file(f"per_cpu/cpu{c}/trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
+            else:
+                self._fd = os.open(inst.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
             self._reader = threading.Thread(target=self._read_main, name="mmlab-trace-reader", daemon=True)
             self._reader.start()
             self._started.wait(5.0)
             self._set_pids()
-            self.enabled = inst.enable_events(_events(self.syscalls, self.faults, self.extra_events))
+            self._refresh_names()
+            self.enabled = inst.enable_events(want)
             self.t_start_ns = time.monotonic_ns()
             inst.write("tracing_on", "1")
             if self.tids is None:
@@ -183,24 +205,39 @@ class Capture:
             if self._reader is not None:
                 self._reader.join(30.0)
             lost = inst.overruns() if inst.created else {}
+            if self.raw and inst.created:
+                self._refresh_names(force=True)
+                self._saved_maps(inst.root)
         finally:
-            if self._fd >= 0:
-                try:
-                    os.close(self._fd)
-                except OSError:
-                    pass
-                self._fd = -1
+            for fd in [self._fd, *self._raw_fds.values()]:
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._fd = -1
+            self._raw_fds = {}
             inst.remove()
             self.instance = None
             _open.discard(self)
         if self._tail:
             self._feed(self._tail + b"\n", final=True)
             self._tail = b""
-        if self._chunks:
-            self.parser.feed(b"".join(self._chunks).decode("utf-8", "replace").splitlines(True))
-            self._chunks = []
         p = self.parser
-        tr = build_trace(p.events, p.thread_names(), self.pid, p.all_counts())
+        if self._chunks:
+            if isinstance(p, RawParser):
+                for page in self._chunks:
+                    p.feed_page(page)
+            else:
+                p.feed(b"".join(self._chunks).decode("utf-8", "replace").splitlines(True))
+            self._chunks = []
+        if isinstance(p, RawParser):
+            names = dict(self._names)
+            names.update({t: n for t, n in p.comms.items() if t not in names})
+            tr = build_trace(p.events, names, self.pid, p.all_counts(), self._tgid_of)
+            tr.anomalies.update({"pages with missed events": p.missed_pages} if p.missed_pages else {})
+        else:
+            tr = build_trace(p.events, p.thread_names(), self.pid, p.all_counts())
         tr.lost_per_cpu = lost
         tr.lost = sum(lost.values())
         tr.bad_lines = p.bad
@@ -216,6 +253,8 @@ class Capture:
     # ------------------------------------------------------------------ the reader
     def _feed(self, data: bytes, final: bool = False) -> None:
         self.bytes_read += len(data)
+        if self.keep_text and not final:
+            self.text.append(data)
         if not self.parse_live:
             self._chunks.append(data)
             return
@@ -225,9 +264,87 @@ class Capture:
         if cut:
             self.parser.feed(data[:cut].decode("utf-8", "replace").splitlines(True))
 
+    def _refresh_names(self, force: bool = False) -> None:
+        """Thread names and processes for the binary reader (the text carries them): the traced
+        process's threads from /proc, at most every 0.2 s (and once more at the end)."""
+        now = time.monotonic()
+        if not self.raw or (not force and now - self._names_at < 0.2):
+            return
+        self._names_at = now
+        base = f"/proc/{self.pid}/task"
+        try:
+            tids = os.listdir(base)
+        except OSError:
+            return
+        for t in tids:
+            tid = int(t)
+            self._tgid_of[tid] = self.pid
+            try:
+                with open(f"{base}/{t}/comm") as f:
+                    self._names[tid] = f.read().strip()
+            except OSError:
+                pass
+
+    def _saved_maps(self, root: str) -> None:
+        """The kernel's own tid -> tgid and tid -> comm maps (saved_tgids, saved_cmdlines), for
+        threads and child processes that came and went between two looks at /proc."""
+        for fname, into, conv in (("saved_tgids", self._tgid_of, int), ("saved_cmdlines", self._names, str)):
+            try:
+                with open(os.path.join(root, fname)) as f:
+                    for line in f:
+                        k, _, v = line.strip().partition(" ")
+                        if k.isdigit() and v and int(k) not in into:
+                            into[int(k)] = conv(v)  # type: ignore[index]
+            except (OSError, ValueError):
+                pass
+
+    def _read_raw(self) -> None:
+        """The binary reader: every CPU's pages, until the buffers are empty."""
+        fds = list(self._raw_fds.values())
+        poll = select.poll()
+        for fd in fds:
+            poll.register(fd, select.POLLIN)
+        size = self._page
+        p = self.parser
+        live = self.parse_live
+        keep = self.keep_text
+        chunks = self._chunks
+        while True:
+            stopping = self._stop.is_set()
+            got = 0
+            for fd in fds:
+                while True:
+                    try:
+                        data = os.read(fd, size)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    got += len(data)
+                    if keep:
+                        self.text.append(data)
+                    if live:
+                        p.feed_page(data)  # type: ignore[union-attr]
+                    else:
+                        chunks.append(data)
+            self.bytes_read += got
+            self._refresh_names()
+            if stopping:
+                break  # tracing was off before the stop was set: empty means drained
+            if not got:
+                poll.poll(20)  # woken early at buffer_percent full
+
     def _read_main(self) -> None:
         self._reader_tid = threading.get_native_id()
         self._started.set()
+        if self.raw:
+            try:
+                self._read_raw()
+            except BaseException as e:  # noqa: BLE001 - reported by stop()
+                self._error = e
+            finally:
+                self.reader_cpu_ns = time.thread_time_ns()
+            return
         fd = self._fd
         poll = select.poll()
         poll.register(fd, select.POLLIN)
@@ -246,3 +363,5 @@ class Capture:
                 poll.poll(50)
         except BaseException as e:  # noqa: BLE001 - reported by stop()
             self._error = e
+        finally:
+            self.reader_cpu_ns = time.thread_time_ns()

@@ -163,10 +163,11 @@ class Trace:
 
 
 def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
-                counts: Optional[dict[str, int]] = None) -> Trace:
+                counts: Optional[dict[str, int]] = None, tgid_of: Optional[dict[int, int]] = None) -> Trace:
     """Turn parsed events (any order; sorted here by time, stably) into a :class:`Trace`.
 
-    *tgid*: keep only that process's threads (-1: every thread in the events)."""
+    *tgid*: keep only that process's threads (-1: every thread in the events). *tgid_of*: the
+    process of each thread, for events that do not carry it (the binary reader's)."""
     events = sorted(events, key=lambda e: e[0])
     tr = Trace(counts=dict(counts or {}), tgid=tgid, events=len(events))
     an: collections.Counter[str] = collections.Counter()
@@ -182,6 +183,8 @@ def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
     nid = 0
     for ev in events:
         ts, tid, tg, kind, a, b, c = ev
+        if tg < 0 and tgid_of:
+            tg = tgid_of.get(tid, -1)
         if tgid >= 0 and tg >= 0 and tg != tgid:
             others[tg] += 1
             continue

@@ -114,3 +114,14 @@ def test_wait_attributed_to_holder_from_text() -> None:
     assert [(r.tid, r.mode) for r in reps] == [(20, "W"), (30, "R")]
     assert reps[0].holders[0].tid == 10 and reps[0].final_wait_ms == 10.002
     assert reps[1].queued_ahead[0]["tid"] == 20
+
+
+def test_plot_timeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    pytest.importorskip("matplotlib", reason="--plot needs the optional extra 'plot' (matplotlib)")
+    from mmlab.report.trace_plot import plot_trace
+    from mmlab.trace.analysis import worst_waits
+    tr = records_from_lines(TEXT.splitlines(True), tgid=10905)
+    out = tmp_path / "t.png"
+    plot_trace(tr, str(out), worst_waits(tr, 3))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
