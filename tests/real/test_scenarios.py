@@ -69,7 +69,10 @@ def test_mprotect_racer_is_graded_from_the_mapping_and_residency() -> None:
     """Not OK by name: the populator's own pages are counted (own_pages), the range is checked."""
     r = _cell(S.RealTarget(), "populate-anon", "mprotect")
     assert r["outcomes"] == {"OK": 2, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}, r["errors"]
-    assert r["own_pages"] == 2 * (4 << 20) // S.P and r["wrong_pages"] == 0
+    pages = (4 << 20) // S.P
+    # resident pages of its own mapping, measured: all of them, unless the racer's PROT_NONE got in
+    # between the populate's write release and its read hold (6.x then skips that half)
+    assert pages <= r["own_pages"] <= 2 * pages and r["wrong_pages"] == 0
 
 
 def test_a_racer_that_replaces_while_claiming_not_to_is_an_error_not_ok() -> None:
