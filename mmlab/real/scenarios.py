@@ -658,6 +658,7 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     all_samples: list[tuple[str, int, int]] = []
     all_wall: list[tuple[str, int, int]] = []
     label = "wall"
+    lost = 0
     pop_ms: list[float] = []
     st = PopState(0, size)
     if not t.reader_base:
@@ -693,6 +694,7 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 pop_ms.append((t1 - t0) / 1e6)
                 kept = [s for s in v.samples if not (s[2] < t0 or s[1] > t1)]
                 locks = _lock_samples(ev, v, kept, t0, t1)
+                lost += getattr(ev, "lost", 0)
                 all_wall += kept
                 _, worst = _summary(kept, t0, t1)
                 for op in VERDICT_OPS:
@@ -715,7 +717,7 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     summ = _cell_summary(all_samples, per_round) if label != "wall" else wall
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
             "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "victim_wall": wall,
-            "timing": label, "error": st.error}
+            "timing": label, "lost_events": lost, "error": st.error}
 
 
 def _cell_summary(samples: list[tuple[str, int, int]], per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:

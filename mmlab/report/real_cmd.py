@@ -192,6 +192,10 @@ def _latency_out(con: Any, args: argparse.Namespace, name: str, runs: list[dict[
     from mmlab.real import scenarios as S
     vs = S.verdicts(runs, floor) if floor else []
     latency_tables(con, runs, {name: floor} if floor else {}, vs)
+    for r in runs:
+        if r.get("lost_events"):
+            con.print(f"[yellow]{r['populator']} {r['size_bytes'] >> 20}M: {r['lost_events']} trace events lost: "
+                      f"some waits are missing (a larger buffer or a smaller size)[/]")
     timing = floor.get("timing", "wall") if floor else "wall"
     if timing == "wall" and args.timing != "wall":
         from mmlab.real.evidence import trace_unavailable
