@@ -47,6 +47,24 @@ def _verdicts(res: LatencyResult) -> dict[tuple[str, str], bool]:
     return {(v.populator, v.op): v.bounded for v in res.verdicts}
 
 
+ATTEMPTS = 3  # a timing shape measured on a shared box: the scenario is run again, never judged looser
+
+
+def _attempts(seed: int, scenario, judge) -> None:
+    """Run *scenario(seed_i)* until *judge(result)* returns "" (the shape is there), at most
+    ATTEMPTS times with seeds derived from *seed*; fail with every attempt's account. A host
+    hiccup during one run can make a bounded wait look unbounded (or flatten a slope); the
+    model's own shape shows in every run, so a mechanism that moved fails every attempt."""
+    seen = []
+    for i in range(ATTEMPTS):
+        s = seed + 7919 * i
+        why = judge(scenario(s))
+        if not why:
+            return
+        seen.append(f"attempt {i + 1} (seed {s}):\n{why}")
+    pytest.fail("\n".join(seen))
+
+
 def _expected(kernel: str, p: Populator, op: str) -> bool:
     """Bounded? -- the issue's description of each kernel, in terms of the populator's kind."""
     if kernel == "v3.7":
@@ -61,13 +79,16 @@ def _expected(kernel: str, p: Populator, op: str) -> bool:
 
 @pytest.mark.parametrize("kernel", ["v3.7", "v3.9", "v6.18", "bounded"])
 def test_shapes(kernel: str, seed: int) -> None:
-    res = _run(kernel, AVAILABLE, seed)
-    got = _verdicts(res)
     want = {(p.name, op): _expected(kernel, p, op) for p in AVAILABLE for op in ("fault", "writer")}
-    assert got == want, f"seed={seed}\n{_table(res)}"
-    # unbounded waits sit out (most of) the populate; bounded ones stay a small share of it
-    for v in res.verdicts:
-        assert (v.share >= 0.5) if not v.bounded else (v.share < 0.25), _table(res)
+
+    def judge(res: LatencyResult) -> str:
+        if _verdicts(res) != want:
+            return _table(res)
+        # unbounded waits sit out (most of) the populate; bounded ones stay a small share of it
+        if not all((v.share >= 0.5) if not v.bounded else (v.share < 0.25) for v in res.verdicts):
+            return "share: " + _table(res)
+        return ""
+    _attempts(seed, lambda s: _run(kernel, AVAILABLE, s), judge)
 
 
 def test_every_populator_runs_in_the_model() -> None:
@@ -83,10 +104,12 @@ def test_every_populator_runs_in_the_model() -> None:
 ])
 def test_one_switch_moves_the_verdict(base: str, flipped: str, populator: str, op: str, seed: int) -> None:
     pops = [POPULATORS[populator]]
-    a = _run(base, pops, seed)
-    b = _run(flipped, pops, seed)
-    assert _verdicts(a)[(populator, op)] is True, f"seed={seed}\n{_table(a)}"
-    assert _verdicts(b)[(populator, op)] is False, f"seed={seed}\n{_table(b)}"
+
+    def judge(ab: tuple[LatencyResult, LatencyResult]) -> str:
+        a, b = ab
+        ok = _verdicts(a)[(populator, op)] is True and _verdicts(b)[(populator, op)] is False
+        return "" if ok else f"{base} (want bounded):\n{_table(a)}\n{flipped} (want UNBOUNDED):\n{_table(b)}"
+    _attempts(seed, lambda s: (_run(base, pops, s), _run(flipped, pops, s)), judge)
 
 
 def test_one_cost_moves_the_verdict(seed: int) -> None:
@@ -95,7 +118,10 @@ def test_one_cost_moves_the_verdict(seed: int) -> None:
     (Mapping a cached page costs a third of zeroing one, so this runs at full time scale.)"""
     pops = [POPULATORS["populate-file"]]
     whole = dataclasses.replace(DEFAULT_COSTS, readahead_pages=1 << 20)
-    a = _run("v6.18", pops, seed, time_scale=1.0)
-    b = _run("v6.18", pops, seed, costs=whole, time_scale=1.0)
-    assert _verdicts(a)[("populate-file", "writer")] is True, _table(a)
-    assert _verdicts(b)[("populate-file", "writer")] is False, _table(b)
+
+    def judge(ab: tuple[LatencyResult, LatencyResult]) -> str:
+        a, b = ab
+        ok = _verdicts(a)[("populate-file", "writer")] is True and _verdicts(b)[("populate-file", "writer")] is False
+        return "" if ok else f"v6.18 (want bounded):\n{_table(a)}\nwhole-file read-ahead (want UNBOUNDED):\n{_table(b)}"
+    _attempts(seed, lambda s: (_run("v6.18", pops, s, time_scale=1.0),
+                               _run("v6.18", pops, s, costs=whole, time_scale=1.0)), judge)
