@@ -12,8 +12,10 @@ Setup (in this order, so that nothing is missed and nothing foreign gets in): mk
 traced threads create are added to the pid filter by the kernel), ``set_event_pid`` with every
 thread of the process, the reader thread on ``trace_pipe``, the events, then ``tracing_on`` 1.
 
-A reader thread drains ``trace_pipe`` while the program runs, so the per-CPU buffers need only hold
-what arrives between two reads. When the traced process is another process it parses as it
+A reader thread drains the buffers while the program runs, so the per-CPU buffers need only hold
+what arrives between two reads. By default it reads the binary pages of
+``per_cpu/cpuN/trace_pipe_raw`` (:mod:`mmlab.trace.raw`: nanosecond timestamps, and no text for
+the kernel to format); ``raw=False`` reads the ``trace_pipe`` text (:mod:`mmlab.trace.parse`). When the traced process is another process it parses as it
 reads; when it is this process (``pid=os.getpid()``), it only collects the text and parses after
 the capture, so that the capture does not take the GIL from the very threads it watches (and its
 own thread is left out of the pid filter). Lost events (``overrun`` and ``dropped events`` of
