@@ -111,6 +111,10 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     pid = os.fork()
     if pid == 0:  # the child: no Python cleanup on any path out
         try:
+            # the signal dispositions a program expects (Python ignores SIGPIPE and SIGXFSZ,
+            # and an ignored signal stays ignored across exec), as subprocess's restore_signals
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
             os.close(w)
             if os.read(r, 1) != b"x":
                 os._exit(127)

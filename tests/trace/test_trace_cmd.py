@@ -13,8 +13,6 @@ import pytest
 
 from mmlab.trace import instances_of_mine
 
-HERE = os.path.dirname(__file__)
-PROG = os.path.join(HERE, "progs", "populate_vs_mmap.c")
 COUNTED = ("mmap_lock_start_locking", "mmap_lock_acquire_returned", "mmap_lock_released")
 
 
@@ -26,15 +24,6 @@ def _mmlab(*args: str, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-
 
 def _no_instance_of(pid: int) -> None:
     assert not [n for n in instances_of_mine() if n.startswith(f"mmlab-trace-{pid}-")]
-
-
-@pytest.fixture(scope="module")
-def prog(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is not installed: cannot build the two-thread C program")
-    out = str(tmp_path_factory.mktemp("prog") / "populate_vs_mmap")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, PROG], check=True, capture_output=True)
-    return out
 
 
 def test_bad_arguments_exit_2() -> None:
