@@ -13,10 +13,12 @@ MiB = 1 << 20
 RW = PROT_READ | PROT_WRITE
 
 
-def test_populate_and_downgrade(tracing: None, libc) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("raw", [True, False], ids=["binary", "text"])
+def test_populate_and_downgrade(tracing: None, libc, raw: bool) -> None:  # type: ignore[no-untyped-def]
     """A MAP_POPULATE is a short write hold then a read hold for the populate; its munmap is a
-    write hold downgraded to read (acquire_returned write=false with no start_locking)."""
-    with Capture(buffer_kb=512, name="test") as cap:
+    write hold downgraded to read (acquire_returned write=false with no start_locking). The same
+    from the binary pages and from the text."""
+    with Capture(buffer_kb=512, name="test", raw=raw) as cap:
         a = libc.mmap(0, 4 * MiB, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
         libc.munmap(a, 4 * MiB)
     tr = cap.trace
@@ -30,6 +32,11 @@ def test_populate_and_downgrade(tracing: None, libc) -> None:  # type: ignore[no
     assert [(r.mode, r.how) for r in ul] == [("W", ""), ("R", "downgrade")]
     assert ul[0].rel_ns == ul[1].acq_ns
     assert tr.counts["mmap_lock_acquire_returned"] > tr.counts["mmap_lock_start_locking"]  # the downgrade
+    assert all(r.acq_ns >= r.req_ns and (r.rel_ns >= r.acq_ns or r.rel_ns == -1) for r in tr.locks)
+    if raw:  # nanoseconds: not all multiples of 1000 as the text's are
+        assert any(r.acq_ns % 1000 for r in tr.locks)
+    else:
+        assert all(r.acq_ns % 1000 == 0 for r in tr.locks)
 
 
 def test_instance_removed_after_exception(tracing: None, libc) -> None:  # type: ignore[no-untyped-def]
