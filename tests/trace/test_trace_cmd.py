@@ -35,7 +35,7 @@ def test_bad_arguments_exit_2() -> None:
 
 
 def test_exit_status_passed_through(tracing: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    r = _mmlab("--json", str(tmp_path / "t.json"), "--", "sh", "-c", "exit 7")
+    r = _mmlab("--text", "--json", str(tmp_path / "t.json"), "--", "sh", "-c", "exit 7")  # the text reader too
     assert r.returncode == 7, r.stderr
     d = json.loads((tmp_path / "t.json").read_text())
     assert d["exit_status"] == 7 and d["lost"] == 0 and d["counts"]["mmap_lock_start_locking"] > 0
