@@ -298,6 +298,10 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
     if tr.lost:
         con.print(f"WARNING: {tr.lost:,} events lost (per CPU: {tr.lost_per_cpu}); waits may be missing or "
                   f"mismatched: raise --buffer-kb", markup=False, style="bold red", soft_wrap=True)
+    if tr.other_processes:
+        kids = ", ".join(f"{pid} ({n:,} events)" for pid, n in sorted(tr.other_processes.items())[:5])
+        con.print(f"not shown: {len(tr.other_processes)} child process(es) of it, each with its own mm: {kids}; "
+                  f"trace one with --pid, or run it directly", markup=False, soft_wrap=True)
     t = Table(title="mmap_lock waits per thread (start_locking -> acquire_returned)", title_justify="left")
     for c in ("thread", "tid", "waits", "p50", "p99", "max", "total wait", "held", "failed trylock", "downgrades"):
         t.add_column(c, justify="left" if c == "thread" else "right", no_wrap=c == "thread")
