@@ -289,13 +289,16 @@ class Capture:
 
     def _saved_maps(self, root: str) -> None:
         """The kernel's own tid -> tgid and tid -> comm maps (saved_tgids, saved_cmdlines), for
-        threads and child processes that came and went between two looks at /proc."""
-        for fname, into, conv in (("saved_tgids", self._tgid_of, int), ("saved_cmdlines", self._names, str)):
+        threads and child processes that came and went between two looks at /proc. The comm the
+        kernel saved while tracing wins over an earlier look at /proc (a program that exec'd or
+        renamed a thread since)."""
+        for fname, into, conv, override in (("saved_tgids", self._tgid_of, int, False),
+                                            ("saved_cmdlines", self._names, str, True)):
             try:
                 with open(os.path.join(root, fname)) as f:
                     for line in f:
                         k, _, v = line.strip().partition(" ")
-                        if k.isdigit() and v and int(k) not in into:
+                        if k.isdigit() and v and (override or int(k) not in into):
                             into[int(k)] = conv(v)  # type: ignore[index]
             except (OSError, ValueError):
                 pass
