@@ -139,3 +139,30 @@ def test_sigterm_exits_143_and_cleans_up(tracing: None) -> None:
             p.wait()
     assert p.returncode == 143 and "exited with status 143" in out
     _no_instance_of(p.pid)
+
+
+def test_reader_queued_behind_waiting_writer(tracing: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """progs/convoy.c: while the main thread populates 32 MiB under the read lock, a writer waits,
+    and a reader (mincore) that asks after it waits too, though only a reader holds the lock
+    (Linux 6.18's rwsem, as the model's fair lock): the report names the waiting writer it queued
+    behind, and the populate as the holder."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed")
+    exe = str(tmp_path / "convoy")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(os.path.dirname(__file__), "progs", "convoy.c")],
+                   check=True, capture_output=True)
+    for _ in range(3):  # the reader must ask while the writer waits (both share 2 busy CPUs)
+        j = tmp_path / "c.json"
+        r = _mmlab("--worst", "20", "--json", str(j), "--", exe, "32")
+        assert r.returncode == 0, r.stderr
+        d = json.loads(j.read_text())
+        assert d["lost"] == 0
+        convoy = [w for w in d["worst"] if w["waiter"]["name"] == "reader" and w["queued_behind"]]
+        if convoy:
+            w = convoy[0]
+            assert w["waiter"]["mode"] == "R" and w["waiter"]["call"].startswith("mincore(")
+            assert [q["name"] for q in w["queued_behind"]] == ["writer"]
+            assert w["holders"][0]["mode"] == "R" and "POPULATE" in w["holders"][0]["call"]
+            assert "queued behind a waiting writer: writer:" in r.stdout
+            return
+    pytest.fail("in 3 runs the reader never asked for the lock while the writer waited")
