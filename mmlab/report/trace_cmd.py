@@ -319,7 +319,11 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
                   "lost_per_cpu": {str(k): v for k, v in tr.lost_per_cpu.items()}, "mm": tr.mm,
                   "anomalies": tr.anomalies, "foreign_mm_events": tr.foreign,
                   "other_processes": {str(k): v for k, v in tr.other_processes.items()},
-                  "clock": "CLOCK_MONOTONIC ns (us resolution)", "t0_ns": tr.t0_ns, "t1_ns": tr.t1_ns})
+                  "clock": "CLOCK_MONOTONIC ns" + (" (us resolution: text reader)" if args.text else ""),
+                  "t0_ns": tr.t0_ns, "t1_ns": tr.t1_ns})
+        if args.stall_ms is not None:  # the model's watchdog, replayed over the trace, says the same
+            from mmlab.trace.analysis import stall_reports
+            d["watchdog"] = [r.as_dict() for r in stall_reports(tr, args.stall_ms)]
         with open(args.json, "w") as f:
             json.dump(d, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)

@@ -102,7 +102,7 @@ def test_acceptance_populate_stalls_the_looping_thread(tracing: None, prog: str,
     agree within 3% with perf stat's on the same program."""
     j = tmp_path / "t.json"
     pf = tmp_path / "p.json"
-    r = _mmlab("--json", str(j), "--perfetto", str(pf), "--", prog, "256", "3000")
+    r = _mmlab("--json", str(j), "--perfetto", str(pf), "--stall-ms", "50", "--", prog, "256", "3000")
     assert r.returncode == 0, r.stderr
     d = json.loads(j.read_text())
     assert d["lost"] == 0
@@ -118,6 +118,10 @@ def test_acceptance_populate_stalls_the_looping_thread(tracing: None, prog: str,
     populate_ms = float(re.search(r"populate 256 MiB: ([\d.]+) ms", r.stdout).group(1))  # the program's own clock
     assert worst["wait_us"] >= 0.5 * populate_ms * 1e3, (worst["wait_us"], populate_ms)
     assert "victim" in r.stdout and "held by populate" in r.stdout
+    # the model's stall watchdog, replayed: the victim, blocked 50 ms, with the populate holding
+    (rep,) = [x for x in d["watchdog"] if x["tid"] == worst["waiter"]["tid"]
+              and abs(x["final_wait_ms"] - worst["wait_us"] / 1e3) < 0.01]
+    assert rep["mode"] == "W" and [(h["task"], h["mode"], h["call"]) for h in rep["holders"]] == [("populate", "R", "mmap")]
     ev = [e for e in json.loads(pf.read_text())["traceEvents"] if e["ph"] == "X"]
     (pop,) = [e for e in ev if e["name"] == "mmap" and "POPULATE" in e["args"]["call"]]
     inside = [e for e in ev if e["tid"] == pop["tid"] and e["cat"] == "mmap_lock"
