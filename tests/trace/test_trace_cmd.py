@@ -81,7 +81,7 @@ def _perf_counts(prog: str) -> dict[str, int]:
     perf = shutil.which("perf")
     if not perf:
         pytest.skip("perf is not installed: no independent count of the tracepoints")
-    r = subprocess.run([perf, "stat", "-x,", "-e", ",".join(f"mmap_lock:{e}" for e in COUNTED), "--", prog, "256", "3000"],
+    r = subprocess.run([perf, "stat", "-x,", "-e", ",".join(f"mmap_lock:{e}" for e in COUNTED), "--", prog, "256", "10000"],
                        capture_output=True, text=True, timeout=100)
     counts = {}
     for line in r.stderr.splitlines():
@@ -102,7 +102,7 @@ def test_acceptance_populate_stalls_the_looping_thread(tracing: None, prog: str,
     agree within 3% with perf stat's on the same program."""
     j = tmp_path / "t.json"
     pf = tmp_path / "p.json"
-    r = _mmlab("--json", str(j), "--perfetto", str(pf), "--stall-ms", "50", "--", prog, "256", "3000")
+    r = _mmlab("--json", str(j), "--perfetto", str(pf), "--stall-ms", "50", "--", prog, "256", "10000")
     assert r.returncode == 0, r.stderr
     d = json.loads(j.read_text())
     assert d["lost"] == 0

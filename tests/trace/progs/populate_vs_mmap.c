@@ -17,6 +17,7 @@ static size_t size;
 static long iters;
 static atomic_long done;
 static atomic_int ready;	/* the populate thread is running: the victim may start */
+static atomic_int populating;	/* the populate is about to begin: the victim goes on */
 
 /* Each thread on a CPU of its own when there are two: a populate thread spinning on the CPU
  * the victim runs on would keep the victim off it for the start of the populate. */
@@ -56,6 +57,9 @@ static void *victim(void *arg)
 		if (p == MAP_FAILED) { perror("mmap"); exit(1); }
 		munmap(p, 4096);
 		atomic_store(&done, i + 1);
+		if (i + 1 == iters / 10)	/* still looping when the populate begins */
+			while (size && !atomic_load(&populating))
+				;
 	}
 	return NULL;
 }
@@ -71,6 +75,7 @@ static void *populate(void *arg)
 	if (!size)
 		return NULL;
 	double t0 = now_ms();
+	atomic_store(&populating, 1);
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (p == MAP_FAILED) { perror("mmap populate"); exit(1); }
 	double t1 = now_ms();
