@@ -300,8 +300,10 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
         kids = ", ".join(f"{pid} ({n:,} events)" for pid, n in sorted(tr.other_processes.items())[:5])
         con.print(f"not shown: {len(tr.other_processes)} child process(es) of it, each with its own mm: {kids}; "
                   f"trace one with --pid, or run it directly", markup=False, soft_wrap=True)
-    t = Table(title="mmap_lock waits per thread (start_locking -> acquire_returned)", title_justify="left")
-    for c in ("thread", "tid", "waits", "p50", "p99", "max", "total wait", "held", "failed trylock", "downgrades"):
+    t = Table(title="mmap_lock waits per thread (each acquisition: start_locking -> acquire_returned)",
+              title_justify="left")
+    for c in ("thread", "tid", "acquisitions", "p50", "p99", "max", "total wait", "held", "failed trylock",
+              "downgrades"):
         t.add_column(c, justify="left" if c == "thread" else "right", no_wrap=c == "thread")
     for s in sorted(an.threads, key=lambda s: -s.max_us):
         t.add_row(s.name, str(s.tid), f"{s.count:,}", _fmt_us(s.p50_us), _fmt_us(s.p99_us), _fmt_us(s.max_us),
