@@ -168,9 +168,9 @@ def test_verdict_from_traced_populates(tracing: None, prog: str) -> None:
 
     def run(size: int):  # type: ignore[no-untyped-def]
         """The looper must have asked for the lock in the first half of the populating call (it
-        shares 2 CPUs with everyone else), or the run did not happen as meant: run again, 5 times
+        shares 2 CPUs with everyone else), or the run did not happen as meant: run again, 10 times
         at most."""
-        for _ in range(5):
+        for _ in range(10):
             tr, names = run_once(size)
             if not size:
                 return tr, None
@@ -180,12 +180,14 @@ def test_verdict_from_traced_populates(tracing: None, prog: str) -> None:
             if any(r.tid == names["victim"] and pop.enter_ns <= r.req_ns <= half for r in tr.locks):
                 return tr, pop
         pytest.fail(f"the looping thread never asked for mmap_lock during the first half of a {size >> 20} MiB "
-                    f"populate in 5 runs (a CPU-starved machine?)")
+                    f"populate in 10 runs (a CPU-starved machine?)")
 
     floor_tr, _ = run(0)
     floor = statistics.median([r.wait_ns / 1e3 for r in waits(floor_tr)] or [0.0])
     runs = []
-    for size in (8 * MiB, 32 * MiB, 128 * MiB):  # a populate must outlast a time slice of a loaded box
+    # A populate must outlast the scheduling delays of a loaded box (tens of ms with 8 runnable
+    # tasks per CPU), or the looper is not on a CPU to ask during its first half.
+    for size in (16 * MiB, 64 * MiB, 256 * MiB):
         tr, pop = run(size)
         runs.append(traced_run(tr, size, pop))
     v = judge_traced("Linux (traced)", "populate-anon", "mmap+munmap", runs, floor)
