@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import LockOrder, PlantedDeadlock, Spinner, points_of
+from sched_helpers import LockOrder, PlantedDeadlock, Spinner, points_of
 from mmlab import DEFAULT_COSTS, MM
 from mmlab.clock import hooks
 from mmlab.sched.controller import DEADLOCK, DONE, STEP_BOUND, Controller, TaskThreads
