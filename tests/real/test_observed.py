@@ -1,0 +1,140 @@
+"""What was not observed is never a measurement: a writer victim call with no mmap_lock record is
+not a 0 us wait, a race cell with no window hit is not "not populated", and every target of
+`mmlab compare` is closed on every way out."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmlab.cli import main
+from mmlab.real import scenarios as S
+from mmlab.report import real_cmd
+from mmlab.report.compare_cmd import _mark, _race_cell, _race_key
+from mmlab.report.console import console
+
+
+class _Ev:
+    """Lock records of one round: the writer's mmap waited 5 us; its mprotect and munmap have none."""
+
+    def call_waits(self, tids: dict[int, str], lo: int, hi: int) -> dict[str, list[int]]:
+        return {"mmap": [5000]}
+
+
+class _V:
+    tids: dict[int, str] = {}
+    mprotect = True
+
+
+KEPT = [("fault", 10, 20), ("fault", 30, 40), ("mmap", 10, 20), ("mprotect", 20, 30), ("munmap", 30, 90)]
+
+
+def test_a_writer_call_without_a_lock_record_is_no_zero_wait() -> None:
+    locks = S._lock_samples(_Ev(), _V(), KEPT, 0, 100)  # type: ignore[arg-type]
+    assert sorted(locks) == [("fault", 0, 0), ("fault", 0, 0), ("mmap", 0, 5000)]  # per-VMA-lock faults: zero waits
+    assert S._unobserved(_V(), KEPT, locks) == ["mprotect", "munmap", "writer"]  # type: ignore[arg-type]
+    assert S._unobserved(_V(), KEPT, locks + [("mprotect", 0, 1), ("munmap", 0, 0)]) == []  # type: ignore[arg-type]
+    assert S._unobserved(_V(), KEPT[2:], None) == ["fault"]  # type: ignore[arg-type]  # wall: the reader never ran
+
+
+def _run(kernel: str, size: int, victim: dict[str, Any], not_observed: list[str]) -> dict[str, Any]:
+    return {"kernel": kernel, "populator": "populate-anon", "size_bytes": size, "populate_ms": size / (1 << 20),
+            "victim": victim, "not_observed": not_observed}
+
+
+def _w(us: float) -> dict[str, float]:
+    return {"count": 5, "p50_us": us, "p99_us": us, "p999_us": us, "max_us": us, "worst_us": us}
+
+
+def test_a_size_not_observed_gives_no_verdict_but_an_error(tmp_path: Path) -> None:
+    floor = {"victim": {"writer": _w(5.0), "munmap": _w(5.0)}, "timing": "traced"}
+    runs = [_run("real", 16 << 20, {"writer": _w(14000.0), "munmap": _w(14000.0)}, []),
+            _run("real", 32 << 20, {"writer": dict(_w(0.0), observed=False), "munmap": dict(_w(0.0), count=0, observed=False)},
+                 ["writer", "munmap"])]
+    vs = {v["op"]: v for v in S.verdicts(runs, floor)}
+    assert vs["writer"]["bounded"] is None and vs["writer"]["not_observed"] and "32 MiB" in vs["writer"]["why"]
+    assert vs["munmap"]["bounded"] is None
+    out = io.StringIO()
+    args = type("A", (), {"json": str(tmp_path / "l.json"), "timing": "auto", "expect_bounded": False})()
+    rc = real_cmd._latency_out(console(file=out, width=300), args, "real", runs, floor, {})
+    assert rc == 1
+    text = out.getvalue()
+    assert "not observed real populate-anon 32M: writer, munmap" in text
+    assert json.loads((tmp_path / "l.json").read_text())["not_observed"] == 1
+
+
+def test_a_round_not_observed_is_run_again_then_the_cell_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def never(v: Any, kept: Any, locks: Any) -> list[str]:
+        calls.append(1)
+        return ["munmap", "writer"]
+
+    monkeypatch.setattr(S, "_unobserved", never)
+    t = S.ModelTarget("v6.18", lock_waits=True)
+    try:
+        r = S.run_latency_cell(t, S.POPULATORS["populate-anon"], 1 << 20, rounds=2)
+    finally:
+        t.close()
+    assert len(calls) == 2 * S.OBSERVE_TRIES and r["reruns_unobserved"] == 2 * (S.OBSERVE_TRIES - 1)
+    assert r["not_observed"] == ["writer", "munmap"] and r["victim"]["munmap"]["observed"] is False
+
+
+def test_a_race_with_no_window_hit_is_not_observed() -> None:
+    counts = {"v6.18": 0}
+    hit = {"outcomes": {"OK": 2, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}, "window_hits": 1, "rounds": 2}
+    missed = dict(hit, window_hits=0, window_unknown=1)
+    forbidden = {"outcomes": {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 2, "ERROR": 0}, "window_hits": 2, "rounds": 2}
+    assert _race_key(hit) is False and _race_key(missed) is None and _race_key(forbidden) is True
+    assert _mark(missed, forbidden, _race_key, counts, "v6.18") == "?" and counts["v6.18"] == 0
+    assert "?" in _race_cell(missed) and "no window hit" in _race_cell(missed)
+    assert "!=" in _mark(hit, forbidden, _race_key, counts, "v6.18") and counts["v6.18"] == 1
+
+
+def test_window_hits_with_unknown_rounds_are_shown() -> None:
+    r = {"window_hits": 2, "window_unknown": 1}
+    assert real_cmd.window_cell(r) == "2 (+1 unknown)" and real_cmd.window_cell(dict(r, window_unknown=0)) == "2"
+    out = io.StringIO()
+    real_cmd.race_problems(console(file=out, width=300), [dict(r, kernel="real", populator="populate-file",
+                                                                racer="mprotect", first_forbidden=None)])
+    assert "1 round(s) with the window hit unknown" in out.getvalue()
+
+
+def test_compare_closes_its_targets_when_a_run_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[S.RealTarget] = []
+    init = S.RealTarget.__init__
+
+    def record(self: S.RealTarget, *a: Any, **k: Any) -> None:
+        init(self, *a, **k)
+        made.append(self)
+
+    def fail(t: Any, ms: int = 200) -> dict[str, Any]:
+        raise RuntimeError("trace reader failed")
+
+    monkeypatch.setattr(S.RealTarget, "__init__", record)
+    monkeypatch.setattr(S, "run_noise_floor", fail)
+    with pytest.raises(RuntimeError, match="trace reader failed"):
+        main(["compare", "--kernel", "v6.18", "--sizes", "1M,2M", "--rounds", "1"])
+    assert made and not any(os.path.exists(t._dir) for t in made)
+
+
+def test_real_files_are_named_without_the_random_module(tmp_path: Path) -> None:
+    t = S.RealTarget()
+    try:
+        random.seed(7)
+        expected = random.random()
+        random.seed(7)
+        f = t.file(1 << 20)
+        try:
+            assert random.random() == expected  # the file's name drew nothing from the seeded stream
+            assert os.path.dirname(f.path) == t._dir and f.path.endswith(".dat")
+        finally:
+            t.close_file(f)
+    finally:
+        t.close()
