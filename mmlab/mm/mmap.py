@@ -27,6 +27,7 @@ from mmlab.flags import (
 )
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
+from mmlab.mm.guard import guard_remove
 from mmlab.mm.pagetable import PTE_MLOCKED
 from mmlab.mm.vma import Vma, shmem_zero_setup
 
@@ -228,6 +229,8 @@ def detach_range(mm: "MM", start: int, end: int, hit: Optional[list[Vma]] = None
         out.append(v)
     mm.origins.clear(start, end)
     vmas.unmapped(start, end)
+    if mm.guards:  # an unmap clears the guard markers with the page tables
+        guard_remove(mm.guards, start, end)
     return out
 
 

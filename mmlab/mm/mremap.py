@@ -43,6 +43,7 @@ from mmlab.errors import EAGAIN, EFAULT, EINVAL, ENOMEM, err
 from mmlab.flags import (MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, TASK_SIZE,
                          VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED, page_align)
 from mmlab.mm.gup import mm_populate, populate_range_locked
+from mmlab.mm.guard import guard_move
 from mmlab.mm.mmap import check_unmap, detach_range, zap_detached
 from mmlab.mm.vma import Vma, vma_modify_flags
 
@@ -257,6 +258,8 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     # move_page_tables(): the ptes go with their provenance
     if old_len:
         mm.pt.move(old_addr, new_addr, old_len)
+        if mm.guards:  # guard markers are ptes: they move with the page tables
+            guard_move(mm.guards, old_addr, new_addr, old_len)
     if flags & MREMAP_DONTUNMAP:
         # The old range stays mapped, empty; VM_LOCKED[ONFAULT] is cleared on the whole old
         # vma, without a split (vm_flags_clear(vma, VM_LOCKED_MASK), as `mmlab diff` saw

@@ -25,7 +25,7 @@ from sortedcontainers import SortedDict
 from mmlab.errors import ENOMEM, err
 from mmlab.flags import (
     PAGE_SIZE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP,
-    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE,
+    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE, VM_MAYSHARE,
 )
 
 __all__ = ["Vma", "VmaTree", "OriginMap", "Origin", "vm_flags_str"]
@@ -86,7 +86,7 @@ class Vma:
 def vm_flags_str(flags: int) -> str:
     """rwxp plus the smaps VmFlags mnemonics that matter here."""
     s = ("r" if flags & VM_READ else "-") + ("w" if flags & VM_WRITE else "-") + \
-        ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_SHARED else "p")
+        ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_MAYSHARE else "p")  # show_map_vma()
     extra = [m for bit, m in ((VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf"), (VM_GROWSDOWN, "gd"),
                               (VM_POPULATE, "po"), (VM_NONLINEAR, "nl"), (VM_IO, "io"),
                               (VM_PFNMAP, "pf"), (VM_NORESERVE, "nr")) if flags & bit]
