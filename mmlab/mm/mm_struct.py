@@ -116,6 +116,10 @@ class MM:
         self.mmap_sem = MmapSem(self.clock, history=history)
         self.vma_locks = VmaLocks()
         self.vmas = VmaTree(MMAP_BASE)
+        # 4.12+: stack_guard_gap pages stay free below a VM_GROWSDOWN vma; before, the one guard
+        # page was the stack vma's own lowest page and placement kept no gap
+        if self.kernel.stack_guard_gap > 1:
+            self.vmas.stack_guard_gap = self.kernel.stack_guard_gap * PAGE_SIZE
         self.pt = PageTable()
         self.guards: list[int] = []  # guard markers (MADV_GUARD_INSTALL): sorted page addresses
         self.origins = OriginMap()

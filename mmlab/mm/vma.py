@@ -242,6 +242,7 @@ class VmaTree:
         self.mmap_base = mmap_base
         self.mmap_min_addr = mmap_min_addr
         self.free_area_cache = mmap_base
+        self.stack_guard_gap = 0  # bytes kept free below a VM_GROWSDOWN vma (vm_start_gap())
 
     def __len__(self) -> int:
         return len(self._d)
@@ -346,14 +347,15 @@ class VmaTree:
     # ---------------------------------------------------------------- placement
     def get_unmapped_area(self, length: int, hint: int = 0) -> int:
         """arch_get_unmapped_area_topdown(): a hint if it fits, else the highest gap below
-        mmap_base, searched from ``free_area_cache`` down (as 3.x did), then from mmap_base."""
+        mmap_base, searched from ``free_area_cache`` down (as 3.x did), then from mmap_base.
+        Neither may end within ``stack_guard_gap`` below a VM_GROWSDOWN vma (vm_start_gap())."""
         if length > TASK_SIZE - self.mmap_min_addr:
             raise err(ENOMEM, "get_unmapped_area")
         if hint:
             hint = hint & ~(PAGE_SIZE - 1)
             if self.mmap_min_addr <= hint and hint + length <= TASK_SIZE:
                 v = self.find_vma(hint)
-                if v is None or hint + length <= v.start:
+                if v is None or hint + length <= v.start - (self.stack_guard_gap if v.flags & VM_GROWSDOWN else 0):
                     return hint
         for top in (min(self.free_area_cache, self.mmap_base), self.mmap_base):
             addr = self._search_down(top, length)
@@ -369,7 +371,7 @@ class VmaTree:
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
                 return hi - length
-            hi = min(hi, v.start)
+            hi = min(hi, v.start - self.stack_guard_gap if v.flags & VM_GROWSDOWN else v.start)
             if hi - self.mmap_min_addr < length:
                 return None
         if hi - self.mmap_min_addr >= length:
