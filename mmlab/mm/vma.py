@@ -367,6 +367,10 @@ class VmaTree:
     def _search_down(self, top: int, length: int) -> Optional[int]:
         hi = top
         d = self._d
+        if self.stack_guard_gap:  # the search may start right at a stack (free_area_cache)
+            v0 = d.get(top)
+            if v0 is not None and v0.flags & VM_GROWSDOWN:
+                hi = top - self.stack_guard_gap
         for k in self._k.below(top):
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
