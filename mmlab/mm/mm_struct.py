@@ -3,8 +3,9 @@
 Each syscall method is a thin entry that names the call for provenance and delegates to the
 module that mirrors the kernel file implementing it (mm/mmap.c -> mmap.py, ...). Calls may come
 from any number of real threads at once; the calling thread is the task (:mod:`mmlab.current`).
-Bad input raises OSError with Linux's errno and leaves the model as it was; user accesses that
-the kernel answers with a signal raise :class:`mmlab.errors.SIGSEGV` / ``SIGBUS``.
+Bad input raises OSError with Linux's errno and leaves the state Linux leaves: unchanged where
+Linux checks before it changes, the vmas before a hole changed where it walks (mprotect, mlock,
+munlock, madvise); user accesses that the kernel answers with a signal raise :class:`mmlab.errors.SIGSEGV` / ``SIGBUS``.
 """
 
 from __future__ import annotations

@@ -159,7 +159,11 @@ class MMMachine(RuleBasedStateMachine):
     @rule(data=st.data(), n=pages, prot=st.sampled_from(PROTS), grows=st.booleans())
     def mprotect(self, data, n, prot, grows) -> None:
         a = self._addr(data)
-        walks = not grows and self.mm.vmas.vma_lookup(a) is not None
+        if grows:  # PROT_GROWSDOWN: the walk starts at the start of a VM_GROWSDOWN vma
+            v = self.mm.vmas.find_vma(a)
+            walks = v is not None and v.start < a + n * P and bool(v.flags & VM_GROWSDOWN)
+        else:
+            walks = self.mm.vmas.vma_lookup(a) is not None
         self._call(self.mm.mprotect, a, n * P, prot | (PROT_GROWSDOWN if grows else 0),
                    may_change_on=(errno.ENOMEM, errno.EACCES) if walks else ())
 
