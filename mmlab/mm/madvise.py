@@ -55,7 +55,7 @@ from mmlab.flags import (
     MADV_KEEPONFORK, MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_PAGEOUT, MADV_POPULATE_READ,
     MADV_POPULATE_WRITE, MADV_REMOVE, MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK, PAGE_SIZE,
     TASK_SIZE, VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, VM_DROPPABLE, VM_EXEC, VM_HUGEPAGE, VM_IO,
-    VM_LOCKED, VM_MAYSHARE, VM_MAYWRITE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
+    VM_LOCKED, VM_MAYBE_GUARD, VM_MAYSHARE, VM_MAYWRITE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
     VM_RAND_READ, VM_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE,
 )
 from mmlab.mm.guard import guard_install, guard_remove
@@ -283,6 +283,7 @@ def _guard_install(mm: "MM", vma: Vma, start: int, end: int) -> int:
     if vma.flags & (VM_SPECIAL | VM_LOCKED):
         return EINVAL
     anon_vma_prepare(vma)  # the range is no longer empty from the page table's point of view
+    vma.flags |= VM_MAYBE_GUARD  # the whole vma, no split: smaps "gu", sticky, ignored by merges
     from mmlab.mm.mmap import zap_detached
     zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
     guard_install(mm.guards, start, end)

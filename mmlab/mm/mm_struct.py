@@ -381,10 +381,11 @@ def _smaps_flags(flags: int) -> str:
     from mmlab.flags import (VM_EXEC, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYSHARE, VM_SHARED)
     from mmlab.flags import (VM_DONTCOPY, VM_DONTDUMP, VM_DROPPABLE, VM_HUGEPAGE, VM_MERGEABLE,
                              VM_NOHUGEPAGE, VM_NORESERVE, VM_RAND_READ, VM_SEQ_READ, VM_WIPEONFORK)
+    from mmlab.flags import VM_MAYBE_GUARD
     names = [(VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"), (VM_MAYREAD, "mr"),
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
-             (VM_SEQ_READ, "sr"), (VM_RAND_READ, "rr"), (VM_DONTCOPY, "dc"), (VM_LOCKED, "lo"),
-             (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
+             (VM_MAYBE_GUARD, "gu"), (VM_LOCKED, "lo"), (VM_SEQ_READ, "sr"), (VM_RAND_READ, "rr"),
+             (VM_DONTCOPY, "dc"), (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
              (VM_NOHUGEPAGE, "nh"), (VM_MERGEABLE, "mg"), (VM_LOCKONFAULT, "lf"), (VM_DROPPABLE, "dp")]
     return " ".join(n for b, n in names if flags & b)
 
