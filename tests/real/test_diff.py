@@ -42,7 +42,8 @@ def _planted() -> list[D.Op]:
              D.op("mlockall", flags=0)]
     return [noise[0], noise[1], D.op("mmap", off=2 * P, len=P, prot=RW,
                                      flags=MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED | MAP_POPULATE, hint=0),
-            noise[2], noise[3], D.op("madvise", off=2 * P, len=P, advice=MADV_DONTNEED), D.op("touch", off=9 * P, write=0)]
+            noise[2], noise[3], D.op("madvise", off=2 * P, len=P, advice=MADV_DONTNEED),
+            D.op("touch", off=9 * P, write=0)]
 
 
 def test_documented_difference_is_excused_by_name_and_only_by_its_check(can_mlock: None) -> None:
