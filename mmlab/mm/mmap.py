@@ -40,6 +40,7 @@ __all__ = ["sys_mmap", "sys_munmap", "sys_brk", "do_mmap", "check_unmap", "detac
 PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC
 MAP_KNOWN = (0x0F | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | 0x0800 | 0x1000 | MAP_LOCKED |
              MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x80000 | MAP_FIXED_NOREPLACE)
+PMD_SIZE = 1 << 21
 _VM_DATA_DEFAULT = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
 
@@ -138,6 +139,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
             if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
                 raise err(EEXIST, "mmap")
+    elif file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
+        addr = mm.vmas.get_unmapped_area(length, addr)
     else:
         addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
     if anon and maptype != MAP_SHARED:  # private or droppable
@@ -172,7 +175,6 @@ def _droppable_checks(flags: int, vm_flags: int, anon: bool) -> None:
 
 
 MAP_HUGETLB_ = 0x40000
-PMD_SIZE = 1 << 21
 
 
 def get_unmapped_area(mm: "MM", file: Optional[File], addr: int, length: int, pgoff: int,
