@@ -24,8 +24,12 @@ What each advice does to the state the model has, and which vmas refuse it:
   range is touched gets one huge page on Linux here; the model faults small pages).
 * MADV_WILLNEED on a file vma reads the range into the page cache (the model marks it cached at
   once; Linux starts the read and does not wait). MADV_COLD and MADV_PAGEOUT (5.4) refuse
-  VM_LOCKED and VM_PFNMAP vmas (EINVAL) and otherwise change nothing the model shows: this machine
-  has no swap, so anonymous pages stay, and the file pages measured stayed cached and mapped.
+  VM_LOCKED and VM_PFNMAP vmas (EINVAL) and otherwise change nothing the model shows. Not
+  modelled: PAGEOUT reclaims a clean page-cache folio that lies wholly inside the range and is
+  mapped once (measured: all 64 pages of a cold-read file, advised whole, left the page table
+  and the cache); dirty pages only start writeback, anonymous pages stay (no swap here), and a
+  large folio reaching outside the range stays (measured: 2 pages inside a 64-page folio). The
+  model has no folios, so it reclaims nothing.
 * MADV_REMOVE punches a hole in the file behind a shared writable mapping (shmem, or a disk file
   system with FALLOC_FL_PUNCH_HOLE): VM_LOCKED is EINVAL, no file behind a private anonymous
   vma is EINVAL, a vma that is not shared-and-may-write is EACCES. The pages of the range leave
