@@ -9,7 +9,9 @@ errno, and the parts before it keep the advice -- Linux checks as it goes, not b
 What each advice does to the state the model has, and which vmas refuse it:
 
 * MADV_DONTNEED zaps the pages (VM_LOCKED, VM_PFNMAP: EINVAL); MADV_DONTNEED_LOCKED (5.18) zaps
-  VM_LOCKED vmas too. Guard markers survive both. MADV_FREE (4.5) is accepted on private
+  VM_LOCKED vmas too. Guard markers survive both. They run under mmap_sem held for read -- which
+  is how victims recycle their memory -- or, with ``madvise_vma_lock`` (6.17), for a range inside
+  one vma, under that vma's per-VMA read lock without mmap_lock (MADV_FREE too). MADV_FREE (4.5) is accepted on private
   anonymous memory only (EINVAL on shared, file-backed and VM_LOCKED vmas) and, with no memory
   pressure, changes nothing visible: lazily freed pages stay mapped until reclaim.
 * MADV_NORMAL/SEQUENTIAL/RANDOM, DONTFORK/DOFORK, DONTDUMP/DODUMP, WIPEONFORK/KEEPONFORK (4.14),
@@ -42,7 +44,8 @@ What each advice does to the state the model has, and which vmas refuse it:
 * MADV_POPULATE_READ/WRITE (5.14, profiles with ``populate_skips_inaccessible``) fault pages in
   address order, under mmap_sem read, and stop at the first failure: a hole is ENOMEM, a vma
   without the access asked for (or PROT_NONE) EINVAL, a page that faults with a signal (a guard,
-  beyond EOF) EFAULT; the pages before it stay populated.
+  beyond EOF) EFAULT; the pages before it stay populated. A disk wait drops the read lock and
+  re-takes it (``populate_fault_retry``), looking the vma up again by address.
 
 mincore() reports, per page, a present pte -- or, for a file vma, a page of the file in the page
 cache, however it got there (another mapping, read-ahead, MADV_WILLNEED), as mincore_page() does.
@@ -50,7 +53,7 @@ cache, however it got there (another mapping, read-ahead, MADV_WILLNEED), as min
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from mmlab.errors import EACCES, EAGAIN, EFAULT, EINVAL, ENOMEM, SIGBUS, SIGSEGV, err
 from mmlab.flags import (
@@ -115,6 +118,15 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if end == start:
             mm.end_call(call, 0)
             return 0
+        k = mm.kernel
+        if advice in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE) and k.madvise_vma_lock \
+                and k.per_vma_lock:
+            e = _dontneed_free_vma_locked(mm, start, end, advice)
+            if e is not None:
+                if e:
+                    raise err(e, "madvise")
+                mm.end_call(call, 0)
+                return 0
         write = advice in _UPDATES_VMA
         if write:
             mm.mmap_write_lock()
@@ -240,6 +252,22 @@ def _dontneed_free(mm: "MM", vma: Vma, start: int, end: int, advice: int) -> int
     return 0
 
 
+def _dontneed_free_vma_locked(mm: "MM", start: int, end: int, advice: int) -> Optional[int]:
+    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
+    one vma is handled under that vma's read lock, without mmap_lock. Returns the errno (0: done),
+    or None to fall back to mmap_read_lock() (no vma at *start*, the range runs past it, or the
+    vma is being modified)."""
+    vma = mm.vmas.lookup_rcu(start)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return None
+    try:
+        if vma.detached or not (vma.start <= start and end <= vma.end):
+            return None
+        return _dontneed_free(mm, vma, start, end, advice)
+    finally:
+        mm.vma_locks.end_read(vma)
+
+
 def _willneed(vma: Vma, start: int, end: int) -> int:
     """madvise_willneed(): read a file vma's range into the page cache (vfs_fadvise WILLNEED)."""
     f = vma.file
@@ -305,23 +333,40 @@ def _guard_remove(mm: "MM", vma: Vma, start: int, end: int) -> int:
 def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: bool) -> int:
     """madvise_populate(): faultin_page_range() in address order; returns the errno where it
     stopped (ENOMEM at a hole, EINVAL at a vma it may not fault, EFAULT at a signal) or 0."""
+    retry = mm.kernel.populate_fault_retry
+    dropped = False
+
+    def unlock() -> None:
+        nonlocal dropped
+        dropped = True
+        mm.mmap_read_unlock()
+
     addr = start
+    vma: Optional[Vma] = None
     while addr < end:
-        vma = mm.vmas.vma_lookup(addr)
-        if vma is None:
-            return ENOMEM
-        f = vma.flags
-        if not f & (VM_READ | VM_WRITE | VM_EXEC) or (write and not f & VM_WRITE) \
-                or (not write and not f & VM_READ):
-            return EINVAL
-        stop = min(end, vma.end)
-        while addr < stop:
-            try:
-                r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True)
-            except (SIGSEGV, SIGBUS):
-                return EFAULT
-            assert r != VM_FAULT_RETRY
-            addr += PAGE_SIZE
+        if vma is None or addr >= vma.end:
+            vma = mm.vmas.vma_lookup(addr)
+            if vma is None:
+                return ENOMEM
+            f = vma.flags
+            if not f & (VM_READ | VM_WRITE | VM_EXEC) or (write and not f & VM_WRITE) \
+                    or (not write and not f & VM_READ):
+                return EINVAL
+        try:
+            r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True,
+                                unlock=unlock if retry else None)
+        except (SIGSEGV, SIGBUS):
+            if dropped:  # the caller unlocks what it locked
+                mm.mmap_read_lock(how="retake")
+            return EFAULT
+        if r == VM_FAULT_RETRY:  # the lock was dropped for a disk read: take it, look up again
+            dropped = False
+            call.io_waits += 1
+            mm.mmap_read_lock(how="retake")
+            call.retakes += 1
+            vma = None
+            continue
+        addr += PAGE_SIZE
     return 0
 
 
