@@ -216,3 +216,27 @@ def test_dontneed_of_a_file_mapping_leaves_the_page_cache_for_mincore() -> None:
     assert mm.mincore(a, 8 * P) == b"\x01" * 8 and mm.pt.count_present(a, a + 8 * P) == 0
     f.drop_caches()
     assert mm.mincore(a, 8 * P) == bytes(8)
+
+
+def test_populate_meets_a_sigbus_page_before_a_later_hole() -> None:
+    """madvise_populate() faults in address order (found by the conformance suite: a page beyond
+    EOF, then a hole): EFAULT from the SIGBUS page, not ENOMEM from the hole behind it."""
+    from mmlab import MADV_POPULATE_READ, MAP_FIXED
+    mm = MM("v6.18", ZERO_COSTS)
+    ro = File("ro", 8 * P, mode="r", cached=True)
+    a = mm.mmap(0, 4 * P, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    mm.munmap(a, 4 * P)
+    mm.mmap(a, 2048, RW, MAP_PRIVATE | MAP_FIXED, ro, 8 * P)  # the page after EOF
+    assert errno_of(mm.madvise, a, 2 * P, MADV_POPULATE_READ) == errno.EFAULT
+
+
+def test_mincore_of_a_populated_file_mapping_shows_read_around_in_other_mappings() -> None:
+    """mincore_page() (found by the conformance suite): MAP_POPULATE of one page of a small cold
+    file reads the file into the page cache, and mincore of another mapping of it, never
+    touched, reports those pages."""
+    mm = MM("v6.18", ZERO_COSTS)
+    f = File("cold", 8 * P)
+    mm.mmap(0, P, PROT_READ, MAP_SHARED | MAP_POPULATE, f, 7 * P)
+    b = mm.mmap(0, 8 * P, PROT_READ, MAP_SHARED, f)
+    assert mm.mincore(b, 8 * P)[7] == 1 and mm.pt.count_present(b, b + 8 * P) == 0
+    assert mm.mincore(b, 8 * P) == bytes(f.cache)
