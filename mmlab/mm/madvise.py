@@ -26,12 +26,11 @@ What each advice does to the state the model has, and which vmas refuse it:
   range is touched gets one huge page on Linux here; the model faults small pages).
 * MADV_WILLNEED on a file vma reads the range into the page cache (the model marks it cached at
   once; Linux starts the read and does not wait). MADV_COLD and MADV_PAGEOUT (5.4) refuse
-  VM_LOCKED and VM_PFNMAP vmas (EINVAL) and otherwise change nothing the model shows. Not
-  modelled: PAGEOUT reclaims a clean page-cache folio that lies wholly inside the range and is
-  mapped once (measured: all 64 pages of a cold-read file, advised whole, left the page table
-  and the cache); dirty pages only start writeback, anonymous pages stay (no swap here), and a
-  large folio reaching outside the range stays (measured: 2 pages inside a 64-page folio). The
-  model has no folios, so it reclaims nothing.
+  VM_LOCKED and VM_PFNMAP vmas (EINVAL). COLD changes nothing the model shows; PAGEOUT reclaims
+  the clean page-cache pages of a disk file that the range maps and nothing else maps
+  (reclaim_pages(): the pte goes and the page leaves the cache, so mincore says 0); dirty pages
+  (written through a mapping: the model knows it from the ptes that map them now) only start
+  writeback, anonymous and shmem pages stay (this machine has no swap).
 * MADV_REMOVE punches a hole in the file behind a shared writable mapping (shmem, or a disk file
   system with FALLOC_FL_PUNCH_HOLE): VM_LOCKED is EINVAL, no file behind a private anonymous
   vma is EINVAL, a vma that is not shared-and-may-write is EACCES. The pages of the range leave
@@ -66,6 +65,7 @@ from mmlab.flags import (
     VM_RAND_READ, VM_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE,
 )
 from mmlab.mm.guard import guard_install, guard_remove
+from mmlab.mm.pagetable import PTE_FILE, PTE_WRITTEN
 from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
 from mmlab.mm.vma import Vma, anon_vma_prepare, check_range_mapped, vma_modify_flags
 
@@ -184,8 +184,10 @@ def _visitor(mm: "MM", call: "CallInfo", advice: int) -> Visit:
         return lambda v, s, e: _dontneed_free(mm, v, s, e, advice)
     if advice == MADV_WILLNEED:
         return lambda v, s, e: _willneed(v, s, e)
-    if advice in (MADV_COLD, MADV_PAGEOUT):
+    if advice == MADV_COLD:
         return lambda v, s, e: EINVAL if v.flags & (VM_LOCKED | VM_PFNMAP) else 0
+    if advice == MADV_PAGEOUT:
+        return lambda v, s, e: _pageout(mm, v, s, e)
     if advice == MADV_REMOVE:
         return lambda v, s, e: _remove(mm, v, s, e)
     if advice == MADV_GUARD_INSTALL:
@@ -266,6 +268,37 @@ def _dontneed_free_vma_locked(mm: "MM", start: int, end: int, advice: int) -> Op
         return _dontneed_free(mm, vma, start, end, advice)
     finally:
         mm.vma_locks.end_read(vma)
+
+
+def _pageout(mm: "MM", vma: Vma, start: int, end: int) -> int:
+    """madvise_pageout(): reclaim what can be reclaimed without swap -- clean page-cache pages of
+    a disk file mapped only here."""
+    if vma.flags & (VM_LOCKED | VM_PFNMAP):
+        return EINVAL
+    f = vma.file
+    if f is None or f.tmpfs:
+        return 0
+    gone = []
+    for addr, st, _task, _call in mm.pt.iter_present(start, end):
+        if st & PTE_FILE and not st & PTE_WRITTEN:
+            pgoff = vma.file_pgoff(addr)
+            if not _mapped_elsewhere(mm, f, pgoff, addr):
+                gone.append((addr, pgoff))
+    from mmlab.mm.mmap import zap_detached
+    for addr, pgoff in gone:
+        zap_detached(mm, [Vma(addr, addr + PAGE_SIZE, vma.flags, f)])
+        f.cache[pgoff] = 0
+    return 0
+
+
+def _mapped_elsewhere(mm: "MM", f: object, pgoff: int, here: int) -> bool:
+    """Does a present pte other than the one at *here* map page *pgoff* of *f* (folio_mapcount)?"""
+    for v in mm.vmas:
+        if v.file is f and v.pgoff <= pgoff < v.pgoff + v.pages:
+            a = v.start + ((pgoff - v.pgoff) << 12)
+            if a != here and mm.pt.present(a) and v.file_pgoff(a) == pgoff:
+                return True
+    return False
 
 
 def _willneed(vma: Vma, start: int, end: int) -> int:
