@@ -113,8 +113,8 @@ def can_merge(a: Vma, b: Vma) -> bool:
         return a.anon_vma == b.anon_vma and a.pgoff + a.pages == b.pgoff
     if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
         return False
-    if a.file is not None and a.pgoff + a.pages != b.pgoff:
-        return False
+    if a.pgoff + a.pages != b.pgoff:  # can_vma_merge_after(): anonymous vmas too (a moved one
+        return False                  # keeps the pgoff of where it was mapped)
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
 
