@@ -123,6 +123,7 @@ class VM(enum.IntFlag):
     VM_POPULATE = 0x00001000  # patch 9 (3.9-rc1 only); the bit was later reused
     VM_LOCKED = 0x00002000
     VM_IO = 0x00004000
+    VM_ACCOUNT = 0x00100000  # private writable memory charged to the commit limit (smaps "ac")
     VM_NORESERVE = 0x00200000
     VM_NONLINEAR = 0x00800000  # remap_file_pages before 4.0
     VM_PFNMAP = 0x00000400
@@ -205,6 +206,7 @@ VM_NOHUGEPAGE = int(VM.VM_NOHUGEPAGE)
 VM_MERGEABLE = int(VM.VM_MERGEABLE)
 VM_DROPPABLE = int(VM.VM_DROPPABLE)
 VM_MAYBE_GUARD = int(VM.VM_MAYBE_GUARD)
+VM_ACCOUNT = int(VM.VM_ACCOUNT)
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_MAYSHARE = int(VM.VM_MAYSHARE)
 MAP_TYPE = int(Map.MAP_TYPE)

@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
 from mmlab.current import current, next_call_id, task_local
-from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
+from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.locking import MmapSem, VmaLocks
@@ -143,7 +143,8 @@ class MM:
 
     def _setup_stack(self) -> None:
         start = STACK_TOP - STACK_PAGES * PAGE_SIZE
-        v = Vma(start, STACK_TOP, VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_GROWSDOWN, name="[stack]")
+        v = Vma(start, STACK_TOP, VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_GROWSDOWN | VM_ACCOUNT,
+                name="[stack]")
         self.vmas.insert(v)
         self.total_vm += STACK_PAGES
         o = self.origins.new(0, "stack", False, "exec")
@@ -381,11 +382,11 @@ def _smaps_flags(flags: int) -> str:
     from mmlab.flags import (VM_EXEC, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYSHARE, VM_SHARED)
     from mmlab.flags import (VM_DONTCOPY, VM_DONTDUMP, VM_DROPPABLE, VM_HUGEPAGE, VM_MERGEABLE,
                              VM_NOHUGEPAGE, VM_NORESERVE, VM_RAND_READ, VM_SEQ_READ, VM_WIPEONFORK)
-    from mmlab.flags import VM_MAYBE_GUARD
+    from mmlab.flags import VM_ACCOUNT, VM_MAYBE_GUARD
     names = [(VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"), (VM_MAYREAD, "mr"),
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
              (VM_MAYBE_GUARD, "gu"), (VM_LOCKED, "lo"), (VM_SEQ_READ, "sr"), (VM_RAND_READ, "rr"),
-             (VM_DONTCOPY, "dc"), (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
+             (VM_DONTCOPY, "dc"), (VM_ACCOUNT, "ac"), (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
              (VM_NOHUGEPAGE, "nh"), (VM_MERGEABLE, "mg"), (VM_LOCKONFAULT, "lf"), (VM_DROPPABLE, "dp")]
     return " ".join(n for b, n in names if flags & b)
 

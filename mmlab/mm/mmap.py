@@ -23,7 +23,7 @@ from mmlab.flags import (
     MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, PAGE_SIZE, PROT_EXEC,
     PROT_READ, PROT_WRITE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_LOCKONFAULT,
     VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE, VM_POPULATE, VM_READ,
-    VM_SHARED, VM_WRITE, VM_DONTDUMP, VM_DROPPABLE, VM_WIPEONFORK, page_align,
+    VM_SHARED, VM_WRITE, VM_ACCOUNT, VM_DONTDUMP, VM_DROPPABLE, VM_WIPEONFORK, page_align,
 )
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
@@ -130,6 +130,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
             vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
     if flags & MAP_NORESERVE:
         vm_flags |= VM_NORESERVE
+    if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE:  # accountable_mapping()
+        vm_flags |= VM_ACCOUNT
     # placement
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE_SIZE - 1):
@@ -379,7 +381,7 @@ def sys_brk(mm: "MM", brk: int) -> int:
         if nxt is not None and newbrk + PAGE_SIZE > nxt.start:
             mm.end_call(call, origbrk)
             return origbrk
-        vm_flags = _VM_DATA_DEFAULT | mm.def_flags
+        vm_flags = _VM_DATA_DEFAULT | VM_ACCOUNT | mm.def_flags  # do_brk_flags()
         if not k.mlock_onfault:
             vm_flags &= ~VM_LOCKONFAULT
         if not mm.mlock_future_ok(vm_flags, newbrk - oldbrk) or mm.map_count >= mm.max_map_count:

@@ -136,7 +136,7 @@ def test_install_marks_the_whole_vma_maybe_guard_sticky_and_mergeable(mm: MM) ->
     a = free_range(mm, 8 * P)
     mm.mmap(a, 2 * P, RW, ANON | MAP_FIXED)
     assert mm.madvise(a, P, MADV_GUARD_INSTALL) == 0
-    assert flags(a) == "rd wr mr mw me gu".split() and len([v for v in mm.maps() if a <= v.start < a + 8 * P]) == 1
+    assert flags(a) == "rd wr mr mw me gu ac".split() and len([v for v in mm.maps() if a <= v.start < a + 8 * P]) == 1
     mm.mmap(a + 2 * P, 2 * P, RW, ANON | MAP_FIXED)
     [v] = [v for v in mm.maps() if a <= v.start < a + 8 * P]
     assert (v.start, v.end) == (a, a + 4 * P) and "gu" in flags(a + 3 * P)
