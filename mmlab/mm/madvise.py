@@ -114,7 +114,7 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if not madvise_behavior_valid(mm.kernel, advice) or start & (PAGE_SIZE - 1):
             raise err(EINVAL, "madvise")
         end = start + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
-        if end >= 1 << 64 or (length and end == start):  # PAGE_ALIGN() or start + len wrapped
+        if end >= 1 << 64:  # PAGE_ALIGN(len) or start + len wrapped
             raise err(EINVAL, "madvise")
         if end == start:
             mm.end_call(call, 0)
