@@ -162,6 +162,13 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         cost = mm.costs.cost("file_page")
     if file is None or write:
         anon_vma_prepare(vma)
+    if file is None and vma.flags & VM_SHARED:  # shmem_fault() beyond the object's size: SIGBUS
+        size = mm.shmem_pages.get(vma.anon_vma)
+        if size is not None:
+            limit = vma.start + ((size - vma.pgoff) << 12)
+            if start >= limit:
+                return -EFAULT, True
+            end = min(end, limit)
     guards = mm.guards
     while addr < end:
         stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)

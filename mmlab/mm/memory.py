@@ -64,6 +64,8 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         raise SIGSEGV(addr, "guard marker (MADV_GUARD_INSTALL)")
     file = vma.file
     if file is None:
+        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 52):
+            raise SIGBUS(addr, "beyond the shmem object of a shared anonymous mapping (grown by mremap)")
         anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)

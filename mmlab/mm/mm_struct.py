@@ -123,6 +123,7 @@ class MM:
             self.vmas.stack_guard_gap = self.kernel.stack_guard_gap * PAGE_SIZE
         self.pt = PageTable()
         self.guards: list[int] = []  # guard markers (MADV_GUARD_INSTALL): sorted page addresses
+        self.shmem_pages: dict[int, int] = {}  # size of each shared anonymous mapping's shmem object
         self.origins = OriginMap()
         self.def_flags = 0
         self.locked_vm = 0  # pages
