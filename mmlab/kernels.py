@@ -230,9 +230,11 @@ def parse_kernels(spec: str) -> list[Kernel]:
 # The release that brought each behaviour v6.18 has on (a switch whose value differs from
 # Kernel's default). The profile for a real kernel is v6.18 with the switches of every behaviour
 # newer than that kernel set back to their defaults: behaviour, not a profile's name, decides.
-# populate_skips_inaccessible gates MADV_POPULATE_READ/WRITE (5.14) as well as skipping
-# VM_LOCKONFAULT vmas in populate (4.4), so it is dated by the newer of the two; on 4.4-5.13 the
-# model faults an MCL_ONFAULT/MLOCK_ONFAULT vma's pages in populate where Linux skips them.
+# A switch that gates two behaviours is dated by the newer: populate_skips_inaccessible gates
+# MADV_POPULATE_READ/WRITE (5.14) and skipping VM_LOCKONFAULT vmas in populate (4.4), so on 4.4-5.13
+# the model faults an MLOCK_ONFAULT vma's pages in populate where Linux skips them; madv_guard
+# covers anonymous (6.13) and file-backed (6.15) vmas, so 6.13-6.14 are held to a model without
+# MADV_GUARD_INSTALL (EINVAL where Linux installs guards in anonymous memory).
 SINCE: dict[str, tuple[int, int]] = {
     "mlockall_keeps_def_flags": (3, 9),
     "fremap_fixes": (3, 9),
@@ -242,12 +244,22 @@ SINCE: dict[str, tuple[int, int]] = {
     "mremap_populate_after_unlock": (3, 9),
     "fremap_emulated": (4, 0),
     "mlock_onfault": (4, 4),
+    "madv_free": (4, 5),
     "mprotect_populates_locked": (4, 9),
+    "stack_guard_gap": (4, 12),
+    "madv_wipeonfork": (4, 14),
     "munmap_downgrade": (4, 20),
+    "madv_cold_pageout": (5, 4),
     "mremap_dontunmap": (5, 7),
     "populate_skips_inaccessible": (5, 14),
+    "madv_dontneed_locked": (5, 18),
+    "thp_get_unmapped_area": (5, 18),
     "per_vma_lock": (6, 4),
+    "thp_align_anon": (6, 7),
+    "map_droppable": (6, 11),
+    "madv_guard": (6, 15),
     "madvise_vma_lock": (6, 17),
+    "mremap_move_multi_vma": (6, 17),
 }
 CLAIM_FLOOR = (3, 7)
 """The oldest release a profile stands for: before it, behaviour the switches do not describe (no
@@ -257,7 +269,8 @@ NEWEST = V6_18
 
 def profile_for(version: tuple[int, int]) -> str | None:
     """The profile spec for release *version*: ``v6.18`` with every switch of SINCE newer than it
-    turned off (``v6.18+madvise_vma_lock=off`` for 6.4-6.16), or the named profile whose switches
+    turned off (``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` for 6.15-6.16), or the
+    named profile whose switches
     are exactly those (``v3.9`` for 3.9-3.19). None before CLAIM_FLOOR."""
     if version < CLAIM_FLOOR:
         return None

@@ -823,7 +823,7 @@ def judge(entry: Entry, model_steps: list[Step], real_steps: list[Step], real_er
 
 def is_reference(kernel: Kernel, release: Optional[str] = None) -> bool:
     """Whether *kernel* behaves as the profile that claims kernel *release* (default this
-    machine's; v6.18 on 6.17 and later, ``v6.18+madvise_vma_lock=off`` on 6.4-6.16): only its
+    machine's; v6.18 on 6.17 and later, ``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` on 6.15-6.16): only its
     table sets the exit status. False when no profile claims the release."""
     ref = reference(release)
     return ref is not None and kernel.switches() == get_kernel(ref).switches()

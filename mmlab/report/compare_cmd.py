@@ -4,7 +4,8 @@ The same scenarios (mmlab.real.scenarios) run on this machine's kernel and on ea
 real-time costs; the latency verdicts and the race outcomes are lined up per populator. The
 reference is the profile that claims this machine's kernel by its version (mmlab.kernels.CLAIMS:
 v6.18 with the switches of behaviours newer than the kernel turned off, e.g.
-``v6.18+madvise_vma_lock=off`` for 6.4-6.16), added to the run if it was not asked for; every place where it and
+``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` for 6.15-6.16), added to the run if it
+was not asked for; every place where it and
 the real kernel disagree is marked, and so is every place where a variant of it (a switch flipped,
 ``v6.18+per_vma_lock=off``) disagrees -- shown, not counted. Exit status 1 when the reference
 disagrees anywhere.
@@ -32,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the latency and race scenarios on this machine's kernel and on model "
                        "profiles in one run; line the verdicts up and mark every place where the real kernel and "
                        "the profile that claims it by behaviour (v3.7: 3.7-3.8, v3.9: 3.9-3.19, from 4.0 v6.18 with "
-                       "the switches of behaviours newer than the kernel off, e.g. v6.18+madvise_vma_lock=off for "
-                       "6.4-6.16) "
+                       "the switches of behaviours newer than the kernel off, e.g. "
+                       "v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off for 6.15-6.16) "
                        "disagree, and where a switch-flipped variant of that profile disagrees. Exit 1 when the "
                        "claiming profile disagrees.")
     p.add_argument("--kernel", default="", help="model profiles to compare (default: the one that claims this "

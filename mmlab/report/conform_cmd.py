@@ -4,8 +4,8 @@ Each catalogue entry (:data:`mmlab.real.conform.CATALOGUE`) runs on this machine
 trace (the mmap_lock tracepoints) and on a model profile; each call's lock sequence is normalised
 (``W R``, ``W ↓R``, ``W R×k``) and compared. Exit status 1 on a mismatch that no listed difference
 explains in the table of the profile that claims this kernel by behaviour (mmlab.kernels.CLAIMS:
-v6.18 on 6.17 and later, ``v6.18+madvise_vma_lock=off`` on 6.4-6.16, ...); other profiles get the
-same table as a report of what that kernel would have done. 3 when a child hangs.
+v6.18 on 6.17 and later, ``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` on 6.15-6.16,
+...); other profiles get the same table as a report of what that kernel would have done. 3 when a child hangs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "are listed with their reason and excuse only what their own check explains.",
         epilog="Exit status: 0 every call agrees with the profile that claims this kernel (or is a listed "
         "difference); 1 an unexplained mismatch or an error (a call not seen in the trace, lost events, a child "
-        "that failed) in that profile's table; 2 bad arguments or tracing unavailable; 3 a child hung. Examples: `mmlab conform`, `mmlab conform --entry munmap,brk`, "
+        "that failed) in that profile's table; 2 bad arguments or tracing unavailable; 3 a child hung. "
+        "Examples: `mmlab conform`, `mmlab conform --entry munmap,brk`, "
         "`mmlab conform --kernel v6.18,v3.7,v6.18+munmap_downgrade=off`.")
     p.add_argument("--kernel", default="",
                    help="comma-separated profiles to compare (default: the one that claims this kernel by "
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         if not C.KNOWN_PROTOCOL:
             con.print("listed differences: none")
     if args.json:
-        doc = {"release": release, "claimed_by": claimed, "readahead_kb": ra_kb, "model_readahead_pages": costs.readahead_pages,
+        doc = {"release": release, "claimed_by": claimed, "readahead_kb": ra_kb,
+               "model_readahead_pages": costs.readahead_pages,
                "entries": [e.name for e in entries], "exit": rc, **rep,
                "tolerances": {e.name: e.tolerance.describe() for e in entries if e.tolerance},
                "known": [{"name": k.name, "reason": k.reason} for k in C.KNOWN_PROTOCOL],

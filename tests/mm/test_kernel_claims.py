@@ -8,18 +8,36 @@ from mmlab.kernels import (CLAIMS, KERNELS, SINCE, V6_18, Kernel, base_profile, 
                            parse_release)
 
 
+def _without(*switches: str) -> Kernel:
+    """v6.18 with these switches at Kernel's defaults."""
+    default = Kernel("default").switches()
+    return V6_18.with_switches(**{k: default[k] for k in switches})
+
+
 @pytest.mark.parametrize("release,profile", [
     ("6.18.44-fc-v595", "v6.18"), ("6.17.0", "v6.18"), ("7.1-rc2", "v6.18"),
-    ("6.16.3", "v6.18+madvise_vma_lock=off"), ("6.4.0", "v6.18+madvise_vma_lock=off"),
-    ("6.3.13", "v6.18+per_vma_lock=off+madvise_vma_lock=off"),
-    ("5.15.0-100-generic", "v6.18+per_vma_lock=off+madvise_vma_lock=off"),
-    ("5.10.0", "v6.18+populate_skips_inaccessible=off+per_vma_lock=off+madvise_vma_lock=off"),
-    ("4.19.0-26-amd64", "v6.18+munmap_downgrade=off+mremap_dontunmap=off+populate_skips_inaccessible=off"
-                        "+per_vma_lock=off+madvise_vma_lock=off"),
     ("3.9.11", "v3.9"), ("3.19.8", "v3.9"), ("3.8.13", "v3.7"), ("3.7.0", "v3.7"), ("3.6.11", None), ("2.6.32-754", None),
 ])
 def test_a_release_is_claimed_by_the_profile_of_its_behaviour(release: str, profile: str | None) -> None:
     assert claiming_profile(release) == profile
+
+
+@pytest.mark.parametrize("release,off", [
+    ("6.16.3", ("madvise_vma_lock", "mremap_move_multi_vma")),
+    ("6.4.0", ("madvise_vma_lock", "mremap_move_multi_vma", "madv_guard", "map_droppable", "thp_align_anon")),
+    ("6.3.13", ("madvise_vma_lock", "mremap_move_multi_vma", "madv_guard", "map_droppable", "thp_align_anon",
+                "per_vma_lock")),
+    ("5.15.0-100-generic", ("madvise_vma_lock", "mremap_move_multi_vma", "madv_guard", "map_droppable",
+                            "thp_align_anon", "per_vma_lock", "madv_dontneed_locked", "thp_get_unmapped_area")),
+    ("4.19.0-26-amd64", ("madvise_vma_lock", "mremap_move_multi_vma", "madv_guard", "map_droppable",
+                         "thp_align_anon", "per_vma_lock", "madv_dontneed_locked", "thp_get_unmapped_area",
+                         "populate_skips_inaccessible", "mremap_dontunmap", "madv_cold_pageout", "munmap_downgrade")),
+])
+def test_a_kernel_is_held_to_v6_18_without_the_newer_behaviours(release: str, off: tuple[str, ...]) -> None:
+    """6.4-6.16 have per-VMA-lock faults but take mmap_lock in MADV_DONTNEED: never plain v6.18."""
+    spec = claiming_profile(release)
+    assert spec is not None and spec.startswith("v6.18+") and "madvise_vma_lock=off" in spec
+    assert get_kernel(spec).switches() == _without(*off).switches()
 
 
 @pytest.mark.parametrize("switch", sorted(SINCE))

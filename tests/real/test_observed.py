@@ -55,8 +55,8 @@ def _w(us: float) -> dict[str, float]:
 def test_a_size_not_observed_gives_no_verdict_but_an_error(tmp_path: Path) -> None:
     floor = {"victim": {"writer": _w(5.0), "munmap": _w(5.0)}, "timing": "traced"}
     runs = [_run("real", 16 << 20, {"writer": _w(14000.0), "munmap": _w(14000.0)}, []),
-            _run("real", 32 << 20, {"writer": dict(_w(0.0), observed=False), "munmap": dict(_w(0.0), count=0, observed=False)},
-                 ["writer", "munmap"])]
+            _run("real", 32 << 20, {"writer": dict(_w(0.0), observed=False),
+                                    "munmap": dict(_w(0.0), count=0, observed=False)}, ["writer", "munmap"])]
     vs = {v["op"]: v for v in S.verdicts(runs, floor)}
     assert vs["writer"]["bounded"] is None and vs["writer"]["not_observed"] and "32 MiB" in vs["writer"]["why"]
     assert vs["munmap"]["bounded"] is None

@@ -243,15 +243,18 @@ def test_only_plain_v618_is_the_reference_on_6_18() -> None:
 
 
 def test_the_reference_is_the_profile_that_claims_the_machines_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a 6.8 kernel MADV_DONTNEED takes mmap_lock: the reference is v6.18 without madvise_vma_lock."""
-    assert C.is_reference(get_kernel("v6.18+madvise_vma_lock=off"), "6.8.0-45-generic")
-    assert not C.is_reference(get_kernel("v6.18"), "6.8.0-45-generic")
+    """On a 6.16 kernel MADV_DONTNEED takes mmap_lock (and mremap moves one vma): the reference is
+    v6.18 without those behaviours, not plain v6.18."""
+    old = "v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off"
+    assert C.is_reference(get_kernel(old), "6.16.3-100.fc42")
+    assert not C.is_reference(get_kernel("v6.18"), "6.16.3-100.fc42")
+    assert not C.is_reference(get_kernel("v6.18+madvise_vma_lock=off"), "6.16.3-100.fc42")
     assert C.is_reference(get_kernel("v3.9"), "3.10.0-1160.el7")
     assert not C.is_reference(get_kernel("v6.18"), "3.2.0")  # no profile claims it
-    monkeypatch.setattr(os, "uname", lambda: os.uname_result(("Linux", "h", "6.8.0-45-generic", "#1", "x86_64")))
-    assert C.reference() == "v6.18+madvise_vma_lock=off"
-    rep = C.conform([C.reference()], [C.CATALOGUE["munmap"]], None)
-    assert rep["kernels"][0]["reference"]
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(("Linux", "h", "6.16.3-100.fc42", "#1", "x86_64")))
+    assert C.reference() == old
+    rep = C.conform([old, "v6.18"], [C.CATALOGUE["munmap"]], None)
+    assert [kt["reference"] for kt in rep["kernels"]] == [True, False]
 
 
 def test_entries_select_and_reject() -> None:
