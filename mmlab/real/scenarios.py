@@ -659,16 +659,33 @@ OBSERVE_TRIES = 3
 this many times in all; then the cell's op is "not observed"."""
 
 
+def _writer_asked(ev: Optional[Evidence], v: "_Victims", pop_tid: int, t0: int, t1: int) -> Optional[bool]:
+    """Did the writer ask for mmap_lock while the populating call held it: a writer request between
+    the populating thread's first acquisition and its last release inside [t0, t1]? A writer that
+    got its lock just before the populate took it, then sat descheduled through it, measured
+    nothing about it. None without lock records."""
+    recs = ev.lock_records() if ev is not None else None
+    if recs is None:
+        return None
+    pop = [r for r in recs if r.tid == pop_tid and t0 <= r.acq_ns <= t1]
+    if not pop:
+        return False
+    lo, hi = min(r.acq_ns for r in pop), max(r.rel_ns if r.rel_ns >= 0 else t1 for r in pop)
+    writers = {tid for tid, role in v.tids.items() if role == "writer"}
+    return any(r.tid in writers and lo <= r.req_ns <= hi for r in recs)
+
+
 def _unobserved(v: "_Victims", kept: list[tuple[str, int, int]],
-                locks: Optional[list[tuple[str, int, int]]]) -> list[str]:
-    """The victim ops of a round with nothing measured inside the populate: no wall-clock sample
-    (the thread never ran), or, with lock records, a writer op with no mmap_lock record (the
-    writer never asked for the lock while the populate ran). "writer" when any of its ops is."""
-    ops = ["fault", "mmap"] + (["mprotect"] if v.mprotect else []) + ["munmap"]
+                locks: Optional[list[tuple[str, int, int]]], asked: Optional[bool] = None) -> list[str]:
+    """What a round did not observe inside the populate: "fault" when the reader never ran in it;
+    "writer" when the writer never ran in it, or, with lock records, never asked for mmap_lock
+    while the populate held it (*asked* False, _writer_asked). The writer is blocked in whichever
+    call comes next, so one call kind missing from a round is no miss (see run_latency_cell)."""
     have = {s[0] for s in kept}
-    recs = {s[0] for s in locks} if locks is not None else have
-    out = [op for op in ops if op not in have or (op in WRITER_OPS and op not in recs)]
-    return out + (["writer"] if any(op in WRITER_OPS for op in out) else [])
+    out = [] if "fault" in have else ["fault"]
+    if asked is False or (locks is None and not have & set(WRITER_OPS)):
+        out.append("writer")
+    return out
 
 
 def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[str, Any]:
@@ -685,6 +702,8 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     lost = 0
     reruns = 0
     not_observed: set[str] = set()
+    seen_ops: set[str] = set()
+    pop_tid = threading.get_native_id()  # the populating call runs on this thread
     pop_ms: list[float] = []
     st = PopState(0, size)
     if not t.reader_base:
@@ -721,11 +740,16 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                     kept = [s for s in v.samples if not (s[2] < t0 or s[1] > t1)]
                     locks = _lock_samples(ev, v, kept, t0, t1)
                     lost += getattr(ev, "lost", 0)
-                    missing = _unobserved(v, kept, locks)
+                    missing = _unobserved(v, kept, locks, _writer_asked(ev, v, pop_tid, t0, t1))
                     if not missing:
                         break
                     reruns += attempt + 1 < OBSERVE_TRIES
                 not_observed.update(missing)
+                # a writer call kind with no lock record in this round asked outside the populate:
+                # left out (_lock_samples), never a zero; a kind no round recorded is not observed
+                for op in WRITER_OPS:
+                    if op in {x[0] for x in (locks if locks is not None else kept)}:
+                        seen_ops.add(op)
                 pop_ms.append((t1 - t0) / 1e6)
                 all_wall += kept
                 _, worst = _summary(kept, t0, t1)
@@ -747,6 +771,10 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 t.close_file(st.file)
     wall = _cell_summary(all_wall, per_round_wall)
     summ = _cell_summary(all_samples, per_round) if label != "wall" else wall
+    if "writer" in not_observed:  # a round that did not test the size: no call kind's worst wait stands
+        not_observed.update(WRITER_OPS)
+    called = [op for op in WRITER_OPS if op != "mprotect" or t.unavailable("mprotect") is None]
+    not_observed.update(op for op in called if op not in seen_ops)
     for op in not_observed:  # its waits are some rounds' only: no worst wait of the cell
         summ[op] = dict(summ[op], observed=False)
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,

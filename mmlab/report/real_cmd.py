@@ -137,17 +137,28 @@ def verdict_cell(v: dict[str, Any]) -> str:
     return "[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]"
 
 
+COMPARED_OPS = ("fault", "writer")
+"""The victims whose verdicts count: the reader's faults and the writer's write-lock calls pooled
+(the writer is blocked in whichever call comes next, so one call kind may miss a populate)."""
+
+
 def not_observed_lines(con: Any, runs: list[dict[str, Any]]) -> int:
-    """One line per cell with a victim op never measured inside the populate; their number."""
+    """One line per cell with a victim never measured inside the populate; the number of cells
+    whose reader or writer (COMPARED_OPS) was not observed: errors."""
     from mmlab.real.scenarios import OBSERVE_TRIES
     n = 0
     for r in runs:
-        if r.get("not_observed"):
+        bad = [op for op in r.get("not_observed", ()) if op in COMPARED_OPS]
+        kinds = [op for op in r.get("not_observed", ()) if op not in COMPARED_OPS]
+        where = f"{r['kernel']} {r['populator']} {r['size_bytes'] >> 20}M"
+        if bad:
             n += 1
-            con.print(f"[bold red]not observed[/] {r['kernel']} {r['populator']} {r['size_bytes'] >> 20}M: "
-                      f"{', '.join(r['not_observed'])}: no wait measured inside the populate in a round, "
-                      f"{OBSERVE_TRIES} tries (a victim descheduled through it, or a writer that never asked for "
-                      f"mmap_lock while it ran); no verdict uses it")
+            con.print(f"[bold red]not observed[/] {where}: {', '.join(bad)}: no wait measured inside the populate "
+                      f"in a round, {OBSERVE_TRIES} tries (a victim descheduled through it, or a writer that never "
+                      f"asked for mmap_lock while it held it); no verdict uses it")
+        elif kinds:
+            con.print(f"[dim]{where}: no {'/'.join(kinds)} call asked for mmap_lock while the populate ran (the "
+                      f"writer blocks in whichever call comes next): not observed, no verdict[/]")
     return n
 
 

@@ -38,9 +38,38 @@ KEPT = [("fault", 10, 20), ("fault", 30, 40), ("mmap", 10, 20), ("mprotect", 20,
 def test_a_writer_call_without_a_lock_record_is_no_zero_wait() -> None:
     locks = S._lock_samples(_Ev(), _V(), KEPT, 0, 100)  # type: ignore[arg-type]
     assert sorted(locks) == [("fault", 0, 0), ("fault", 0, 0), ("mmap", 0, 5000)]  # per-VMA-lock faults: zero waits
-    assert S._unobserved(_V(), KEPT, locks) == ["mprotect", "munmap", "writer"]  # type: ignore[arg-type]
-    assert S._unobserved(_V(), KEPT, locks + [("mprotect", 0, 1), ("munmap", 0, 0)]) == []  # type: ignore[arg-type]
+    # the writer was blocked in mmap: its mprotect and munmap asked outside the populate, no miss
+    assert S._unobserved(_V(), KEPT, locks, asked=True) == []  # type: ignore[arg-type]
+    assert S._unobserved(_V(), KEPT, locks, asked=False) == ["writer"]  # type: ignore[arg-type]
     assert S._unobserved(_V(), KEPT[2:], None) == ["fault"]  # type: ignore[arg-type]  # wall: the reader never ran
+    assert S._unobserved(_V(), KEPT[:2], None) == ["writer"]  # type: ignore[arg-type]  # wall: the writer never ran
+
+
+def test_a_writer_that_never_asked_while_the_populate_held_the_lock_measured_nothing() -> None:
+    """The reviewer's case: the writer took the lock just before the populate did (a 0 us wait in
+    the window), then sat descheduled through the populate's 14 ms hold."""
+    from mmlab.real.evidence import LockRec
+    pop = [LockRec(1, "W", 1_000, 1_000, 2_000, tid=10, call="mmap"), LockRec(1, "R", 2_000, 2_000, 14_000_000,
+                                                                             tid=10, call="mmap")]
+    early = LockRec(5, "W", 500, 500, 900, tid=20, call="munmap")
+    blocked = LockRec(6, "W", 3_000, 14_000_001, 14_000_100, tid=20, call="mmap")
+
+    class Ev:
+        def __init__(self, recs: list[LockRec]) -> None:
+            self.recs = recs
+
+        def lock_records(self) -> list[LockRec]:
+            return self.recs
+
+    v = _V()
+    v.tids = {20: "writer", 30: "fault"}
+    assert S._writer_asked(Ev(pop + [early]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]
+    assert S._writer_asked(Ev(pop + [early, blocked]), v, 10, 0, 15_000_000) is True  # type: ignore[arg-type]
+    assert S._writer_asked(Ev([early]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]  # no populate seen
+    assert S._writer_asked(None, v, 10, 0, 1) is None  # type: ignore[arg-type]
+    every = [("fault", 0, 0), ("mmap", 0, 1), ("mprotect", 0, 1), ("munmap", 0, 1)]
+    assert S._unobserved(v, KEPT, every, asked=False) == ["writer"]  # type: ignore[arg-type]
+    assert S._unobserved(v, KEPT, every, asked=True) == []  # type: ignore[arg-type]
 
 
 def _run(kernel: str, size: int, victim: dict[str, Any], not_observed: list[str]) -> dict[str, Any]:
@@ -65,16 +94,23 @@ def test_a_size_not_observed_gives_no_verdict_but_an_error(tmp_path: Path) -> No
     rc = real_cmd._latency_out(console(file=out, width=300), args, "real", runs, floor, {})
     assert rc == 1
     text = out.getvalue()
-    assert "not observed real populate-anon 32M: writer, munmap" in text
+    assert "not observed real populate-anon 32M: writer:" in text
     assert json.loads((tmp_path / "l.json").read_text())["not_observed"] == 1
+    # a call kind the blocked writer never reached is shown, and is no error: the pooled writer was seen
+    runs[1] = dict(runs[1], victim={"writer": _w(28000.0), "munmap": dict(_w(0.0), count=0, observed=False)},
+                   not_observed=["munmap"])
+    out = io.StringIO()
+    assert real_cmd._latency_out(console(file=out, width=300), args, "real", runs, floor, {}) == 0
+    assert "no munmap call asked" in out.getvalue()
+    assert {v["op"]: v["bounded"] for v in S.verdicts(runs, floor)} == {"writer": False, "munmap": None}
 
 
 def test_a_round_not_observed_is_run_again_then_the_cell_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def never(v: Any, kept: Any, locks: Any) -> list[str]:
+    def never(v: Any, kept: Any, locks: Any, asked: Any = None) -> list[str]:
         calls.append(1)
-        return ["munmap", "writer"]
+        return ["writer"]
 
     monkeypatch.setattr(S, "_unobserved", never)
     t = S.ModelTarget("v6.18", lock_waits=True)
@@ -83,7 +119,8 @@ def test_a_round_not_observed_is_run_again_then_the_cell_says_so(monkeypatch: py
     finally:
         t.close()
     assert len(calls) == 2 * S.OBSERVE_TRIES and r["reruns_unobserved"] == 2 * (S.OBSERVE_TRIES - 1)
-    assert r["not_observed"] == ["writer", "munmap"] and r["victim"]["munmap"]["observed"] is False
+    # a round that did not test the size leaves no call kind's worst wait standing
+    assert r["not_observed"] == ["writer", "mmap", "mprotect", "munmap"] and r["victim"]["munmap"]["observed"] is False
 
 
 def test_a_race_with_no_window_hit_is_not_observed() -> None:
