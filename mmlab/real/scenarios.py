@@ -660,17 +660,20 @@ this many times in all; then the cell's op is "not observed"."""
 
 
 def _writer_asked(ev: Optional[Evidence], v: "_Victims", pop_tid: int, t0: int, t1: int) -> Optional[bool]:
-    """Did the writer ask for mmap_lock while the populating call held it: a writer request between
-    the populating thread's first acquisition and its last release inside [t0, t1]? A writer that
-    got its lock just before the populate took it, then sat descheduled through it, measured
-    nothing about it. None without lock records."""
+    """Did the writer ask for mmap_lock while the populate ran: a writer request between the
+    populating thread's first read acquisition (its first acquisition, when it takes none for
+    read) and its last release in [t0, t1]? The gaps between a file populate's read holds count
+    (a writer that gets in there measures the populate yielding); the gap between mmap's write
+    hold and the populate's read hold does not: a writer that got its lock there, or just before,
+    then sat descheduled through the populate, measured nothing about it. None without records."""
     recs = ev.lock_records() if ev is not None else None
     if recs is None:
         return None
     pop = [r for r in recs if r.tid == pop_tid and t0 <= r.acq_ns <= t1]
     if not pop:
         return False
-    lo, hi = min(r.acq_ns for r in pop), max(r.rel_ns if r.rel_ns >= 0 else t1 for r in pop)
+    lo = min((r.acq_ns for r in pop if r.mode == "R"), default=min(r.acq_ns for r in pop))
+    hi = max(r.rel_ns if r.rel_ns >= 0 else t1 for r in pop)
     writers = {tid for tid, role in v.tids.items() if role == "writer"}
     return any(r.tid in writers and lo <= r.req_ns <= hi for r in recs)
 

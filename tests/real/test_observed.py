@@ -66,6 +66,15 @@ def test_a_writer_that_never_asked_while_the_populate_held_the_lock_measured_not
     assert S._writer_asked(Ev(pop + [early]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]
     assert S._writer_asked(Ev(pop + [early, blocked]), v, 10, 0, 15_000_000) is True  # type: ignore[arg-type]
     assert S._writer_asked(Ev([early]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]  # no populate seen
+    # in the gap between mmap's write hold and the populate's read hold: not inside the populate
+    gap = LockRec(7, "W", 1_500, 1_500, 1_900, tid=20, call="munmap")
+    pop_gap = [pop[0], LockRec(1, "R", 2_000, 2_000, 14_000_000, tid=10, call="mmap")]
+    assert S._writer_asked(Ev(pop_gap + [gap]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]
+    # between two read holds of a file populate (a disk wait dropped the lock): inside it
+    yielded = [LockRec(1, "R", 2_000, 2_000, 5_000, tid=10, call="mmap"),
+               LockRec(1, "R", 9_000, 9_000, 14_000_000, tid=10, call="mmap")]
+    between = LockRec(8, "W", 6_000, 6_000, 6_100, tid=20, call="mprotect")
+    assert S._writer_asked(Ev(yielded + [between]), v, 10, 0, 15_000_000) is True  # type: ignore[arg-type]
     assert S._writer_asked(None, v, 10, 0, 1) is None  # type: ignore[arg-type]
     every = [("fault", 0, 0), ("mmap", 0, 1), ("mprotect", 0, 1), ("munmap", 0, 1)]
     assert S._unobserved(v, KEPT, every, asked=False) == ["writer"]  # type: ignore[arg-type]
