@@ -15,6 +15,8 @@ mmap.py), as the wall time of one real system call divided by the pages it handl
 * ``disk_window_ns``: the same populate from a cold cache (posix_fadvise(POSIX_FADV_DONTNEED)
   before each repeat), minus the cached populate, per read-ahead window.
 * ``readahead_pages``: the read_ahead_kb of the file's backing device (bdi).
+* (also timed: the populating thread's own CPU time, ``anon_page_cpu``; wall time well above
+  it means other tasks shared the CPU, and the note says so.)
 * ``cow_page_ns``: MAP_PRIVATE|MAP_POPULATE of a cached file with PROT_WRITE (a write fault per
   page: the copy), minus ``file_page_ns``, as the model charges file_page + cow_page.
 
@@ -109,6 +111,14 @@ def _timed(fn: Callable[[], object]) -> int:
     return time.perf_counter_ns() - t0
 
 
+def _timed2(fn: Callable[[], object]) -> tuple[int, int]:
+    """(wall ns, this thread's CPU ns) of one call."""
+    c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+    fn()
+    t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+    return t1 - t0, c1 - c0
+
+
 def calibrate(sizes: tuple[int, ...] = DEFAULT_SIZES, repeats: int = 5, file_size: int = FILE_SIZE,
               file_dir: Optional[str] = None, locked: bool = True, files: bool = True,
               progress: Optional[Callable[[str], None]] = None) -> Calibration:
@@ -117,40 +127,43 @@ def calibrate(sizes: tuple[int, ...] = DEFAULT_SIZES, repeats: int = 5, file_siz
 
     say = progress or (lambda s: None)
     t_start = time.monotonic()
-    S = {n: Sample(n) for n in ("anon_page", "zap_anon_page")}
+    S = {n: Sample(n) for n in ("anon_page", "anon_page_cpu", "zap_anon_page")}
     notes: list[str] = []
     biggest = max(sizes + ((file_size,) if files else ()))
     with Region(biggest, keep_reserved=False) as reg:
         mm, base = reg.mm, reg.base
 
-        def anon(size: int, flags: int, pop: str, zap: str) -> None:
-            n = size // PAGE_SIZE
+        def anon(flags: int, pop: str, zap: str) -> None:
+            """Round-robin over the sizes, so a burst of load elsewhere hits every size alike."""
             addr = 0
 
-            def populate() -> None:
-                nonlocal addr
-                addr = mm.mmap(base, size, RW, ANON | MAP_FIXED | flags)
+            def populate(size: int) -> Callable[[], None]:
+                def go() -> None:
+                    nonlocal addr
+                    addr = mm.mmap(base, size, RW, ANON | MAP_FIXED | flags)
+                return go
 
-            for i in range(repeats + 1):  # the first is a warm-up, not kept
-                tp = _timed(populate)
-                tz = _timed(lambda: mm.munmap(addr, size))
-                if i:
-                    S[pop].add(size, tp / n)
-                    S[zap].add(size, tz / n)
+            for i in range(repeats + 1):  # the first round is a warm-up, not kept
+                for size in sizes:
+                    n = size // PAGE_SIZE
+                    tp, cpu = _timed2(populate(size))
+                    tz = _timed(lambda: mm.munmap(addr, size))
+                    if i:
+                        S[pop].add(size, tp / n)
+                        if pop + "_cpu" in S:
+                            S[pop + "_cpu"].add(size, cpu / n)
+                        S[zap].add(size, tz / n)
 
-        for size in sizes:
-            say(f"anonymous populate + munmap, {size >> 20} MiB x {repeats}")
-            anon(size, MAP_POPULATE, "anon_page", "zap_anon_page")
+        say(f"anonymous populate + munmap, {', '.join(f'{s >> 20}M' for s in sizes)} x {repeats}")
+        anon(MAP_POPULATE, "anon_page", "zap_anon_page")
         if locked:
             S["locked_page"], S["zap_locked_page"] = Sample("locked_page"), Sample("zap_locked_page")
-            for size in sizes:
-                say(f"MAP_LOCKED populate + munmap, {size >> 20} MiB x {repeats}")
-                try:
-                    anon(size, MAP_POPULATE | MAP_LOCKED, "locked_page", "zap_locked_page")
-                except OSError as e:
-                    notes.append(f"MAP_LOCKED not measured ({e}); zap_locked_page_ns stays built-in")
-                    del S["locked_page"], S["zap_locked_page"]
-                    break
+            say(f"MAP_LOCKED populate + munmap, {', '.join(f'{s >> 20}M' for s in sizes)} x {repeats}")
+            try:
+                anon(MAP_POPULATE | MAP_LOCKED, "locked_page", "zap_locked_page")
+            except OSError as e:
+                notes.append(f"MAP_LOCKED not measured ({e}); zap_locked_page_ns stays built-in")
+                del S["locked_page"], S["zap_locked_page"]
         ra_kb: Optional[int] = None
         if files:
             d = file_dir or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
@@ -192,6 +205,11 @@ def calibrate(sizes: tuple[int, ...] = DEFAULT_SIZES, repeats: int = 5, file_siz
 
     put("anon_page_ns", S["anon_page"].median, S["anon_page"])
     put("zap_anon_page_ns", S["zap_anon_page"].median, S["zap_anon_page"])
+    load = S["anon_page"].median / max(1.0, S["anon_page_cpu"].median)
+    if load > 1.15:
+        notes.append(f"the machine is busy: an anonymous populate took {load:.2f}x its own CPU time (other "
+                     "tasks ran on its CPU). The profile keeps the wall-clock time -- what a writer waits "
+                     "behind -- so compare it with real runs measured under the same load")
     if "zap_locked_page" in S:
         put("zap_locked_page_ns", S["zap_locked_page"].median, S["zap_locked_page"])
     if files:

@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
         p = save(out, text)
     except (OSError, CostProfileError) as e:
         return _bad(f"cannot write {out}: {e}")
-    console.print(f"written {p}: every command that takes costs now uses it"
-                  + ("" if args.out is None else f" with --costs {p} (or {ENV_VAR}={p})"))
+    default = os.environ.get(ENV_VAR) or str(default_path())
+    if os.path.abspath(out) == os.path.abspath(default):
+        console.print(f"written {p}: every command that takes costs now uses it by default (--costs builtin: not)")
+    else:
+        console.print(f"written {p}: use it with --costs {p} (or {ENV_VAR}={p})")
     return 0

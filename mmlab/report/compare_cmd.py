@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from mmlab.real.libc import unavailable_reason
+from mmlab.report.costs_arg import add_costs_argument
 from mmlab.report.real_cmd import latency_tables, parse_sizes, pick, race_table
 
 QUICK = dict(sizes="16M,256M", rounds=3, race_size="32M", race_rounds=4,
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a reduced run that finishes within 2 minutes")
     p.add_argument("--json", metavar="FILE", help="write everything as JSON")
+    add_costs_argument(p)
     p.set_defaults(func=run)
 
 
@@ -77,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"mmlab compare: {refuse}")
         return 2
 
+    con.print(f"mmlab compare: real kernel vs {', '.join(kernels)}; models at {args.costs.header}", highlight=False)
     t_start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     races: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     skipped: dict[tuple[str, str], str] = {}
-    targets: list[Any] = [S.RealTarget()] + [S.ModelTarget(k) for k in kernels]
+    targets: list[Any] = [S.RealTarget()] + [S.ModelTarget(k, args.costs.costs) for k in kernels]
     names = [t.name for t in targets]
     try:
         for t in targets:
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"real kernel {targets[0].release} vs v6.18: {disagree} disagreement(s); {secs:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
+            json.dump({"costs": args.costs.as_dict(), "runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
                        "skipped": [{"target": n, "what": w_, "why": y} for (n, w_), y in skipped.items()],
                        "disagreements": disagree, "seconds": secs}, f, indent=2)
     return 1 if disagree else 0

@@ -8,7 +8,8 @@ import threading
 import time
 
 from mmlab import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, MM, PROT_READ, PROT_WRITE,
-                   DEFAULT_COSTS, parse_kernels, set_task_name)
+                   DEFAULT_COSTS, Costs, parse_kernels, set_task_name)
+from mmlab.report.costs_arg import add_costs_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="v3.7,v3.9,v6.18,bounded", help="comma-separated profiles")
     p.add_argument("--size", type=int, default=128, help="populate size in MiB (default 128)")
     p.add_argument("--time-scale", type=float, default=0.5, help="cost multiplier (default 0.5)")
+    add_costs_argument(p)
     p.set_defaults(func=run)
 
 
-def demo_once(kernel: str, size_mib: int, time_scale: float) -> dict[str, float]:
+def demo_once(kernel: str, size_mib: int, time_scale: float, costs: Costs = DEFAULT_COSTS) -> dict[str, float]:
     import sys
     sys.setswitchinterval(0.0005)  # as the measurements on the real kernel did
-    mm = MM(kernel, DEFAULT_COSTS.scaled(time_scale))
+    mm = MM(kernel, costs.scaled(time_scale))
     stop = threading.Event()
     start = threading.Barrier(3)
     worst = {"fault": 0.0, "mmap+munmap": 0.0}
@@ -83,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     for c in ("kernel", "populate ms", "reader fault worst ms", "writer mmap+munmap worst ms"):
         t.add_column(c, justify="right")
     for k in kernels:
-        r = demo_once(k.name, args.size, args.time_scale)
+        r = demo_once(k.name, args.size, args.time_scale, args.costs.costs)
         t.add_row(k.name, f"{r['populate']:.1f}", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
-    Console().print(t)
+    con = Console()
+    con.print(args.costs.header, highlight=False)
+    con.print(t)
     return 0
