@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="measured calls per size; medians are kept (default 5)")
     p.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, a 64M file, 3 repeats")
     p.add_argument("--no-file", action="store_true", help="skip the file-backed costs (they stay built-in)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="what the CPU-bound costs keep: the calling thread's CPU time (default; what the work "
+                   "costs on this hardware, however busy the machine is) or the wall time at this moment's load")
     p.add_argument("--dry-run", action="store_true", help="measure and print, write nothing")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.set_defaults(func=run)
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     con = Console(stderr=True)
     try:
         with con.status("calibrating") as st:
-            cal = calibrate(tuple(sizes), repeats, fsize, files=not args.no_file,
+            cal = calibrate(tuple(sizes), repeats, fsize, files=not args.no_file, clock=args.clock,
                             progress=lambda s: st.update(f"calibrating: {s}"))
     except KeyboardInterrupt:
         con.print("interrupted: everything mapped is unmapped again; nothing written")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))
     t = Table(title=f"cost profile for kernel {cal.kernel} ({host}), {date}: median of {repeats} calls per size, "
-              f"sizes {', '.join(f'{s >> 20}M' for s in sizes)}; measured in {cal.elapsed_s:.1f} s")
+              f"sizes {', '.join(f'{s >> 20}M' for s in sizes)}, {cal.clock} time; measured in {cal.elapsed_s:.1f} s")
     for c in ("cost", "built-in", "calibrated", "ratio", "spread", "what was timed"):
         t.add_column(c, justify="left" if c in ("cost", "what was timed") else "right")
     for f in COST_FIELDS:
@@ -128,9 +131,11 @@ def run(args: argparse.Namespace) -> int:
                   "-" if sp is None else f"{sp * 100:.0f}%", _WHAT.get(f, ""))
     console.print(t)
     for f, s in cal.samples.items():
-        bs = s.by_size()
-        if len(bs) > 1:
-            console.print(f"  {f}: " + ", ".join(f"{sz >> 20}M {v:,.0f} ns/page" for sz, v in bs.items()))
+        if f.endswith("_cpu") or f not in ("anon_page", "zap_anon_page", "locked_page", "zap_locked_page"):
+            continue
+        c = cal.samples[f + "_cpu"].by_size()
+        console.print(f"  {f} ns/page by size, wall (cpu): " + ", ".join(
+            f"{sz >> 20}M {v:,.0f} ({c[sz]:,.0f})" for sz, v in s.by_size().items()))
     for n in cal.notes:
         console.print(f"[yellow]note[/]: {n}")
     wide = [f for f, sp in cal.spread.items() if sp > 0.25]
@@ -139,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                       "cache did not drop; rerun with more --repeats")
     comments = {f: _WHAT[f] for f in cal.costs if f in _WHAT}
     text = dumps(cal.costs, kernel=cal.kernel, date=date, host=host, spread=cal.spread,
-                 measured={**cal.measured(), "repeats": repeats}, comments=comments)
+                 measured={**cal.measured(), "repeats": repeats, "clock": cal.clock}, comments=comments)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"kernel": cal.kernel, "date": date, "host": host, "costs": cal.costs, "spread": cal.spread,

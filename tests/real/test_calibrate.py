@@ -59,3 +59,15 @@ def test_calibrate_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["calibrate", "--sizes", "4000G", "--out", str(tmp_path / "x")]) == 2  # MemAvailable
     assert "MemAvailable" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cpu_time_is_kept_by_default_and_wall_time_on_request(can_mlock: None) -> None:
+    cpu = calibrate(sizes=(4 << 20, 8 << 20), repeats=2, files=False, locked=False)
+    wall = calibrate(sizes=(4 << 20, 8 << 20), repeats=2, files=False, locked=False, clock="wall")
+    for cal, name in ((cpu, "anon_page_cpu"), (wall, "anon_page")):
+        assert cal.costs["anon_page_ns"] == round(cal.samples[name].median)
+    for cal in (cpu, wall):  # a thread's CPU time cannot exceed the wall time of the same call
+        for size, ws in cal.samples["anon_page"].per_size.items():
+            assert all(c <= w * 1.01 for c, w in zip(cal.samples["anon_page_cpu"].per_size[size], ws))
+    with pytest.raises(ValueError, match="clock"):
+        calibrate(sizes=(4 << 20,), repeats=1, files=False, locked=False, clock="tsc")
