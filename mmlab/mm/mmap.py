@@ -133,13 +133,18 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
             if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
                 raise err(EEXIST, "mmap")
+        hit = check_unmap(mm, addr, addr + length, extra=1)
     else:
         addr = mm.vmas.get_unmapped_area(length, addr)
+        # a gap get_unmapped_area() found: nothing in it to split or detach, so of
+        # check_unmap() only the map_count limit for the new vma is left to check
+        if mm.map_count + 1 > mm.max_map_count:
+            raise err(ENOMEM, "mmap")
+        hit = []
     if anon and maptype == MAP_PRIVATE:
         pgoff = addr >> 12
     elif anon:
         pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
-    hit = check_unmap(mm, addr, addr + length, extra=1)
     if vm_flags & VM_LOCKONFAULT:
         populate = 0
     elif k.vm_populate:
