@@ -178,7 +178,8 @@ class _Keys:
         pos = bisect_left(maxes, key)
         lst = self._lists[pos]  # type: ignore[index]
         idx = bisect_left(lst, key)
-        if len(lst) > (sl._load >> 1) + 1:
+        left = len(lst) - 1
+        if left > sl._load >> 1 or (left and len(maxes) == 1):  # _delete()'s cases with no join
             del lst[idx]
             sl._len -= 1
             maxes[pos] = lst[-1]
