@@ -412,16 +412,8 @@ class VmaTree:
         raise err(ENOMEM, "get_unmapped_area")
 
     def _search_down(self, top: int, length: int) -> Optional[int]:
-        d = self._d
-        # the usual answer, right below top (the hole munmap just left, or the gap under the
-        # lowest mapping): one bisect instead of starting the descending walk
-        k = self._k.lower(top)
-        if k is None:
-            return top - length if top - self.mmap_min_addr >= length else None
-        v = d[k]
-        if v.end <= top and top - v.end >= length:
-            return top - length
         hi = top
+        d = self._d
         for k in self._k.below(top):
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
