@@ -1,8 +1,11 @@
 """madvise() and mincore() (mm/madvise.c, mm/mincore.c).
 
 madvise(MADV_DONTNEED) zaps pages under mmap_sem held for read (it never changes vmas), which
-is how victims recycle their memory. MADV_POPULATE_READ/WRITE (5.14, profiles with
-``populate_skips_inaccessible``) fault pages in and, unlike MAP_POPULATE, report errors.
+is how victims recycle their memory; with ``madvise_vma_lock`` (6.17) a range inside one vma is
+zapped under that vma's per-VMA read lock instead, and mmap_lock is not taken at all.
+MADV_POPULATE_READ/WRITE (5.14, profiles with ``populate_skips_inaccessible``) fault pages in
+and, unlike MAP_POPULATE, report errors; a disk wait drops the read lock and re-takes it
+(``populate_fault_retry``).
 mincore() reports residency under the read lock. Both check the whole range for holes before
 touching anything (Linux applies madvise to the mapped parts first; see the documented
 differences of `mmlab diff`).
@@ -20,7 +23,7 @@ from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
 from mmlab.mm.vma import check_range_mapped
 
 if TYPE_CHECKING:
-    from mmlab.mm.mm_struct import MM
+    from mmlab.mm.mm_struct import MM, CallInfo
 
 __all__ = ["sys_madvise", "sys_mincore"]
 
@@ -39,6 +42,10 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if end < start or end > TASK_SIZE:
             raise err(EINVAL if end < start else ENOMEM, "madvise")
         if not length:
+            mm.end_call(call, 0)
+            return 0
+        if advice == MADV_DONTNEED and mm.kernel.madvise_vma_lock and mm.kernel.per_vma_lock \
+                and _dontneed_vma_locked(mm, start, end):
             mm.end_call(call, 0)
             return 0
         mm.mmap_read_lock()
@@ -62,16 +69,7 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
                     parts.append(p)
                 zap_detached(mm, parts)
             elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
-                write = advice == MADV_POPULATE_WRITE
-                for v in vmas:
-                    a = max(start, v.start)
-                    while a < min(end, v.end):
-                        try:
-                            r = handle_mm_fault(mm, v, a, write, call.call_id, call.task_index, populate=True)
-                        except Exception:
-                            raise err(EFAULT, "madvise") from None
-                        assert r != VM_FAULT_RETRY
-                        a += PAGE_SIZE
+                _madvise_populate(mm, call, start, end, advice == MADV_POPULATE_WRITE)
         finally:
             mm.mmap_read_unlock()
     except BaseException as e:
@@ -79,6 +77,64 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         raise
     mm.end_call(call, 0)
     return 0
+
+
+def _dontneed_vma_locked(mm: "MM", start: int, end: int) -> bool:
+    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
+    one vma is zapped under that vma's read lock, without mmap_lock. False: fall back to
+    mmap_read_lock() (no vma at *start*, the range runs past it, or it is being modified)."""
+    vma = mm.vmas.lookup_rcu(start)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return False
+    try:
+        if vma.detached or not (vma.start <= start and end <= vma.end):
+            return False
+        if vma.flags & (VM_LOCKED | VM_PFNMAP):
+            raise err(EINVAL, "madvise")
+        from mmlab.mm.mmap import zap_detached
+        from mmlab.mm.vma import Vma
+        zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
+        return True
+    finally:
+        mm.vma_locks.end_read(vma)
+
+
+def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: bool) -> None:
+    """madvise_populate() / faultin_page_range(): fault [start, end) in, page by page, with the
+    read lock held on entry and on return. With ``populate_fault_retry`` a fault that waits for
+    the disk drops mmap_lock (VM_FAULT_RETRY); the loop takes it again and looks the vma up
+    again by address, so a cold file gives one read hold per disk wait, as Linux's does."""
+    retry = mm.kernel.populate_fault_retry
+    dropped = False
+
+    def unlock() -> None:
+        nonlocal dropped
+        dropped = True
+        mm.mmap_read_unlock()
+
+    a = start
+    v = None
+    while a < end:
+        if v is None or a >= v.end:
+            v = mm.vmas.vma_lookup(a)
+            if v is None:  # the range changed while the lock was dropped
+                raise err(ENOMEM, "madvise")
+            _populate_precheck(mm, a, min(end, v.end), write)
+        try:
+            r = handle_mm_fault(mm, v, a, write, call.call_id, call.task_index, populate=True,
+                                unlock=unlock if retry else None)
+        except Exception:
+            if dropped:
+                mm.mmap_read_lock(how="retake")
+            raise err(EFAULT, "madvise") from None
+        if r == VM_FAULT_RETRY:
+            dropped = False
+            call.io_waits += 1
+            mm.mmap_read_lock(how="retake")
+            call.retakes += 1
+            v = None
+            continue
+        a += PAGE_SIZE
 
 
 def _populate_precheck(mm: "MM", start: int, end: int, write: bool) -> None:
