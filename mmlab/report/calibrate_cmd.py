@@ -16,18 +16,21 @@ Exit status: 0 written; 2 bad arguments or the real backend unavailable (nothing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
 import sys
 import time
+from typing import Any, Optional
 
 from mmlab.costprofile import COST_FIELDS, ENV_VAR, CostProfileError, default_path, dumps, save
-from mmlab.clock import DEFAULT_COSTS
+from mmlab.clock import DEFAULT_COSTS, Costs
 
 __all__ = ["register", "run"]
 
 DEFAULT_SIZES = "64M,256M,1G"
+CHECK_TOLERANCE = 0.15
 QUICK_SIZES = "64M,256M"
 
 _WHAT = {
@@ -59,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what the CPU-bound costs keep: the calling thread's CPU time (default; what the work "
                    "costs on this hardware, however busy the machine is) or the wall time at this moment's load")
     p.add_argument("--dry-run", action="store_true", help="measure and print, write nothing")
+    p.add_argument("--check", action="store_true",
+                   help="then run the latency scenario (populate-anon, writer victim) on the real kernel and on "
+                   "v6.18 with the new costs, at the same sizes, interleaved; exit 1 if a writer's worst wait "
+                   f"differs by more than {CHECK_TOLERANCE:.0%}")
+    p.add_argument("--check-rounds", type=int, default=3, help="populates per size and side for --check (default 3)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.set_defaults(func=run)
 
@@ -81,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _bad(str(e))
     repeats = 3 if args.quick else args.repeats
-    if repeats < 1:
-        return _bad("--repeats must be >= 1")
+    if repeats < 1 or args.check_rounds < 1:
+        return _bad("--repeats and --check-rounds must be >= 1")
     out = args.out or os.environ.get(ENV_VAR) or str(default_path())
     if not args.dry_run:
         d = os.path.dirname(os.path.abspath(out))
@@ -95,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if why:
         return _bad(f"the real backend is unavailable here: {why}")
     from mmlab.real.scenarios import memory_guard
-    refuse = memory_guard(max(sizes) + (0 if args.no_file else fsize) + (64 << 20),
-                          f"a {max(sizes) >> 20} MiB populate")
+    from mmlab.real.scenarios import READER_REGION
+    refuse = memory_guard(max(max(sizes) + (0 if args.no_file else fsize), 2 * max(sizes) + READER_REGION if args.check
+                              else 0) + (64 << 20), f"a {max(sizes) >> 20} MiB populate")
     if refuse:
         return _bad(refuse)
 
@@ -153,14 +162,76 @@ def run(args: argparse.Namespace) -> int:
                        "notes": cal.notes, "out": None if args.dry_run else os.path.abspath(out)}, fh, indent=2)
     if args.dry_run:
         console.print("--dry-run: nothing written")
-        return 0
-    try:
-        p = save(out, text)
-    except (OSError, CostProfileError) as e:
-        return _bad(f"cannot write {out}: {e}")
+    else:
+        try:
+            p = save(out, text)
+        except (OSError, CostProfileError) as e:
+            return _bad(f"cannot write {out}: {e}")
+        _written(console, p, out)
+    if args.check:
+        from mmlab.costprofile import load
+        costs = dataclasses.replace(DEFAULT_COSTS, **cal.costs) if args.dry_run else load(out).costs
+        return check(console, con, costs, sizes, args.check_rounds, args.json)
+    return 0
+
+
+def _written(console: Any, p: Any, out: str) -> None:
     default = os.environ.get(ENV_VAR) or str(default_path())
     if os.path.abspath(out) == os.path.abspath(default):
         console.print(f"written {p}: every command that takes costs now uses it by default (--costs builtin: not)")
     else:
         console.print(f"written {p}: use it with --costs {p} (or {ENV_VAR}={p})")
-    return 0
+
+
+def check(console: Any, status: Any, costs: Costs, sizes: list[int], rounds: int, json_path: Optional[str]) -> int:
+    """The writer victim's worst wait (median over rounds of each round's p99.9) while a
+    populate-anon runs, on the real kernel and on v6.18 with *costs*: the same procedure
+    (mmlab.real.scenarios), the two sides interleaved size by size so they share the machine's
+    load. Exit 1 when a size differs by more than CHECK_TOLERANCE."""
+    from rich.table import Table
+    from mmlab.real import scenarios as S
+
+    pop = S.POPULATORS["populate-anon"]
+    real, model = S.RealTarget(), S.ModelTarget("v6.18", costs)
+    rows = []
+    try:
+        for size in sizes:
+            cell = {}
+            for t in (real, model):
+                with status.status(f"check: {t.name} populate-anon {size >> 20}M x {rounds}"):
+                    r = S.run_latency_cell(t, pop, size, rounds)
+                if r.get("error"):
+                    raise OSError(r["error"])
+                cell[t.name] = (r["victim"]["writer"].get("worst_us", 0.0) / 1e3, r["populate_ms"])
+            rows.append((size, cell["real"], cell[model.name]))
+    finally:
+        real.close()
+        model.close()
+    load = os.getloadavg()[0]
+    t = Table(title=f"check: writer's worst wait during populate-anon, real kernel vs v6.18 with these costs "
+              f"(median of {rounds} rounds; load average {load:.1f} on {os.cpu_count()} CPUs)")
+    for c in ("size", "real ms", "v6.18 ms", "diff", f"within {CHECK_TOLERANCE:.0%}", "real populate ms",
+              "v6.18 populate ms"):
+        t.add_column(c, justify="right")
+    bad = 0
+    out = []
+    for size, (rw, rp), (mw, mp) in rows:
+        d = (mw - rw) / rw if rw > 0 else float("inf")
+        ok = abs(d) <= CHECK_TOLERANCE
+        bad += not ok
+        t.add_row(f"{size >> 20}M", f"{rw:.1f}", f"{mw:.1f}", f"{d:+.0%}", "[green]yes[/]" if ok else "[red]no[/]",
+                  f"{rp:.1f}", f"{mp:.1f}")
+        out.append({"size_bytes": size, "real_worst_ms": rw, "model_worst_ms": mw, "diff": d, "within": ok,
+                    "real_populate_ms": rp, "model_populate_ms": mp})
+    console.print(t)
+    if load > (os.cpu_count() or 1):
+        console.print(f"[yellow]load average {load:.1f} on {os.cpu_count()} CPUs[/]: the real side's waits include "
+                      "the time other tasks held the CPUs (and the GIL's holder), the model's do not; rerun the "
+                      "check on a quieter machine before trusting a difference")
+    if json_path:
+        with open(json_path) as fh:
+            doc = json.load(fh)
+        doc["check"] = {"rows": out, "tolerance": CHECK_TOLERANCE, "load_average": load, "rounds": rounds}
+        with open(json_path, "w") as fh:
+            json.dump(doc, fh, indent=2)
+    return 1 if bad else 0
