@@ -153,3 +153,25 @@ def test_race_scenario_token_carries_the_costs() -> None:
     back = scenario_from_spec(spec)
     assert back.costs == c and back.build()[0].costs == c.scaled(0.5)
     assert "costs" not in RaceScenario("v6.18", "populate-anon", "munmap-mmap").spec()  # old tokens unchanged
+
+
+def test_stress_suites_and_explore_scenarios_carry_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from mmlab.report import explore_cmd, stress_cmd
+    prof = _write(tmp_path, GOOD)
+    got: dict[str, object] = {}
+    monkeypatch.setattr(stress_cmd, "_run", lambda suites, *a: got.setdefault("suites", suites) and 0)
+    assert main(["stress", "stress/populate-race.toml", "--costs", prof]) == 0
+    assert [s.costs.anon_page_ns for s in got["suites"]] == [3200]  # type: ignore[attr-defined]
+    assert "costs: calibrated" in capsys.readouterr().err
+    import importlib
+    ex = importlib.import_module("mmlab.sched.explore")  # the module (mmlab.sched exports a function of that name)
+
+    def fake_explore(sc: object, *a: object, **k: object) -> object:
+        got["scenario"] = sc
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ex, "explore", fake_explore)
+    main(["explore", "--kernel", "v6.18", "--populator", "populate-anon", "--iterations", "1", "--costs", prof])
+    sc = got["scenario"]
+    assert sc.costs.anon_page_ns == 3200 and sc.spec()["costs"] == {"anon_page_ns": 3200,  # type: ignore[attr-defined]
+                                                                       "zap_anon_page_ns": 250}
