@@ -202,7 +202,8 @@ def run_explore(args: argparse.Namespace) -> int:
     _summary(con, results)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"seed": seed, "strategy": args.strategy, "results": [_as_json(r) for r in results]},
+            json.dump({"seed": seed, "strategy": args.strategy, "costs": args.costs.as_dict(),
+                       "results": [_as_json(r) for r in results]},
                       fh, indent=2)
     return status
 
