@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="then run the latency scenario (populate-anon, writer victim) on the real kernel and on "
                    "v6.18 with the new costs, at the same sizes, interleaved; exit 1 if a writer's worst wait "
-                   f"differs by more than {CHECK_TOLERANCE:.0%}")
+                   f"differs by more than {CHECK_TOLERANCE * 100:.0f}%%")
     p.add_argument("--check-rounds", type=int, default=3, help="populates per size and side for --check (default 3)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.set_defaults(func=run)

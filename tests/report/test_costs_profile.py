@@ -175,3 +175,12 @@ def test_stress_suites_and_explore_scenarios_carry_the_profile(tmp_path: Path, m
     sc = got["scenario"]
     assert sc.costs.anon_page_ns == 3200 and sc.spec()["costs"] == {"anon_page_ns": 3200,  # type: ignore[attr-defined]
                                                                        "zap_anon_page_ns": 250}
+
+
+@pytest.mark.parametrize("cmd", [*COMMANDS, ["calibrate"]], ids=lambda c: c[0])
+def test_help_names_the_costs_option(cmd: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ei:
+        main([*cmd, "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
+    assert ("--costs FILE" in out) != (cmd == ["calibrate"]) and "MMLAB_COSTS" in out
