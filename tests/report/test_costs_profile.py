@@ -183,4 +183,4 @@ def test_help_names_the_costs_option(cmd: list[str], capsys: pytest.CaptureFixtu
         main([*cmd, "--help"])
     assert ei.value.code == 0
     out = capsys.readouterr().out
-    assert ("--costs FILE" in out) != (cmd == ["calibrate"]) and "MMLAB_COSTS" in out
+    assert ("[--costs FILE]" in out) != (cmd == ["calibrate"]) and "MMLAB_COSTS" in out  # calibrate: --out
