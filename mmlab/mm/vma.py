@@ -422,6 +422,14 @@ class VmaTree:
             v0 = d.get(top)
             if v0 is not None and v0.flags & VM_GROWSDOWN:
                 hi = top - self.stack_guard_gap
+        # the walk's first step with one bisect (the gap right below top: the hole munmap just
+        # left, or the one under the lowest mapping), before starting the descending generator
+        k0 = self._k.lower(top)
+        if k0 is None:
+            return hi - length if hi - self.mmap_min_addr >= length else None
+        first: Vma = d[k0]
+        if first.end <= hi and hi - first.end >= length:
+            return hi - length
         for k in self._k.below(top):
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
