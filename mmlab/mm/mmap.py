@@ -39,6 +39,12 @@ __all__ = ["sys_mmap", "sys_munmap", "sys_brk", "do_mmap", "check_unmap", "detac
 PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC
 MAP_KNOWN = (0x0F | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | 0x0800 | 0x1000 | MAP_LOCKED |
              MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x80000 | MAP_FIXED_NOREPLACE)
+# LEGACY_MAP_MASK: what MAP_SHARED_VALIDATE accepts of a file without mmap_supported_flags (no
+# MAP_SYNC, no MAP_FIXED_NOREPLACE): SHARED, PRIVATE, FIXED, ANONYMOUS, 32BIT, DENYWRITE,
+# EXECUTABLE, GROWSDOWN, LOCKED, NORESERVE, POPULATE, NONBLOCK, STACK, HUGETLB, UNINITIALIZED,
+# and the MAP_HUGE_ size bits
+LEGACY_MAP_MASK = (0x03 | MAP_FIXED | MAP_ANONYMOUS | 0x40 | 0x0800 | 0x1000 | MAP_GROWSDOWN | MAP_LOCKED |
+                   MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x4000000 | (0x3F << 26))
 _VM_DATA_DEFAULT = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
 
@@ -80,12 +86,6 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     if prot & ~(PROT_KNOWN | 0x03000000):
         raise err(EINVAL, "mmap")
     maptype = flags & 0x0F
-    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
-        raise err(EINVAL, "mmap")
-    if maptype == MAP_SHARED_VALIDATE and flags & MAP_ANONYMOUS:
-        raise err(EINVAL, "mmap")  # anonymous mappings know only MAP_SHARED and MAP_PRIVATE
-    if maptype == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN:
-        raise err(EOPNOTSUPP_, "mmap")
     length = page_align(length)
     if not length or length > TASK_SIZE:
         raise err(ENOMEM, "mmap")
@@ -97,10 +97,6 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     if not anon:
         if file is None:
             raise err(EBADF, "mmap")
-        if not file.readable:
-            raise err(EACCES, "mmap")
-        if maptype != MAP_PRIVATE and prot & PROT_WRITE and not file.writable:
-            raise err(EACCES, "mmap")
     else:
         file = None
     vm_flags = calc_vm_prot_bits(prot) | mm.def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | vm_extra
@@ -114,17 +110,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         vm_flags |= VM_POPULATE
     if not k.mlock_onfault:
         vm_flags &= ~VM_LOCKONFAULT
-    if flags & MAP_LOCKED and not mm.can_do_mlock():
-        raise err(EPERM, "mmap")
-    if not mm.mlock_future_ok(vm_flags, length):
-        raise err(EAGAIN, "mmap")
-    if maptype != MAP_PRIVATE:
-        vm_flags |= VM_SHARED | VM_MAYSHARE
-        if file is not None and not file.writable:
-            vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
-    if flags & MAP_NORESERVE:
-        vm_flags |= VM_NORESERVE
-    # placement
+    # placement (__get_unmapped_area(), then the MAP_FIXED_NOREPLACE check), before the
+    # MAP_LOCKED, RLIMIT_MEMLOCK and map type / file mode checks, as do_mmap() orders them
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE_SIZE - 1):
             raise err(EINVAL, "mmap")
@@ -135,6 +122,17 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
                 raise err(EEXIST, "mmap")
     else:
         addr = mm.vmas.get_unmapped_area(length, addr)
+    if flags & MAP_LOCKED and not mm.can_do_mlock():
+        raise err(EPERM, "mmap")
+    if not mm.mlock_future_ok(vm_flags, length):
+        raise err(EAGAIN, "mmap")
+    _check_map_type(maptype, flags, prot, file)
+    if maptype != MAP_PRIVATE:
+        vm_flags |= VM_SHARED | VM_MAYSHARE
+        if file is not None and not file.writable:
+            vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
+    if flags & MAP_NORESERVE:
+        vm_flags |= VM_NORESERVE
     if anon and maptype == MAP_PRIVATE:
         pgoff = addr >> 12
     elif anon:
@@ -156,6 +154,23 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
 
 
 EOPNOTSUPP_ = 95
+
+
+def _check_map_type(maptype: int, flags: int, prot: int, file: Optional[File]) -> None:
+    """do_mmap()'s switch on the map type, after placement: for a file, MAP_SHARED_VALIDATE
+    refuses flags outside LEGACY_MAP_MASK (EOPNOTSUPP), and the open mode must allow the
+    mapping (EACCES); anonymous memory knows only MAP_SHARED and MAP_PRIVATE (EINVAL)."""
+    if file is not None:
+        if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+            raise err(EINVAL, "mmap")
+        if maptype == MAP_SHARED_VALIDATE and flags & ~LEGACY_MAP_MASK:
+            raise err(EOPNOTSUPP_, "mmap")
+        if maptype != MAP_PRIVATE and prot & PROT_WRITE and not file.writable:
+            raise err(EACCES, "mmap")
+        if not file.readable:
+            raise err(EACCES, "mmap")
+    elif maptype not in (MAP_SHARED, MAP_PRIVATE):
+        raise err(EINVAL, "mmap")
 
 
 def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, length: int,
