@@ -113,7 +113,7 @@ def can_merge(a: Vma, b: Vma) -> bool:
         return a.anon_vma == b.anon_vma and a.pgoff + a.pages == b.pgoff
     if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
         return False
-    if a.file is not None and a.pgoff + a.pages != b.pgoff:
+    if a.pgoff + a.pages != b.pgoff:  # file offsets, or for anonymous memory the linear pgoff
         return False
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
