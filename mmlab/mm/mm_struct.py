@@ -116,7 +116,12 @@ class MM:
         self.mmap_sem = MmapSem(self.clock, history=history)
         self.vma_locks = VmaLocks()
         self.vmas = VmaTree(MMAP_BASE)
+        # 4.12+: stack_guard_gap pages stay free below a VM_GROWSDOWN vma; before, the one guard
+        # page was the stack vma's own lowest page and placement kept no gap
+        if self.kernel.stack_guard_gap > 1:
+            self.vmas.stack_guard_gap = self.kernel.stack_guard_gap * PAGE_SIZE
         self.pt = PageTable()
+        self.guards: list[int] = []  # guard markers (MADV_GUARD_INSTALL): sorted page addresses
         self.origins = OriginMap()
         self.def_flags = 0
         self.locked_vm = 0  # pages
@@ -400,8 +405,12 @@ class MM:
 
 def _smaps_flags(flags: int) -> str:
     from mmlab.flags import (VM_EXEC, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYSHARE, VM_SHARED)
+    from mmlab.flags import (VM_DONTCOPY, VM_DONTDUMP, VM_DROPPABLE, VM_HUGEPAGE, VM_MERGEABLE,
+                             VM_NOHUGEPAGE, VM_NORESERVE, VM_RAND_READ, VM_SEQ_READ, VM_WIPEONFORK)
     names = [(VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"), (VM_MAYREAD, "mr"),
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
-             (VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf")]
+             (VM_SEQ_READ, "sr"), (VM_RAND_READ, "rr"), (VM_DONTCOPY, "dc"), (VM_LOCKED, "lo"),
+             (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
+             (VM_NOHUGEPAGE, "nh"), (VM_MERGEABLE, "mg"), (VM_LOCKONFAULT, "lf"), (VM_DROPPABLE, "dp")]
     return " ".join(n for b, n in names if flags & b)
 

@@ -448,8 +448,10 @@ def observe(side: Side, result: tuple) -> Obs:
         # is what the model's page table holds (and what MADV_DONTNEED changes)
         from mmlab.real.procfs import read_pagemap_present
         pte = tuple(read_pagemap_present(s, e) for s, e, *_ in vmas)
-    else:
-        pte = mincore
+    else:  # the model's page table (its mincore reports the page cache of file mappings)
+        from mmlab.mm.pagetable import PTE_PRESENT
+        pt = side.mm.pt
+        pte = tuple(bytes(1 if pt.get(a) & PTE_PRESENT else 0 for a in range(s, e, P)) for s, e, *_ in vmas)
     return Obs(result, layout, mincore, locked, pte)
 
 

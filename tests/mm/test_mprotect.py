@@ -67,8 +67,8 @@ def test_eacces_without_vm_may(kmm: MM) -> None:
 
 def test_errors_change_nothing(kmm: MM) -> None:
     """EINVAL for an unaligned start, unknown prot bits, both GROWS flags, PROT_GROWSUP, and
-    PROT_GROWSDOWN on a vma that does not grow down; ENOMEM for no vma, or a hole; and none of
-    them changes anything, although Linux would have changed the vmas before a hole."""
+    PROT_GROWSDOWN on a vma that does not grow down; ENOMEM for no vma at start; none of them
+    changes anything (do_mprotect_pkey() checks them before the vma walk)."""
     a = kmm.mmap(0, 4 * P, RW, ANON)
     kmm.munmap(a + 2 * P, P)
     before = kmm.snapshot()
@@ -77,9 +77,31 @@ def test_errors_change_nothing(kmm: MM) -> None:
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSDOWN | PROT_GROWSUP) == errno.EINVAL
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSUP) == errno.EINVAL
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSDOWN) == errno.EINVAL
-    assert errno_of(kmm.mprotect, a, 4 * P, PROT_READ) == errno.ENOMEM
     assert errno_of(kmm.mprotect, a + 2 * P, P, PROT_READ) == errno.ENOMEM
     assert kmm.snapshot() == before
+
+
+def test_a_hole_stops_the_walk_after_the_vmas_before_it(kmm: MM) -> None:
+    """do_mprotect_pkey() changes each vma as it walks: over [vma][hole][vma] the first vma gets
+    the new protection, the walk meets the hole and returns ENOMEM, the vma after it keeps its
+    own (LTP mprotect01 ENOMEM case; measured on 6.18: r--p, hole, rw-p)."""
+    a = kmm.mmap(0, 4 * P, RW, ANON)
+    kmm.munmap(a + 2 * P, P)
+    assert errno_of(kmm.mprotect, a, 4 * P, PROT_READ) == errno.ENOMEM
+    assert [(v.perms, (v.end - v.start) // P) for v in vmas_in(kmm, a, a + 4 * P)] == \
+        [("r--p", 2), ("rw-p", 1)]
+    assert kmm.check_invariants() == []
+
+
+def test_eacces_stops_the_walk_after_the_vmas_before_it(kmm: MM) -> None:
+    """A vma that may not get the protection (PROT_WRITE on a shared mapping of a read-only
+    file) stops the walk with EACCES; the vma before it already has it (measured on 6.18)."""
+    ro = File("ro", 2 * P, mode="r", cached=True)
+    a = kmm.mmap(0, 4 * P, PROT_READ, ANON)
+    kmm.mmap(a + 2 * P, 2 * P, PROT_READ, MAP_SHARED | MAP_FIXED, ro)
+    assert errno_of(kmm.mprotect, a, 4 * P, RW) == errno.EACCES
+    assert [(v.perms, (v.end - v.start) // P) for v in vmas_in(kmm, a, a + 4 * P)] == \
+        [("rw-p", 2), ("r--s", 2)]
 
 
 def test_zero_length_is_a_noop(kmm: MM) -> None:
