@@ -127,6 +127,10 @@ def _remap_emulated(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: in
             merged = mm.vmas.try_merge(new)
             if merged is not new:
                 mm.vma_start_write(merged)
+            # the populate faults only pages inside the shmem object; beyond its size: SIGBUS,
+            # which populate ignores
+            inside = mm.shmem_pages.get(shmem_id, 0) - pgoff
+            populate = min(populate, max(0, inside) * PAGE_SIZE)
         else:
             ret, populate = do_mmap(mm, call, start, size, prot, mflags, file, pgoff)
     finally:

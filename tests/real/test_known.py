@@ -50,3 +50,45 @@ def test_shmem_mincore_does_not_excuse_private_memory() -> None:
     present = D.Obs(("ok", 0), ((0, 1, "rw-s"),), (b"\x01",), ((), 0), (b"\x01",))
     assert not k.explains_obs("mincore", D.op("munlockall"), present,
                               D.Obs(("ok", 0), ((0, 1, "rw-s"),), (b"\x00",), ((), 0)))
+
+
+def test_file_fault_around_maps_cached_neighbours() -> None:
+    """A read fault on a cold file mapping maps more than the faulting page on this kernel; the
+    diff excuses exactly that (the page cache agrees), and nothing without the excuse."""
+    ops = [D.op("mmap", off=0, len=4 * P, prot=PROT_READ, flags=MAP_SHARED | MAP_FIXED, hint=0, file=1, foff=0),
+           D.op("touch", off=P, write=0)]
+    with Region(8 * P, keep_reserved=False) as reg, D.RealFiles(D.file_dir()) as files:
+        a = reg.mm.mmap(reg.base, 4 * P, PROT_READ, MAP_SHARED | MAP_FIXED, files.disk.fd, 0)
+        reg.mm.touch(a + P)
+        assert reg.mm.mincore(a, 4 * P) == b"\x01" * 4  # read-around cached the whole file
+        assert sum(read_pagemap_present(a, a + 4 * P)) > 1  # and more than one pte is there
+    r = D.run_case(ops)
+    assert r.agree and (1, "file-fault-around") in r.explained
+    assert not D.run_case(ops, known=[]).agree
+
+
+def test_file_fault_around_excuses_only_extra_cached_ptes() -> None:
+    k = by_name("file-fault-around")
+    lay = ((0, 2, "r--s", "disk", 0),)
+    real = D.Obs(("ok", 0), lay, (b"\x01\x01",), (((0, False),), 0), (b"\x01\x01",))
+    model = D.Obs(("ok", 0), lay, (b"\x01\x01",), (((0, False),), 0), (b"\x01\x00",))
+    assert k.explains_obs("pte", D.op("munlockall"), real, model)
+    assert not k.explains_obs("pte", D.op("munlockall"), model, real)  # never fewer on Linux
+    uncached = D.Obs(("ok", 0), lay, (b"\x01\x00",), (((0, False),), 0), (b"\x01\x00",))
+    assert not k.explains_obs("pte", D.op("munlockall"), real, uncached)  # the page cache must agree
+    anon = ((0, 2, "r--p"),)
+    assert not k.explains_obs("pte", D.op("munlockall"), D.Obs(("ok", 0), anon, (b"\x01\x01",), ((), 0), (b"\x01\x01",)),
+                              D.Obs(("ok", 0), anon, (b"\x01\x01",), ((), 0), (b"\x01\x00",)))
+
+
+def test_diff_compares_which_file_and_offset() -> None:
+    """A file vma's layout entry names the file and the page offset on both sides."""
+    ops = [D.op("mmap", off=2 * P, len=2 * P, prot=PROT_READ, flags=MAP_PRIVATE | MAP_FIXED, hint=0, file=3, foff=3 * P),
+           D.op("remap_file_pages", off=2 * P, len=P, prot=0, pgoff=1)]
+    r = D.run_case(ops)
+    assert r.agree
+    with Region(8 * P, keep_reserved=False) as reg, D.RealFiles(D.file_dir()) as files:
+        side = D.RealSide(reg, files)
+        side.run(ops[0])
+        obs = D.observe(side, ("ok", 0))
+        assert (2, 4, "r--p", "memfd", 3) in obs.layout
