@@ -395,6 +395,13 @@ for _du in (False, True):
         flags = MREMAP_FIXED | MREMAP_MAYMOVE | (MREMAP_DONTUNMAP if dont_unmap else 0)
         a = _multiple_vmas(env)
         t = env.at(12)
+        if dont_unmap and not env.kernel.mremap_dontunmap:
+            env.raises(E.EINVAL, env.mm.mremap, a, 11 * P, 11 * P, flags, t)
+            return
+        if not env.kernel.mremap_move_multi_vma:  # before 6.17 the range must be one vma
+            env.raises(E.EFAULT, env.mm.mremap, a, 11 * P, 11 * P, flags, t)
+            assert env.vmas(t, t + 11 * P) == []
+            return
         assert env.mm.mremap(a, 11 * P, 11 * P, flags, t) == t
         assert _pattern(env, t) == _LAYOUT
         assert env.mm.mremap(t, 11 * P, 11 * P, flags, t + 11 * P) == t + 11 * P
@@ -408,7 +415,7 @@ for _du in (False, True):
             ((t + _LAYOUT[i][1], t + s, "---p"), (t + s, t + e, "rw-p"))]
         assert env.resident(t + 4 * P, 3) == [1, 1, 1]
     case("selftests mremap_test mremap move multiple vmas" + (" [dontunnmap]" if _du else ""),
-         ST + "mremap_test.c", pages=36)(_move_multiple)
+         ST + "mremap_test.c", pages=36, profiles=OLD)(_move_multiple)
 
 
 for _inplace in (True, False):
