@@ -153,6 +153,7 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     file = vma.file
     if file is not None and vma.nonlinear is not None:
         return _get_user_pages_slow(mm, vma, start, end, write, call, task, allow_retry)
+    shm = mm.shmem_cache.setdefault(vma.anon_vma, set()) if file is None and vma.flags & VM_SHARED else None
     if file is None:
         cost = mm.costs.cost("anon_page")
     elif write:  # a private file page written: read it, then break COW into an anonymous copy
@@ -172,6 +173,13 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                 return (done if done else -EFAULT), True
             if g is not None:
                 stop = g
+        if shm is not None:  # shared anon memory: its shmem object ends where the mmap ended
+            pg0 = vma.file_pgoff(addr)
+            size = mm.shmem_pages.get(vma.anon_vma, 1 << 62)
+            if pg0 >= size:
+                done = (addr - start) >> 12
+                return (done if done else -EFAULT), True
+            stop = min(stop, addr + ((size - pg0) << 12))
         if file is not None:  # a run of page-cache pages at a time; the disk where they are not
             pg0 = vma.file_pgoff(addr)
             if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
@@ -186,6 +194,9 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                 continue
             stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
         made = pt.fill_absent(addr, stop, state, task, cid)
+        if shm is not None:  # the pages now exist in the shmem object of shared anon memory
+            p0 = vma.file_pgoff(addr)
+            shm.update(range(p0, p0 + ((stop - addr) >> 12)))
         if write and made < (stop - addr) >> 12:
             _break_cow(mm, vma, addr, stop, cid, task)
         call.pages += made

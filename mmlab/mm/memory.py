@@ -62,9 +62,13 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         raise SIGSEGV(addr, "guard marker (MADV_GUARD_INSTALL)")
     file = vma.file
     if file is None:
+        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 62):
+            raise SIGBUS(addr, "beyond the end of the shmem object of shared anonymous memory")
         anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
+        if shared:  # shmem_fault(): the page now exists in the shmem object
+            mm.shmem_cache.setdefault(vma.anon_vma, set()).add(vma.file_pgoff(addr))
         return 1
     pgoff = vma.file_pgoff(addr)
     if pgoff >= file.npages:

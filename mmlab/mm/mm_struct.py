@@ -131,6 +131,7 @@ class MM:
         self.cap_ipc_lock = cap_ipc_lock
         self.max_map_count = max_map_count
         self.shmem_pages: dict[int, int] = {}  # size of the shmem object of a shared anon mapping
+        self.shmem_cache: dict[int, set[int]] = {}  # the pages that exist in it (by page offset)
         self.start_brk = self.brk_cur = START_BRK
         self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)
         self.calls: dict[int, CallInfo] = {}  # calls that populated: the oracle needs them
