@@ -37,7 +37,7 @@ class Kernel:
     """__mm_populate() passes FAULT_FLAG_ALLOW_RETRY: a file fault waiting on disk drops mmap_sem (2.6.38)."""
     # --- later kernels ---
     munmap_downgrade: bool = False
-    """v4.20: munmap() detaches vmas under the write lock, then downgrade_write() and zaps under read."""
+    """v4.20: munmap() and a shrinking brk() detach vmas under the write lock, then downgrade_write() and zap under read."""
     mlock_onfault: bool = False
     """v4.4: mlock2(MLOCK_ONFAULT), mlockall(MCL_ONFAULT) and VM_LOCKONFAULT."""
     fremap_emulated: bool = False
@@ -46,6 +46,8 @@ class Kernel:
     """6.x populate_vma_page_range(): PROT_NONE vmas give -EFAULT and VM_LOCKONFAULT vmas are skipped."""
     per_vma_lock: bool = False
     """v6.4: page faults take a per-VMA read lock first and fall back to mmap_lock on failure."""
+    madvise_vma_lock: bool = False
+    """6.17: madvise(MADV_DONTNEED) over a range inside one vma takes its per-VMA read lock, not mmap_lock."""
     mprotect_populates_locked: bool = False
     """v4.9: mprotect() making a private VM_LOCKED vma writable breaks COW on its pages at once."""
     mremap_dontunmap: bool = False
@@ -107,11 +109,12 @@ SWITCH_DOCS: dict[str, str] = {
     "mremap_populate_after_unlock": "patch 6: mremap growth of a VM_LOCKED vma populates after up_write",
     "vm_populate": "patch 9: VM_POPULATE; populate skips vmas without it (reverted before 3.9)",
     "populate_fault_retry": "FAULT_FLAG_ALLOW_RETRY in populate: a disk wait drops mmap_sem (2.6.38)",
-    "munmap_downgrade": "4.20: munmap zaps pages under the read lock after downgrade_write",
+    "munmap_downgrade": "4.20: munmap and brk shrink zap pages under the read lock after downgrade_write",
     "mlock_onfault": "4.4: mlock2(MLOCK_ONFAULT), MCL_ONFAULT, VM_LOCKONFAULT",
     "fremap_emulated": "4.0: remap_file_pages emulated by do_mmap(MAP_FIXED)",
     "populate_skips_inaccessible": "6.x: populate skips PROT_NONE and VM_LOCKONFAULT vmas",
     "per_vma_lock": "6.4: page faults use a per-VMA lock, falling back to mmap_lock",
+    "madvise_vma_lock": "6.17: madvise(MADV_DONTNEED) within one vma takes the per-VMA lock, not mmap_lock",
     "mprotect_populates_locked": "4.9: mprotect making a private VM_LOCKED vma writable breaks COW at once",
     "mremap_dontunmap": "5.7: mremap(MREMAP_DONTUNMAP) moves the pages, leaves the old vma empty",
     "madv_free": "4.5: madvise(MADV_FREE) on private anonymous memory",
@@ -159,6 +162,7 @@ V6_18 = Kernel(
     fremap_emulated=True,
     populate_skips_inaccessible=True,
     per_vma_lock=True,
+    madvise_vma_lock=True,
     mprotect_populates_locked=True,
     mremap_dontunmap=True,
     madv_free=True,

@@ -8,8 +8,9 @@ errno, and the parts before it keep the advice -- Linux checks as it goes, not b
 
 What each advice does to the state the model has, and which vmas refuse it:
 
-* MADV_DONTNEED zaps the pages (VM_LOCKED, VM_PFNMAP: EINVAL); MADV_DONTNEED_LOCKED (5.18) zaps
-  VM_LOCKED vmas too. Guard markers survive both. MADV_FREE (4.5) is accepted on private
+* MADV_DONTNEED zaps the pages (VM_LOCKED, VM_PFNMAP: EINVAL) under mmap_sem held for read --
+  or, with ``madvise_vma_lock`` (6.17), for a range inside one vma, under that vma's per-VMA
+  read lock without taking mmap_lock at all; MADV_DONTNEED_LOCKED (5.18) zaps VM_LOCKED vmas too. Guard markers survive both. MADV_FREE (4.5) is accepted on private
   anonymous memory only (EINVAL on shared, file-backed and VM_LOCKED vmas) and, with no memory
   pressure, changes nothing visible: lazily freed pages stay mapped until reclaim.
 * MADV_NORMAL/SEQUENTIAL/RANDOM, DONTFORK/DOFORK, DONTDUMP/DODUMP, WIPEONFORK/KEEPONFORK (4.14),
@@ -38,7 +39,8 @@ What each advice does to the state the model has, and which vmas refuse it:
 * MADV_POPULATE_READ/WRITE (5.14, profiles with ``populate_skips_inaccessible``) fault pages in
   address order, under mmap_sem read, and stop at the first failure: a hole is ENOMEM, a vma
   without the access asked for (or PROT_NONE) EINVAL, a page that faults with a signal (a guard,
-  beyond EOF) EFAULT; the pages before it stay populated.
+  beyond EOF) EFAULT; the pages before it stay populated. A disk wait drops the read lock and
+  takes it again (``populate_fault_retry``), looking the vma up again by address.
 
 mincore() reports, per page, a present pte -- or, for a file vma, a page of the file in the page
 cache, however it got there (another mapping, read-ahead, MADV_WILLNEED), as mincore_page() does.
@@ -109,6 +111,10 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if end >= 1 << 64 or (length and end == start):  # PAGE_ALIGN() or start + len wrapped
             raise err(EINVAL, "madvise")
         if end == start:
+            mm.end_call(call, 0)
+            return 0
+        if advice == MADV_DONTNEED and mm.kernel.madvise_vma_lock and mm.kernel.per_vma_lock \
+                and _dontneed_vma_locked(mm, start, end):
             mm.end_call(call, 0)
             return 0
         write = advice in _UPDATES_VMA
@@ -299,9 +305,39 @@ def _guard_remove(mm: "MM", vma: Vma, start: int, end: int) -> int:
     return 0
 
 
+def _dontneed_vma_locked(mm: "MM", start: int, end: int) -> bool:
+    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
+    one vma is zapped under that vma's read lock, without mmap_lock. False: fall back to
+    mmap_read_lock() (no vma at *start*, the range runs past it, or it is being modified)."""
+    vma = mm.vmas.lookup_rcu(start)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return False
+    try:
+        if vma.detached or not (vma.start <= start and end <= vma.end):
+            return False
+        if vma.flags & (VM_LOCKED | VM_PFNMAP):
+            raise err(EINVAL, "madvise")
+        from mmlab.mm.mmap import zap_detached
+        zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
+        return True
+    finally:
+        mm.vma_locks.end_read(vma)
+
+
 def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: bool) -> int:
     """madvise_populate(): faultin_page_range() in address order; returns the errno where it
-    stopped (ENOMEM at a hole, EINVAL at a vma it may not fault, EFAULT at a signal) or 0."""
+    stopped (ENOMEM at a hole, EINVAL at a vma it may not fault, EFAULT at a signal) or 0.
+    Called and returning with the read lock held. With ``populate_fault_retry`` a fault that
+    waits for the disk drops mmap_lock (VM_FAULT_RETRY); the loop takes it again and looks the
+    vma up again by address, so a cold file gives one read hold per disk wait, as Linux's does."""
+    retry = mm.kernel.populate_fault_retry
+    dropped = False
+
+    def unlock() -> None:
+        nonlocal dropped
+        dropped = True
+        mm.mmap_read_unlock()
+
     addr = start
     while addr < end:
         vma = mm.vmas.vma_lookup(addr)
@@ -314,10 +350,18 @@ def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: b
         stop = min(end, vma.end)
         while addr < stop:
             try:
-                r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True)
+                r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True,
+                                    unlock=unlock if retry else None)
             except (SIGSEGV, SIGBUS):
+                if dropped:
+                    mm.mmap_read_lock(how="retake")
                 return EFAULT
-            assert r != VM_FAULT_RETRY
+            if r == VM_FAULT_RETRY:
+                dropped = False
+                call.io_waits += 1
+                mm.mmap_read_lock(how="retake")
+                call.retakes += 1
+                break  # look the vma up again
             addr += PAGE_SIZE
     return 0
 

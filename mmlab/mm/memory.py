@@ -5,6 +5,8 @@ lock at all. Otherwise it faults:
 
 * with ``per_vma_lock`` (6.4+), lock_vma_under_rcu() first: the vma is found without mmap_sem
   and read-locked on its own; a write-locked vma, or a fault that must wait for disk, falls back;
+  the first private write fault of a vma without an anon_vma takes mmap_sem with a trylock to
+  set one up (vmf_anon_prepare()), and falls back if the trylock fails;
 * the fallback (and every fault before 6.4) takes mmap_sem for read, finds the vma, grows a
   VM_GROWSDOWN stack if the address is just below it (find_extend_vma), and faults. A file page
   that needs the disk drops mmap_sem for the read and retries (FAULT_FLAG_ALLOW_RETRY/TRIED).
@@ -118,11 +120,26 @@ def _fault_vma_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int)
             return False
         if not access_ok(vma, write):
             raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {vma!r}")
+        if write and not vma.flags & VM_SHARED and not vma.anon_vma and not _vmf_anon_prepare(mm, vma):
+            return False
         # A fault that must wait for I/O drops the per-VMA lock and retries under mmap_lock.
         r = handle_mm_fault(mm, vma, addr, write, call_id, task, unlock=lambda: None)
         return r != VM_FAULT_RETRY
     finally:
         mm.vma_locks.end_read(vma)
+
+
+def _vmf_anon_prepare(mm: "MM", vma: Vma) -> bool:
+    """vmf_anon_prepare(): the first private write fault of a vma without an anon_vma, under the
+    per-VMA lock, takes mmap_lock with mmap_read_trylock() to set one up; if the trylock fails
+    the fault is retried under mmap_lock (False)."""
+    if not mm.mmap_sem.down_read_trylock():
+        return False
+    try:
+        anon_vma_prepare(vma)
+    finally:
+        mm.mmap_sem.up_read()
+    return True
 
 
 def _fault_mmap_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int) -> None:

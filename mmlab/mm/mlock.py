@@ -128,7 +128,9 @@ def sys_mlock2(mm: "MM", start: int, length: int, flags: int, name: str = "mlock
             _apply_lock_flags(mm, call, start, end, _lock_bits(mm, onfault))
         finally:
             mm.mmap_write_unlock()
-        if not onfault:
+        # do_mlock() calls __mm_populate() for MLOCK_ONFAULT too; 6.x populate_vma_page_range()
+        # skips the VM_LOCKONFAULT vmas, so that is a read hold that faults nothing
+        if not onfault or mm.kernel.populate_skips_inaccessible:
             r = mm_populate(mm, start, length, call, ignore_errors=False)
             if r:
                 raise err(ENOMEM if -r == EFAULT else EAGAIN if -r == ENOMEM else -r, name)
@@ -162,7 +164,8 @@ def sys_munlock(mm: "MM", start: int, length: int) -> int:
 
 def sys_mlockall(mm: "MM", flags: int) -> int:
     """sys_mlockall(): apply_mlockall_flags() under the write lock, then mm_populate(0, TASK_SIZE)
-    for MCL_CURRENT without MCL_ONFAULT."""
+    for MCL_CURRENT (with MCL_ONFAULT it faults nothing where ``populate_skips_inaccessible``;
+    older profiles here skip the call)."""
     call = mm.begin_call("mlockall", (flags,))
     k = mm.kernel
     try:
@@ -179,8 +182,8 @@ def sys_mlockall(mm: "MM", flags: int) -> int:
             _apply_mlockall_flags(mm, call, flags, onfault)
         finally:
             mm.mmap_write_unlock()
-        if flags & MCL_CURRENT and not onfault:
-            mm_populate(mm, 0, TASK_SIZE, call)
+        if flags & MCL_CURRENT and (not onfault or k.populate_skips_inaccessible):
+            mm_populate(mm, 0, TASK_SIZE, call)  # with MCL_ONFAULT: a read hold that skips every vma
     except BaseException as e:
         mm.end_call(call, e)
         raise

@@ -358,10 +358,12 @@ def sys_munmap(mm: "MM", addr: int, length: int) -> int:
 
 
 def sys_brk(mm: "MM", brk: int) -> int:
-    """sys_brk(): returns the new break, or the old one on failure (brk never sets errno)."""
+    """sys_brk(): returns the new break, or the old one on failure (brk never sets errno). A shrink
+    zaps under the read lock after downgrade_write() with ``munmap_downgrade`` (4.20)."""
     call = mm.begin_call("brk", (brk,))
     k = mm.kernel
     populate = 0
+    downgraded = False
     mm.mmap_write_lock()
     try:
         origbrk = mm.brk_cur
@@ -380,8 +382,12 @@ def sys_brk(mm: "MM", brk: int) -> int:
             except OSError:
                 mm.end_call(call, origbrk)
                 return origbrk
-            zap_detached(mm, detach_range(mm, newbrk, oldbrk))
+            pieces = detach_range(mm, newbrk, oldbrk)
             mm.brk_cur = brk
+            if pieces and k.munmap_downgrade:  # do_vmi_align_munmap(unlock=true): zap under read
+                mm.mmap_write_downgrade()
+                downgraded = True
+            zap_detached(mm, pieces)
             mm.end_call(call, brk)
             return brk
         nxt = mm.vmas.find_vma(oldbrk)
@@ -402,7 +408,10 @@ def sys_brk(mm: "MM", brk: int) -> int:
             elif not vm_flags & VM_LOCKONFAULT:
                 populate_range_locked(mm, vma, oldbrk, newbrk, call)
     finally:
-        mm.mmap_write_unlock()
+        if downgraded:
+            mm.mmap_read_unlock()
+        else:
+            mm.mmap_write_unlock()
     if populate:
         mm_populate(mm, oldbrk, populate, call)
     mm.end_call(call, brk)

@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-ms", type=float, default=250.0, help="length of each noise-floor run (default 250)")
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
+    p.add_argument("--perfetto", metavar="FILE.json",
+                   help="write every run's lock waits and holds inside its calls, a track per task, as Chrome "
+                   "trace-event JSON (ui.perfetto.dev, chrome://tracing)")
     p.add_argument("--expect-bounded", action="store_true", help="exit 1 if any verdict is unbounded")
     p.add_argument("--quiet-stalls", action="store_true", help="record watchdog reports without printing them")
     p.set_defaults(func=run)
@@ -136,6 +139,15 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                         hang_ms=args.hang_ms, seed=seed, rounds=args.rounds, repeats=args.repeats,
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out)
+    perfetto: list[dict] = []
+    if args.perfetto:
+        from mmlab.report.perfetto import model_events
+
+        def keep(r: RunResult, mm: object) -> None:  # events now: the MM itself is not kept
+            what = f"{r.populator} {size_text(r.size_bytes)}" if r.populator else "noise floor"
+            label = f"{r.kernel} {what}" + (f" #{r.repeat}" if r.repeat else "")
+            perfetto.extend(model_events(mm, label, pid=len({e['pid'] for e in perfetto}) + 1))
+        cfg.on_run = keep
     console.print(f"mmlab latency: kernels {', '.join(k.name for k in kernels)}; populators "
                   f"{', '.join(p.name for p in populators)}; sizes {', '.join(size_text(s) for s in sizes)}; "
                   f"time scale {ts:g}; victims "
@@ -184,6 +196,10 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
         tl = next((r for r in res.runs if r.spans), None)
         plot_latency(res, args.plot, tl)
         console.print(f"wrote {args.plot}", highlight=False)
+    if args.perfetto:
+        from mmlab.report.perfetto import write_events
+        n = write_events(args.perfetto, perfetto, {"source": "mmlab latency (model)", "seed": seed})
+        console.print(f"wrote {args.perfetto} ({n:,} trace events; open in ui.perfetto.dev)", highlight=False)
     for r in res.failed:
         err.print(f"{r.kernel} {r.populator} {size_text(r.size_bytes) if r.size_bytes else 'noise'}: "
                   + "\n".join(r.errors), markup=False, highlight=False)
