@@ -109,6 +109,7 @@ class VM(enum.IntFlag):
     VM_MAYEXEC = 0x00000040
     VM_MAYSHARE = 0x00000080
     VM_GROWSDOWN = 0x00000100
+    VM_MAYBE_GUARD = 0x00000800  # a guard marker may be in the vma (sticky, ignored by merges)
     VM_DONTEXPAND = 0x00040000
     VM_SEQ_READ = 0x00008000
     VM_RAND_READ = 0x00010000
@@ -122,6 +123,7 @@ class VM(enum.IntFlag):
     VM_POPULATE = 0x00001000  # patch 9 (3.9-rc1 only); the bit was later reused
     VM_LOCKED = 0x00002000
     VM_IO = 0x00004000
+    VM_ACCOUNT = 0x00100000  # private writable memory charged to the commit limit (smaps "ac")
     VM_NORESERVE = 0x00200000
     VM_NONLINEAR = 0x00800000  # remap_file_pages before 4.0
     VM_PFNMAP = 0x00000400
@@ -203,6 +205,8 @@ VM_HUGEPAGE = int(VM.VM_HUGEPAGE)
 VM_NOHUGEPAGE = int(VM.VM_NOHUGEPAGE)
 VM_MERGEABLE = int(VM.VM_MERGEABLE)
 VM_DROPPABLE = int(VM.VM_DROPPABLE)
+VM_MAYBE_GUARD = int(VM.VM_MAYBE_GUARD)
+VM_ACCOUNT = int(VM.VM_ACCOUNT)
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_MAYSHARE = int(VM.VM_MAYSHARE)
 MAP_TYPE = int(Map.MAP_TYPE)

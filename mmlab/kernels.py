@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-__all__ = ["Kernel", "KERNELS", "get_kernel", "parse_kernels", "SWITCH_DOCS", "PATCH_ALIASES"]
+__all__ = ["Kernel", "KERNELS", "get_kernel", "parse_kernels", "SWITCH_DOCS", "PATCH_ALIASES", "CLAIMS",
+           "parse_release", "claiming_profile", "base_profile"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Kernel:
     per_vma_lock: bool = False
     """v6.4: page faults take a per-VMA read lock first and fall back to mmap_lock on failure."""
     madvise_vma_lock: bool = False
-    """6.17: madvise(MADV_DONTNEED) over a range inside one vma takes its per-VMA read lock, not mmap_lock."""
+    """6.17: madvise(MADV_DONTNEED/DONTNEED_LOCKED/FREE) inside one vma takes its per-VMA read lock, not mmap_lock."""
     mprotect_populates_locked: bool = False
     """v4.9: mprotect() making a private VM_LOCKED vma writable breaks COW on its pages at once."""
     mremap_dontunmap: bool = False
@@ -224,3 +225,39 @@ def parse_kernels(spec: str) -> list[Kernel]:
     if spec.strip() in ("", "all"):
         return list(KERNELS.values())
     return [get_kernel(s) for s in spec.split(",") if s.strip()]
+
+
+# Which profile stands for which real kernel releases, [from, to): the releases whose behaviour
+# the profile's switches describe. v3.9-rc1 (a release candidate whose patch 9 was reverted) and
+# bounded (a proposal) stand for no release; 4.0 to 6.3 have switches of their own (fremap
+# emulated 4.0, MCL_ONFAULT 4.4, mprotect COW 4.9, munmap downgrade 4.20, DONTUNMAP 5.7) that no
+# profile here combines, so no profile claims them.
+CLAIMS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "v3.7": ((3, 7), (3, 9)),
+    "v3.9": ((3, 9), (4, 0)),
+    "v6.18": ((6, 4), (1 << 16, 0)),  # per-VMA-lock faults (6.4) are the last switch it sets
+}
+
+
+def parse_release(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as ``6.18.44-fc-v595`` or ``3.9.0-rc1``."""
+    import re
+    m = re.match(r"\s*v?(\d+)\.(\d+)", release)
+    if not m:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def claiming_profile(release: str) -> str | None:
+    """The name of the profile that claims kernel *release* (CLAIMS), or None."""
+    v = parse_release(release)
+    for name, (lo, hi) in CLAIMS.items():
+        if lo <= v < hi:
+            return name
+    return None
+
+
+def base_profile(k: Kernel) -> Kernel:
+    """The named profile *k* was made from (itself for a profile, v6.18 for ``v6.18+per_vma_lock=off``)."""
+    base = KERNELS.get(k.name.partition("+")[0])  # with_switches() names a variant base+switch...
+    return base if base is not None else k

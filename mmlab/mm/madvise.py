@@ -8,9 +8,10 @@ errno, and the parts before it keep the advice -- Linux checks as it goes, not b
 
 What each advice does to the state the model has, and which vmas refuse it:
 
-* MADV_DONTNEED zaps the pages (VM_LOCKED, VM_PFNMAP: EINVAL) under mmap_sem held for read --
-  or, with ``madvise_vma_lock`` (6.17), for a range inside one vma, under that vma's per-VMA
-  read lock without taking mmap_lock at all; MADV_DONTNEED_LOCKED (5.18) zaps VM_LOCKED vmas too. Guard markers survive both. MADV_FREE (4.5) is accepted on private
+* MADV_DONTNEED zaps the pages (VM_LOCKED, VM_PFNMAP: EINVAL); MADV_DONTNEED_LOCKED (5.18) zaps
+  VM_LOCKED vmas too. Guard markers survive both. They run under mmap_sem held for read -- which
+  is how victims recycle their memory -- or, with ``madvise_vma_lock`` (6.17), for a range inside
+  one vma, under that vma's per-VMA read lock without mmap_lock (MADV_FREE too). MADV_FREE (4.5) is accepted on private
   anonymous memory only (EINVAL on shared, file-backed and VM_LOCKED vmas) and, with no memory
   pressure, changes nothing visible: lazily freed pages stay mapped until reclaim.
 * MADV_NORMAL/SEQUENTIAL/RANDOM, DONTFORK/DOFORK, DONTDUMP/DODUMP, WIPEONFORK/KEEPONFORK (4.14),
@@ -25,8 +26,11 @@ What each advice does to the state the model has, and which vmas refuse it:
   range is touched gets one huge page on Linux here; the model faults small pages).
 * MADV_WILLNEED on a file vma reads the range into the page cache (the model marks it cached at
   once; Linux starts the read and does not wait). MADV_COLD and MADV_PAGEOUT (5.4) refuse
-  VM_LOCKED and VM_PFNMAP vmas (EINVAL) and otherwise change nothing the model shows: this machine
-  has no swap, so anonymous pages stay, and the file pages measured stayed cached and mapped.
+  VM_LOCKED and VM_PFNMAP vmas (EINVAL). COLD changes nothing the model shows; PAGEOUT reclaims
+  the clean page-cache pages of a disk file that the range maps and nothing else maps
+  (reclaim_pages(): the pte goes and the page leaves the cache, so mincore says 0); dirty pages
+  (written through a mapping: the model knows it from the ptes that map them now) only start
+  writeback, anonymous and shmem pages stay (this machine has no swap).
 * MADV_REMOVE punches a hole in the file behind a shared writable mapping (shmem, or a disk file
   system with FALLOC_FL_PUNCH_HOLE): VM_LOCKED is EINVAL, no file behind a private anonymous
   vma is EINVAL, a vma that is not shared-and-may-write is EACCES. The pages of the range leave
@@ -40,7 +44,7 @@ What each advice does to the state the model has, and which vmas refuse it:
   address order, under mmap_sem read, and stop at the first failure: a hole is ENOMEM, a vma
   without the access asked for (or PROT_NONE) EINVAL, a page that faults with a signal (a guard,
   beyond EOF) EFAULT; the pages before it stay populated. A disk wait drops the read lock and
-  takes it again (``populate_fault_retry``), looking the vma up again by address.
+  re-takes it (``populate_fault_retry``), looking the vma up again by address.
 
 mincore() reports, per page, a present pte -- or, for a file vma, a page of the file in the page
 cache, however it got there (another mapping, read-ahead, MADV_WILLNEED), as mincore_page() does.
@@ -48,7 +52,7 @@ cache, however it got there (another mapping, read-ahead, MADV_WILLNEED), as min
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from mmlab.errors import EACCES, EAGAIN, EFAULT, EINVAL, ENOMEM, SIGBUS, SIGSEGV, err
 from mmlab.flags import (
@@ -57,10 +61,11 @@ from mmlab.flags import (
     MADV_KEEPONFORK, MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_PAGEOUT, MADV_POPULATE_READ,
     MADV_POPULATE_WRITE, MADV_REMOVE, MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK, PAGE_SIZE,
     TASK_SIZE, VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, VM_DROPPABLE, VM_EXEC, VM_HUGEPAGE, VM_IO,
-    VM_LOCKED, VM_MAYSHARE, VM_MAYWRITE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
+    VM_LOCKED, VM_MAYBE_GUARD, VM_MAYSHARE, VM_MAYWRITE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_PFNMAP,
     VM_RAND_READ, VM_READ, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE,
 )
 from mmlab.mm.guard import guard_install, guard_remove
+from mmlab.mm.pagetable import PTE_FILE, PTE_WRITTEN
 from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
 from mmlab.mm.vma import Vma, anon_vma_prepare, check_range_mapped, vma_modify_flags
 
@@ -113,10 +118,15 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if end == start:
             mm.end_call(call, 0)
             return 0
-        if advice == MADV_DONTNEED and mm.kernel.madvise_vma_lock and mm.kernel.per_vma_lock \
-                and _dontneed_vma_locked(mm, start, end):
-            mm.end_call(call, 0)
-            return 0
+        k = mm.kernel
+        if advice in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE) and k.madvise_vma_lock \
+                and k.per_vma_lock:
+            e = _dontneed_free_vma_locked(mm, start, end, advice)
+            if e is not None:
+                if e:
+                    raise err(e, "madvise")
+                mm.end_call(call, 0)
+                return 0
         write = advice in _UPDATES_VMA
         if write:
             mm.mmap_write_lock()
@@ -174,8 +184,10 @@ def _visitor(mm: "MM", call: "CallInfo", advice: int) -> Visit:
         return lambda v, s, e: _dontneed_free(mm, v, s, e, advice)
     if advice == MADV_WILLNEED:
         return lambda v, s, e: _willneed(v, s, e)
-    if advice in (MADV_COLD, MADV_PAGEOUT):
+    if advice == MADV_COLD:
         return lambda v, s, e: EINVAL if v.flags & (VM_LOCKED | VM_PFNMAP) else 0
+    if advice == MADV_PAGEOUT:
+        return lambda v, s, e: _pageout(mm, v, s, e)
     if advice == MADV_REMOVE:
         return lambda v, s, e: _remove(mm, v, s, e)
     if advice == MADV_GUARD_INSTALL:
@@ -242,6 +254,53 @@ def _dontneed_free(mm: "MM", vma: Vma, start: int, end: int, advice: int) -> int
     return 0
 
 
+def _dontneed_free_vma_locked(mm: "MM", start: int, end: int, advice: int) -> Optional[int]:
+    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
+    one vma is handled under that vma's read lock, without mmap_lock. Returns the errno (0: done),
+    or None to fall back to mmap_read_lock() (no vma at *start*, the range runs past it, or the
+    vma is being modified)."""
+    vma = mm.vmas.lookup_rcu(start)
+    if vma is None or not mm.vma_locks.start_read(vma):
+        return None
+    try:
+        if vma.detached or not (vma.start <= start and end <= vma.end):
+            return None
+        return _dontneed_free(mm, vma, start, end, advice)
+    finally:
+        mm.vma_locks.end_read(vma)
+
+
+def _pageout(mm: "MM", vma: Vma, start: int, end: int) -> int:
+    """madvise_pageout(): reclaim what can be reclaimed without swap -- clean page-cache pages of
+    a disk file mapped only here."""
+    if vma.flags & (VM_LOCKED | VM_PFNMAP):
+        return EINVAL
+    f = vma.file
+    if f is None or f.tmpfs:
+        return 0
+    gone = []
+    for addr, st, _task, _call in mm.pt.iter_present(start, end):
+        if st & PTE_FILE and not st & PTE_WRITTEN:
+            pgoff = vma.file_pgoff(addr)
+            if not _mapped_elsewhere(mm, f, pgoff, addr):
+                gone.append((addr, pgoff))
+    from mmlab.mm.mmap import zap_detached
+    for addr, pgoff in gone:
+        zap_detached(mm, [Vma(addr, addr + PAGE_SIZE, vma.flags, f)])
+        f.cache[pgoff] = 0
+    return 0
+
+
+def _mapped_elsewhere(mm: "MM", f: object, pgoff: int, here: int) -> bool:
+    """Does a present pte other than the one at *here* map page *pgoff* of *f* (folio_mapcount)?"""
+    for v in mm.vmas:
+        if v.file is f and v.pgoff <= pgoff < v.pgoff + v.pages:
+            a = v.start + ((pgoff - v.pgoff) << 12)
+            if a != here and mm.pt.present(a) and v.file_pgoff(a) == pgoff:
+                return True
+    return False
+
+
 def _willneed(vma: Vma, start: int, end: int) -> int:
     """madvise_willneed(): read a file vma's range into the page cache (vfs_fadvise WILLNEED)."""
     f = vma.file
@@ -291,6 +350,7 @@ def _guard_install(mm: "MM", vma: Vma, start: int, end: int) -> int:
     if vma.flags & (VM_SPECIAL | VM_LOCKED):
         return EINVAL
     anon_vma_prepare(vma)  # the range is no longer empty from the page table's point of view
+    vma.flags |= VM_MAYBE_GUARD  # the whole vma, no split: smaps "gu", sticky, ignored by merges
     from mmlab.mm.mmap import zap_detached
     zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
     guard_install(mm.guards, start, end)
@@ -305,31 +365,9 @@ def _guard_remove(mm: "MM", vma: Vma, start: int, end: int) -> int:
     return 0
 
 
-def _dontneed_vma_locked(mm: "MM", start: int, end: int) -> bool:
-    """try_vma_read_lock() + madvise_dontneed_free() (6.17, ``madvise_vma_lock``): a range inside
-    one vma is zapped under that vma's read lock, without mmap_lock. False: fall back to
-    mmap_read_lock() (no vma at *start*, the range runs past it, or it is being modified)."""
-    vma = mm.vmas.lookup_rcu(start)
-    if vma is None or not mm.vma_locks.start_read(vma):
-        return False
-    try:
-        if vma.detached or not (vma.start <= start and end <= vma.end):
-            return False
-        if vma.flags & (VM_LOCKED | VM_PFNMAP):
-            raise err(EINVAL, "madvise")
-        from mmlab.mm.mmap import zap_detached
-        zap_detached(mm, [Vma(start, end, vma.flags, vma.file)])
-        return True
-    finally:
-        mm.vma_locks.end_read(vma)
-
-
 def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: bool) -> int:
     """madvise_populate(): faultin_page_range() in address order; returns the errno where it
-    stopped (ENOMEM at a hole, EINVAL at a vma it may not fault, EFAULT at a signal) or 0.
-    Called and returning with the read lock held. With ``populate_fault_retry`` a fault that
-    waits for the disk drops mmap_lock (VM_FAULT_RETRY); the loop takes it again and looks the
-    vma up again by address, so a cold file gives one read hold per disk wait, as Linux's does."""
+    stopped (ENOMEM at a hole, EINVAL at a vma it may not fault, EFAULT at a signal) or 0."""
     retry = mm.kernel.populate_fault_retry
     dropped = False
 
@@ -339,30 +377,31 @@ def _madvise_populate(mm: "MM", call: "CallInfo", start: int, end: int, write: b
         mm.mmap_read_unlock()
 
     addr = start
+    vma: Optional[Vma] = None
     while addr < end:
-        vma = mm.vmas.vma_lookup(addr)
-        if vma is None:
-            return ENOMEM
-        f = vma.flags
-        if not f & (VM_READ | VM_WRITE | VM_EXEC) or (write and not f & VM_WRITE) \
-                or (not write and not f & VM_READ):
-            return EINVAL
-        stop = min(end, vma.end)
-        while addr < stop:
-            try:
-                r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True,
-                                    unlock=unlock if retry else None)
-            except (SIGSEGV, SIGBUS):
-                if dropped:
-                    mm.mmap_read_lock(how="retake")
-                return EFAULT
-            if r == VM_FAULT_RETRY:
-                dropped = False
-                call.io_waits += 1
+        if vma is None or addr >= vma.end:
+            vma = mm.vmas.vma_lookup(addr)
+            if vma is None:
+                return ENOMEM
+            f = vma.flags
+            if not f & (VM_READ | VM_WRITE | VM_EXEC) or (write and not f & VM_WRITE) \
+                    or (not write and not f & VM_READ):
+                return EINVAL
+        try:
+            r = handle_mm_fault(mm, vma, addr, write, call.call_id, call.task_index, populate=True,
+                                unlock=unlock if retry else None)
+        except (SIGSEGV, SIGBUS):
+            if dropped:  # the caller unlocks what it locked
                 mm.mmap_read_lock(how="retake")
-                call.retakes += 1
-                break  # look the vma up again
-            addr += PAGE_SIZE
+            return EFAULT
+        if r == VM_FAULT_RETRY:  # the lock was dropped for a disk read: take it, look up again
+            dropped = False
+            call.io_waits += 1
+            mm.mmap_read_lock(how="retake")
+            call.retakes += 1
+            vma = None
+            continue
+        addr += PAGE_SIZE
     return 0
 
 

@@ -23,7 +23,7 @@ from mmlab.flags import (
     MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, PAGE_SIZE, PROT_EXEC,
     PROT_READ, PROT_WRITE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_LOCKONFAULT,
     VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE, VM_POPULATE, VM_READ,
-    VM_SHARED, VM_WRITE, VM_DONTDUMP, VM_DROPPABLE, VM_WIPEONFORK, page_align,
+    VM_SHARED, VM_WRITE, VM_ACCOUNT, VM_DONTDUMP, VM_DROPPABLE, VM_WIPEONFORK, page_align,
 )
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
@@ -47,6 +47,7 @@ MAP_KNOWN = (0x0F | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | 0x0800 | 0x1000 
 # and the MAP_HUGE_ size bits
 LEGACY_MAP_MASK = (0x03 | MAP_FIXED | MAP_ANONYMOUS | 0x40 | 0x0800 | 0x1000 | MAP_GROWSDOWN | MAP_LOCKED |
                    MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x4000000 | (0x3F << 26))
+PMD_SIZE = 1 << 21
 _VM_DATA_DEFAULT = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
 
@@ -122,6 +123,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
             if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
                 raise err(EEXIST, "mmap")
+    elif file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
+        addr = mm.vmas.get_unmapped_area(length, addr)
     else:
         addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
     if flags & MAP_LOCKED and not mm.can_do_mlock():
@@ -138,6 +141,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
             vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
     if flags & MAP_NORESERVE:
         vm_flags |= VM_NORESERVE
+    if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE:  # accountable_mapping()
+        vm_flags |= VM_ACCOUNT
     if anon and maptype != MAP_SHARED:  # private or droppable
         pgoff = addr >> 12
     elif anon:
@@ -188,7 +193,6 @@ def _droppable_checks(flags: int, vm_flags: int, anon: bool) -> None:
 
 
 MAP_HUGETLB_ = 0x40000
-PMD_SIZE = 1 << 21
 
 
 def get_unmapped_area(mm: "MM", file: Optional[File], addr: int, length: int, pgoff: int,
@@ -394,7 +398,7 @@ def sys_brk(mm: "MM", brk: int) -> int:
         if nxt is not None and newbrk + PAGE_SIZE > nxt.start:
             mm.end_call(call, origbrk)
             return origbrk
-        vm_flags = _VM_DATA_DEFAULT | mm.def_flags
+        vm_flags = _VM_DATA_DEFAULT | VM_ACCOUNT | mm.def_flags  # do_brk_flags()
         if not k.mlock_onfault:
             vm_flags &= ~VM_LOCKONFAULT
         if not mm.mlock_future_ok(vm_flags, newbrk - oldbrk) or mm.map_count >= mm.max_map_count:

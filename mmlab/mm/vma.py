@@ -25,7 +25,7 @@ from sortedcontainers import SortedDict
 from mmlab.errors import ENOMEM, err
 from mmlab.flags import (
     PAGE_SIZE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP,
-    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE, VM_MAYSHARE,
+    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE, VM_MAYSHARE, VM_MAYBE_GUARD,
 )
 
 __all__ = ["Vma", "VmaTree", "OriginMap", "Origin", "vm_flags_str"]
@@ -107,14 +107,14 @@ def shmem_zero_setup(vma: Vma) -> None:
 
 def can_merge(a: Vma, b: Vma) -> bool:
     """is_mergeable_vma() + is_mergeable_anon_vma() for a directly below b."""
-    if a.end != b.start or a.flags != b.flags or a.file is not b.file or a.name != b.name:
+    if a.end != b.start or (a.flags ^ b.flags) & ~VM_MAYBE_GUARD or a.file is not b.file or a.name != b.name:
         return False
     if a.file is None and a.flags & VM_SHARED:  # shared anonymous: the same shmem object, in order
         return a.anon_vma == b.anon_vma and a.pgoff + a.pages == b.pgoff
     if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
         return False
-    if a.pgoff + a.pages != b.pgoff:  # file offsets, or for anonymous memory the linear pgoff
-        return False
+    if a.pgoff + a.pages != b.pgoff:  # can_vma_merge_after(): anonymous vmas too (a moved one
+        return False                  # keeps the pgoff of where it was mapped)
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
 
@@ -334,6 +334,7 @@ class VmaTree:
             self.remove(vma)
             with self.mt_lock:
                 p.end = vma.end
+                p.flags |= vma.flags & VM_MAYBE_GUARD  # sticky: the merged vma keeps it
             vma = p
         n = d[nk] if nk is not None else None
         if n is not None and can_merge(vma, n):
@@ -342,6 +343,7 @@ class VmaTree:
             self.remove(n)
             with self.mt_lock:
                 vma.end = n.end
+                vma.flags |= n.flags & VM_MAYBE_GUARD
         return vma
 
     # ---------------------------------------------------------------- placement

@@ -1,20 +1,24 @@
 """`mmlab compare`: the real kernel and chosen model profiles side by side, in one run.
 
 The same scenarios (mmlab.real.scenarios) run on this machine's kernel and on each profile at
-real-time costs; the latency verdicts and the race outcomes are lined up per populator, and every
-place where the v6.18 profile and the real kernel disagree is marked. Exit status 1 when they
-disagree anywhere.
+real-time costs; the latency verdicts and the race outcomes are lined up per populator. The
+reference is the profile that claims this machine's kernel by its version (mmlab.kernels.CLAIMS:
+v6.18 claims 6.4 and later), added to the run if it was not asked for; every place where it and
+the real kernel disagree is marked, and so is every place where a variant of it (a switch flipped,
+``v6.18+per_vma_lock=off``) disagrees -- shown, not counted. Exit status 1 when the reference
+disagrees anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
 from mmlab.real.libc import unavailable_reason
-from mmlab.report.real_cmd import latency_tables, parse_sizes, pick, race_table
+from mmlab.report.real_cmd import latency_tables, parse_sizes, pick, race_problems, race_table
 
 QUICK = dict(sizes="16M,256M", rounds=3, race_size="32M", race_rounds=4,
              populators="populate-anon,populate-file,map-locked,mlockall,mremap-locked",
@@ -24,9 +28,12 @@ QUICK = dict(sizes="16M,256M", rounds=3, race_size="32M", race_rounds=4,
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the real kernel and model profiles side by side",
                        description="Run the latency and race scenarios on this machine's kernel and on model "
-                       "profiles in one run; line the verdicts up and mark every place where the v6.18 profile "
-                       "and the real kernel disagree.")
-    p.add_argument("--kernel", default="v6.18", help="model profiles to compare (default v6.18; e.g. v3.7,v6.18,bounded)")
+                       "profiles in one run; line the verdicts up and mark every place where the real kernel and "
+                       "the profile that claims it by version (v3.7: 3.7-3.8, v3.9: 3.9, v6.18: 6.4 and later) "
+                       "disagree, and where a switch-flipped variant of that profile disagrees. Exit 1 when the "
+                       "claiming profile disagrees.")
+    p.add_argument("--kernel", default="", help="model profiles to compare (default: the one that claims this "
+                   "kernel; e.g. v3.7,v6.18,v6.18+per_vma_lock=off,bounded); the claiming one is always added")
     p.add_argument("--populator", default=None, help="latency populators (default: all that run on both)")
     p.add_argument("--sizes", default="16M,64M,256M", help="latency sizes (default 16M,64M,256M)")
     p.add_argument("--rounds", type=int, default=3, help="populates per size (default 3)")
@@ -35,20 +42,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--race-size", default="64M", help="race populate size (default 64M)")
     p.add_argument("--race-rounds", type=int, default=8, help="race rounds per cell (default 8)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timing", choices=("auto", "wall"), default="auto",
+                   help="auto: the real kernel's victim waits and window hits from its mmap_lock events when "
+                   "tracing is available (root, tracefs), and the models' victim waits from their lock records; "
+                   "wall: time around the calls for the real kernel and for the models' victim waits (the "
+                   "models' window hits always come from their lock records)")
     p.add_argument("--quick", action="store_true", help="a reduced run that finishes within 2 minutes")
     p.add_argument("--json", metavar="FILE", help="write everything as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
-    from mmlab.kernels import parse_kernels
+    from mmlab.kernels import base_profile, claiming_profile, get_kernel, parse_kernels
     from mmlab.real import scenarios as S
 
-    con = Console()
+    con = console()
     try:
-        kernels = [k.name for k in parse_kernels(args.kernel)]
+        release = os.uname().release
+        ref = claiming_profile(release)
+        profiles = parse_kernels(args.kernel) if args.kernel.strip() else []
+        if ref is not None and ref not in [k.name for k in profiles]:
+            profiles.insert(0, get_kernel(ref))
+        if not profiles:
+            raise ValueError(f"no profile claims kernel {release} and none was given with --kernel")
+        kernels = [k.name for k in profiles]
+        # marked against the real kernel: the claiming profile, then its switch-flipped variants
+        marked = [ref] + [k.name for k in profiles if k.name != ref and base_profile(k).name == ref] if ref else []
         if args.quick:
             sizes, rounds = parse_sizes(QUICK["sizes"]), QUICK["rounds"]
             [race_size] = parse_sizes(QUICK["race_size"])
@@ -82,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     races: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     skipped: dict[tuple[str, str], str] = {}
-    targets: list[Any] = [S.RealTarget()] + [S.ModelTarget(k) for k in kernels]
+    real = S.RealTarget(timing=args.timing)
+    # the models' victim waits come from their lock records exactly when the real kernel's do
+    targets: list[Any] = [real] + [S.ModelTarget(k, lock_waits=real.lock_waits) for k in kernels]
     names = [t.name for t in targets]
     try:
         for t in targets:
@@ -114,19 +137,22 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         verdicts += S.verdicts([r for r in runs if r["kernel"] == name], floors[name])
     latency_tables(con, runs, floors, [])
+    if not real.lock_waits:
+        con.print(f"[dim]real kernel: victim waits and window hits from wall-clock timing around the calls "
+                  f"({real.timing_note()}); the models' from wall-clock time around their calls too[/]")
 
-    # verdicts lined up: populator x op -> one column per target; real vs v6.18 disagreements marked
-    ref = "v6.18" if "v6.18" in names else None
-    vt = Table(title="latency verdicts side by side" + (" (!= : real and v6.18 disagree)" if ref else ""),
+    # verdicts lined up: populator x op -> one column per target; real vs each marked profile
+    note = f" (!= : real and {ref} disagree)" if ref else " (no profile claims this kernel: nothing marked)"
+    vt = Table(title="latency verdicts side by side" + note,
                caption="compared: the reader's faults and the writer's write-lock calls; dim rows split the "
                "writer by call -- a populate stalls whichever call comes next, so they vary from run to run")
     vt.add_column("populator")
     vt.add_column("op")
     for n in names:
         vt.add_column(n, justify="center")
-    if ref:
-        vt.add_column("real vs v6.18", justify="center")
-    disagree = 0
+    for m in marked:
+        vt.add_column(f"real vs {m}", justify="center")
+    disagree = {m: 0 for m in marked}
     index = {(v["kernel"], v["populator"], v["op"]): v for v in verdicts}
     for p in pops:
         for op in S.VERDICT_OPS:
@@ -137,55 +163,81 @@ def run(args: argparse.Namespace) -> int:
                 cells.append("-" if v is None else ("[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]"))
             if all(c == "-" for c in cells):
                 continue
-            mark = ""
-            if ref and compared:
-                a, b = index.get(("real", p, op)), index.get((ref, p, op))
-                if a is not None and b is not None:
-                    if a["bounded"] != b["bounded"]:
-                        mark = "[bold red]!=[/]"
-                        disagree += 1
-                    else:
-                        mark = "="
+            marks = [_mark(index.get(("real", p, op)), index.get((m, p, op)), lambda v: v["bounded"], disagree, m)
+                     if compared else "" for m in marked]
             label = "writer (mmap/mprotect/munmap)" if op == "writer" else op
-            vt.add_row(p, label, *cells, *([mark] if ref else []), style=None if compared else "dim")
+            vt.add_row(p, label, *cells, *marks, style=None if compared else "dim")
     con.print(vt)
 
     race_table(con, races, f"populate vs replacement ({race_size >> 20} MiB, {race_rounds} rounds, seed {args.seed})")
-    rt = Table(title="race verdicts side by side: was a replacement populated?" + (" (!= : real and v6.18 disagree)" if ref else ""))
+    race_problems(con, races)
+    rt = Table(title="race verdicts side by side: was a replacement populated?" + note,
+               caption="yes k/n: k of n rounds populated a replacement that never asked (FORBIDDEN); "
+               "ERROR rounds did not set up what they test and are neither")
     rt.add_column("populator")
     rt.add_column("racer")
     for n in names:
         rt.add_column(n, justify="center")
-    if ref:
-        rt.add_column("real vs v6.18", justify="center")
+    for m in marked:
+        rt.add_column(f"real vs {m}", justify="center")
     rindex = {(r["kernel"], r["populator"], r["racer"]): r for r in races}
     for p in race_pops:
         for rc in racers:
-            cells = []
-            for n in names:
-                r = rindex.get((n, p, rc))
-                cells.append("-" if r is None else
-                             (f"[red]yes {r['outcomes']['FORBIDDEN']}/{r['rounds']}[/]" if r["outcomes"]["FORBIDDEN"]
-                              else f"[green]no[/] 0/{r['rounds']}"))
-            mark = ""
-            if ref:
-                a, b = rindex.get(("real", p, rc)), rindex.get((ref, p, rc))
-                if a is not None and b is not None:
-                    if bool(a["outcomes"]["FORBIDDEN"]) != bool(b["outcomes"]["FORBIDDEN"]):
-                        mark = "[bold red]!=[/]"
-                        disagree += 1
-                    else:
-                        mark = "="
-            rt.add_row(p, rc, *cells, *([mark] if ref else []))
+            cells = [_race_cell(rindex.get((n, p, rc))) for n in names]
+            marks = [_mark(rindex.get(("real", p, rc)), rindex.get((m, p, rc)),
+                           _race_key, disagree, m) for m in marked]
+            rt.add_row(p, rc, *cells, *marks)
     con.print(rt)
     for (n, what), w in skipped.items():
         con.print(f"[yellow]{n}: {what}[/]: {w}")
     secs = time.perf_counter() - t_start
+    errors = sum(r["outcomes"].get("ERROR", 0) for r in races)
     if ref:
-        con.print(f"real kernel {targets[0].release} vs v6.18: {disagree} disagreement(s); {secs:.0f} s")
+        con.print(f"real kernel {targets[0].release} (claimed by {ref}) vs {ref}: {disagree[ref]} disagreement(s); "
+                  f"{secs:.0f} s")
+        for m in marked[1:]:
+            con.print(f"  variant {m} vs real: {disagree[m]} disagreement(s) (shown, not counted)")
+    else:
+        con.print(f"real kernel {targets[0].release}: no profile claims it (mmlab.kernels.CLAIMS), so nothing is "
+                  f"marked; {secs:.0f} s")
+    if errors:
+        con.print(f"[bold red]{errors} race round(s) were ERROR[/]: they tested nothing (see above)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
                        "skipped": [{"target": n, "what": w_, "why": y} for (n, w_), y in skipped.items()],
-                       "disagreements": disagree, "seconds": secs}, f, indent=2)
-    return 1 if disagree else 0
+                       "timing": {"latency": "traced" if real.lock_waits else "wall",
+                                  "race": sorted({r["timing"] for r in races if r["kernel"] == "real"})},
+                       "reference": ref, "marked": marked, "release": targets[0].release,
+                       "disagreements": disagree.get(ref, 0) if ref else 0, "disagreements_by_profile": disagree,
+                       "race_errors": errors, "seconds": secs}, f, indent=2)
+    return 1 if (ref and disagree[ref]) or errors else 0
+
+
+def _mark(real: Any, model: Any, key: Any, counts: dict[str, int], name: str) -> str:
+    """``=`` or ``!=`` for one cell of the real kernel against profile *name* (``!=`` counted)."""
+    if real is None or model is None:
+        return ""
+    a, b = key(real), key(model)
+    if a is None or b is None:
+        return "?"  # a side saw nothing it could grade
+    if a != b:
+        counts[name] += 1
+        return "[bold red]!=[/]"
+    return "="
+
+
+def _race_key(r: dict[str, Any]) -> Any:
+    """Was a replacement populated: True/False; None when no round could be graded either way."""
+    o = r["outcomes"]
+    if o["FORBIDDEN"]:
+        return True
+    return None if o.get("ERROR") and not (o["OK"] or o["INTERESTING"]) else False
+
+
+def _race_cell(r: Any) -> str:
+    if r is None:
+        return "-"
+    o, n = r["outcomes"], r["rounds"]
+    err = f" [bold red]+{o['ERROR']} ERROR[/]" if o.get("ERROR") else ""
+    return (f"[red]yes {o['FORBIDDEN']}/{n}[/]" if o["FORBIDDEN"] else f"[green]no[/] 0/{n}") + err

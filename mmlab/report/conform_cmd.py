@@ -45,11 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _console() -> Any:
-    from rich.console import Console
-    c = Console(highlight=False, soft_wrap=False)
-    if not c.is_terminal and "COLUMNS" not in os.environ:
-        c.width = max(c.width, 200)  # a log or CI: no wrapping of names
-    return c
+    from mmlab.report.console import console
+    return console(highlight=False)  # a log or CI: tables at their width, names whole (report/console.py)
 
 
 def _err(msg: str) -> int:

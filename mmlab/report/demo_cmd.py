@@ -80,7 +80,7 @@ def demo_once(kernel: str, size_mib: int, time_scale: float,
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     try:
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for k in kernels:
         r = demo_once(k.name, args.size, args.time_scale, events)
         t.add_row(k.name, f"{r['populate']:.1f}", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
-    Console().print(t)
+    console().print(t)
     if args.perfetto and events is not None:
         from mmlab.report.perfetto import write_events
         n = write_events(args.perfetto, events, {"source": "mmlab demo (model)"})

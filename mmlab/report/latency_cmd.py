@@ -119,15 +119,12 @@ def _have_plot() -> bool:
 
 def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: list[int], ts: float,
             seed: int) -> int:
-    from rich.console import Console
-
     from mmlab.harness.latency import LatencyConfig, RunResult, run_latency
     from mmlab.report.latency_tables import fmt_us, populator_table, size_text, verdict_table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 150))  # a log or a pipe: do not squash the tables
-    err = Console(stderr=True)
+    from mmlab.report.console import console as report_console
+    console = report_console()  # a log or a pipe: tables at their width, names whole
+    err = report_console(stderr=True)
     tty = console.is_terminal
     timeline_for = (kernels[0].name, populators[0].name, max(sizes)) if args.plot else None
 

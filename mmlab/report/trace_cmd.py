@@ -273,15 +273,13 @@ def _holder_lines(w) -> list[str]:  # type: ignore[no-untyped-def]
 
 def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ignore[no-untyped-def]
             exit_status: Optional[int] = None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from mmlab.report.console import console
     from mmlab.trace.analysis import analyse
 
     an = analyse(tr, worst=args.worst, stall_ms=args.stall_ms)
-    con = Console(highlight=False)
-    if not con.is_terminal:
-        con = Console(highlight=False, width=max(con.width, 160))
+    con = console(highlight=False)  # off a terminal: tables at their width, names whole
     acq = tr.counts.get("mmap_lock_acquire_returned", 0)
     con.print(f"mmlab trace: {what}: {elapsed:.2f} s, {tr.events:,} events "
               f"({acq:,} mmap_lock acquisitions, {len(tr.calls):,} mm calls, {len(tr.faults):,} user faults), "

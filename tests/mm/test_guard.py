@@ -126,3 +126,18 @@ def test_kernels_without_guards_refuse_the_advices(kernel: str) -> None:
     a = mm.mmap(0, 2 * P, RW, ANON)
     assert errno_of(mm.madvise, a, P, MADV_GUARD_INSTALL) == errno.EINVAL
     assert errno_of(mm.madvise, a, P, MADV_GUARD_REMOVE) == errno.EINVAL
+
+
+def test_install_marks_the_whole_vma_maybe_guard_sticky_and_mergeable(mm: MM) -> None:
+    """VM_MAYBE_GUARD (smaps "gu", measured on 6.18): set on the whole vma at install, without a
+    split; it stays after MADV_GUARD_REMOVE, does not stop merges, and a merged vma keeps it."""
+    def flags(a: int) -> list[str]:
+        return next(str(s["VmFlags"]).split() for s in mm.smaps() if s["start"] <= a < s["end"])
+    a = free_range(mm, 8 * P)
+    mm.mmap(a, 2 * P, RW, ANON | MAP_FIXED)
+    assert mm.madvise(a, P, MADV_GUARD_INSTALL) == 0
+    assert flags(a) == "rd wr mr mw me gu ac".split() and len([v for v in mm.maps() if a <= v.start < a + 8 * P]) == 1
+    mm.mmap(a + 2 * P, 2 * P, RW, ANON | MAP_FIXED)
+    [v] = [v for v in mm.maps() if a <= v.start < a + 8 * P]
+    assert (v.start, v.end) == (a, a + 4 * P) and "gu" in flags(a + 3 * P)
+    assert mm.madvise(a, P, MADV_GUARD_REMOVE) == 0 and "gu" in flags(a)

@@ -7,7 +7,7 @@ what mincore showed there after touching 4 pages and advising the middle 2):
     private anon   ok 1111 EINVAL   ok          ok 1111       yes
     shared anon    EINVAL  ok 1001  EINVAL      ok 1111       yes
     shared file    EINVAL  ok 1111  EINVAL      ok 1111       yes (MERGEABLE: no)
-    ro shared file EINVAL  EACCES   EINVAL      ok            yes (MERGEABLE: no)
+    ro shared file EINVAL  EACCES   EINVAL      ok (PAGEOUT of clean pages: 1001)  yes (MERGEABLE: no)
     private file   EINVAL  EACCES   EINVAL      ok            yes
     memfd          EINVAL  ok 1001  EINVAL      ok            yes (MERGEABLE: no)
     VM_LOCKED      EINVAL  EINVAL   ok          EINVAL        yes
@@ -78,7 +78,9 @@ MEASURED = {  # advice: {kind: (result, mincore after, vmas after)} -- 6.18 on t
     MADV_MERGEABLE: {"anon": ("ok", "1111", 3), "shanon": ("ok", "1111", 1), "filesh": ("ok", "1111", 1),
                      "filesh_ro": ("ok", "1111", 1), "filepriv": ("ok", "1111", 3),
                      "memfd": ("ok", "1111", 1), "locked": ("ok", "1111", 3)},
-    MADV_PAGEOUT: {k: ("EINVAL" if k == "locked" else "ok", "1111", 1) for k in
+    # PAGEOUT: the written pages are dirty (writeback only) or anonymous (no swap); the clean
+    # read-only file's pages are reclaimed (tests/real/test_madvise_real.py checks it live)
+    MADV_PAGEOUT: {k: ("EINVAL" if k == "locked" else "ok", "1001" if k == "filesh_ro" else "1111", 1) for k in
                    ("anon", "shanon", "filesh", "filesh_ro", "filepriv", "memfd", "locked")},
     MADV_COLD: {k: ("EINVAL" if k == "locked" else "ok", "1111", 1) for k in
                 ("anon", "shanon", "filesh", "filesh_ro", "filepriv", "memfd", "locked")},
@@ -211,3 +213,27 @@ def test_dontneed_of_a_file_mapping_leaves_the_page_cache_for_mincore() -> None:
     assert mm.mincore(a, 8 * P) == b"\x01" * 8 and mm.pt.count_present(a, a + 8 * P) == 0
     f.drop_caches()
     assert mm.mincore(a, 8 * P) == bytes(8)
+
+
+def test_populate_meets_a_sigbus_page_before_a_later_hole() -> None:
+    """madvise_populate() faults in address order (found by the conformance suite: a page beyond
+    EOF, then a hole): EFAULT from the SIGBUS page, not ENOMEM from the hole behind it."""
+    from mmlab import MADV_POPULATE_READ, MAP_FIXED
+    mm = MM("v6.18", ZERO_COSTS)
+    ro = File("ro", 8 * P, mode="r", cached=True)
+    a = mm.mmap(0, 4 * P, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    mm.munmap(a, 4 * P)
+    mm.mmap(a, 2048, RW, MAP_PRIVATE | MAP_FIXED, ro, 8 * P)  # the page after EOF
+    assert errno_of(mm.madvise, a, 2 * P, MADV_POPULATE_READ) == errno.EFAULT
+
+
+def test_mincore_of_a_populated_file_mapping_shows_read_around_in_other_mappings() -> None:
+    """mincore_page() (found by the conformance suite): MAP_POPULATE of one page of a small cold
+    file reads the file into the page cache, and mincore of another mapping of it, never
+    touched, reports those pages."""
+    mm = MM("v6.18", ZERO_COSTS)
+    f = File("cold", 8 * P)
+    mm.mmap(0, P, PROT_READ, MAP_SHARED | MAP_POPULATE, f, 7 * P)
+    b = mm.mmap(0, 8 * P, PROT_READ, MAP_SHARED, f)
+    assert mm.mincore(b, 8 * P)[7] == 1 and mm.pt.count_present(b, b + 8 * P) == 0
+    assert mm.mincore(b, 8 * P) == bytes(f.cache)

@@ -144,3 +144,20 @@ def test_locked_private_becoming_writable(kmm: MM) -> None:
     assert written == kmm.kernel.mprotect_populates_locked
     assert [r.mode for r in kmm.mmap_sem.history if r.call == "mprotect"] == ["W"]
     assert kmm.check_invariants() == []
+
+
+@pytest.mark.parametrize("touch", [False, True])
+def test_a_touched_page_keeps_vm_account_and_no_longer_merges_back(touch: bool) -> None:
+    """mprotect_fixup(): making private memory writable charges it (VM_ACCOUNT, smaps "ac"); going
+    back to read-only gives the charge back only while the vma has no anon_vma. Measured on 6.18:
+    a PROT_NONE mapping whose last page went PROT_READ|PROT_WRITE and back merges into one vma if
+    the page was never touched, and stays two vmas if it was (as it does when MAP_LOCKED populated
+    it)."""
+    mm = MM("v6.18", ZERO_COSTS)
+    a = mm.mmap(0, 6 * P, PROT_NONE, ANON)
+    mm.mprotect(a + 5 * P, P, RW)
+    assert "ac" in next(s for s in mm.smaps() if s["start"] == a + 5 * P)["VmFlags"].split()
+    if touch:
+        mm.touch(a + 5 * P, write=True)
+    mm.mprotect(a + 5 * P, P, PROT_NONE)
+    assert len(vmas_in(mm, a, a + 6 * P)) == (2 if touch else 1)

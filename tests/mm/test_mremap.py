@@ -247,3 +247,15 @@ def test_multi_vma_moves_need_fixed_no_resize_and_a_vma_at_start(mm: MM) -> None
     d = free_range(mm, 8 * P)
     assert mm.mremap(c, 5 * P, 5 * P, MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP, d) == d
     assert _layout(mm, d, 5) == [(0, 2, "rw-p"), (3, 5, "r--p")] and len(_layout(mm, c, 5)) == 2
+
+
+def test_dontunmap_fixed_move_of_two_file_vmas(mm: MM) -> None:
+    """Found by the conformance suite: mremap(MAYMOVE|FIXED|DONTUNMAP) of 3 pages over two vmas
+    of one disk file at different offsets moves both (6.18: ok; the model said EFAULT)."""
+    f = File("disk", 16 * P, cached=True)
+    a = free_range(mm, 12 * P)
+    mm.mmap(a + 6 * P, P, RW, MAP_SHARED | MAP_FIXED, f, 0)
+    mm.mmap(a + 7 * P, 2 * P, RW, MAP_SHARED | MAP_FIXED, f, 5 * P)
+    assert mm.mremap(a + 6 * P, 3 * P, 3 * P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, a) == a
+    assert [(v.start - a) // P for v in mm.maps() if a <= v.start < a + 12 * P] == [0, 1, 6, 7]
+    assert mm.file_page(a) == (f, 0) and mm.file_page(a + P) == (f, 5)

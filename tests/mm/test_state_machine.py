@@ -4,7 +4,7 @@ The calls: mmap (private/shared, anonymous/file/tmpfs/read-only file, a hint or 
 MAP_FIXED_NOREPLACE -- often over existing mappings -- with MAP_POPULATE, MAP_NONBLOCK,
 MAP_LOCKED, MAP_NORESERVE, MAP_GROWSDOWN), munmap, mprotect (with PROT_GROWSDOWN), mremap (shrink,
 grow, MAYMOVE, FIXED, DONTUNMAP, duplicate), mlock, mlock2, munlock, mlockall, munlockall, brk,
-madvise(MADV_DONTNEED), touch and remap_file_pages. Addresses come from a small window or from the
+madvise (every advice), touch and remap_file_pages. Addresses come from a small window or from the
 vmas that exist, so the calls keep running into each other. The process is non-root with a small
 RLIMIT_MEMLOCK and a small max_map_count, so the limits are hit too.
 
@@ -159,7 +159,11 @@ class MMMachine(RuleBasedStateMachine):
     @rule(data=st.data(), n=pages, prot=st.sampled_from(PROTS), grows=st.booleans())
     def mprotect(self, data, n, prot, grows) -> None:
         a = self._addr(data)
-        walks = not grows and self.mm.vmas.vma_lookup(a) is not None
+        if grows:  # PROT_GROWSDOWN: the walk starts at the start of a VM_GROWSDOWN vma
+            v = self.mm.vmas.find_vma(a)
+            walks = v is not None and v.start < a + n * P and bool(v.flags & VM_GROWSDOWN)
+        else:
+            walks = self.mm.vmas.vma_lookup(a) is not None
         self._call(self.mm.mprotect, a, n * P, prot | (PROT_GROWSDOWN if grows else 0),
                    may_change_on=(errno.ENOMEM, errno.EACCES) if walks else ())
 
@@ -248,6 +252,17 @@ class MMMachine(RuleBasedStateMachine):
         walks = self.mm.vmas.find_vma_intersection(a, a + n * P) is not None
         self._call(self.mm.madvise, a, n * P, MADV_DONTNEED,
                    may_change_on=(errno.ENOMEM, errno.EINVAL) if walks else ())
+
+    @rule(data=st.data(), n=pages, advice=st.sampled_from([0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+                                                           19, 20, 21, 22, 23, 24, 102, 103]))
+    def madvise_any(self, data, n, advice) -> None:
+        """Every advice: flag advices split and merge vmas (EAGAIN at max_map_count), guard
+        markers, REMOVE and PAGEOUT zap; a walk that fails part way may have changed state."""
+        a = self._addr(data)
+        walks = self.mm.vmas.find_vma_intersection(a, a + n * P) is not None
+        self._call(self.mm.madvise, a, n * P, advice,
+                   may_change_on=(errno.ENOMEM, errno.EINVAL, errno.EACCES, errno.EAGAIN, errno.EFAULT)
+                   if walks else ())
 
     @rule(data=st.data(), write=st.booleans())
     def touch(self, data, write) -> None:
