@@ -161,7 +161,7 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     else:
         state |= PTE_FILE
         cost = mm.costs.cost("file_page")
-    if file is None or write:
+    if write:  # a read populate of anonymous memory maps the zero page: no anon_vma yet
         anon_vma_prepare(vma)
     guards = mm.guards
     while addr < end:

@@ -66,7 +66,8 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
     if file is None:
         if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 62):
             raise SIGBUS(addr, "beyond the end of the shmem object of shared anonymous memory")
-        anon_vma_prepare(vma)
+        if write:  # do_anonymous_page(): a read fault maps the zero page, no anon_vma yet
+            anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
         if shared:  # shmem_fault(): the page now exists in the shmem object
