@@ -44,6 +44,7 @@ def mmap02(env: Env) -> None:
     """PROT_READ, MAP_SHARED of a file opened read-only succeeds and is readable."""
     f = env.file(2 * P, "r")
     a = env.mm.mmap(env.at(0), 2 * P, PROT_READ, MAP_SHARED | MAP_FIXED, f, 0)
+    assert env.vma(a) == (a, a + 2 * P, "r--s")  # VM_MAYSHARE, though not VM_SHARED
     env.mm.touch(a)
     env.mm.touch(a + P + 7)
     assert env.resident(a, 2) == [1, 1]
@@ -260,6 +261,7 @@ def mprotect01_eacces(env: Env) -> None:
     a = env.mm.mmap(env.at(0), P, PROT_READ, MAP_SHARED | MAP_FIXED, f, 0)
     env.raises(E.EACCES, env.mm.mprotect, a, P, PROT_WRITE)
     env.segv(a, write=True)
+    assert env.vma(a) == (a, a + P, "r--s")
 
 
 @case("ltp mprotect02", LTP + "mprotect/mprotect02.c")
