@@ -72,6 +72,9 @@ class Kernel:
     thp_align_anon: bool = False
     """v6.7: hint-less anonymous mappings whose length is a multiple of 2 MiB are 2 MiB aligned."""
     stack_guard_gap: int = 1
+    fault_around_pages: int = 0
+    """v3.15: a read fault on a file vma also maps the cached pages around it (do_fault_around(),
+    fault_around_bytes = 64 KiB: 16 pages). 0: only the faulting page (modelled so before)."""
     """v4.12: pages kept free below a VM_GROWSDOWN vma (stack_guard_gap; 256 since 4.12, one page before)."""
     # --- our proposal ---
     populate_batch_pages: int = 0
@@ -127,6 +130,7 @@ SWITCH_DOCS: dict[str, str] = {
     "mremap_move_multi_vma": "6.17: mremap(MREMAP_FIXED) of an unresized range moves all its vmas",
     "thp_get_unmapped_area": "5.18: disk-file mappings search len + 2 MiB and align to 2 MiB",
     "thp_align_anon": "6.7: hint-less anon mappings of a 2 MiB multiple are 2 MiB aligned",
+    "fault_around_pages": "3.15: a read fault on a file vma maps the cached pages of 16 around it",
     "stack_guard_gap": "4.12: pages kept free below a VM_GROWSDOWN vma (256; 1 before)",
     "populate_batch_pages": "bounded: read hold at most N pages, dropped when a writer waits (0: never)",
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
@@ -176,6 +180,7 @@ V6_18 = Kernel(
     thp_get_unmapped_area=True,
     thp_align_anon=True,
     stack_guard_gap=256,
+    fault_around_pages=16,
 )
 BOUNDED = dataclasses.replace(
     V6_18,
