@@ -609,11 +609,11 @@ def fails(ops: list[Op], pages: int = REGION_PAGES, known: Optional[list] = None
 
 
 # ---------------------------------------------------------------------------- snippet
-def snippet(ops: list[Op], pages: int = REGION_PAGES, header: str = "") -> str:
-    """A runnable Python script that replays *ops* on the real kernel and on the model and prints
-    what each side shows after every call."""
+def snippet(ops: list[Op], pages: int = REGION_PAGES, header: str = "", kernel: str = "v6.18") -> str:
+    """A runnable Python script that replays *ops* on the real kernel and on the *kernel* model
+    and prints what each side shows after every call."""
     body = "\n".join(f"    yield {o.source()!s}" .replace("yield ", "yield lambda: ") for o in ops)
-    return f'''# {header or "mmlab diff: a sequence on which the real kernel and the v6.18 model disagree"}
+    return f'''# {header or f"mmlab diff: a sequence on which the real kernel and the {kernel} model disagree"}
 # Run it with: PYTHONPATH=. python this_file.py   (Linux, x86-64 or arm64; root for MAP_LOCKED/mlock)
 from mmlab import *
 from mmlab.errors import Signal
@@ -643,7 +643,7 @@ def result(side, call):
 
 
 with Region({pages} * P, keep_reserved=False) as reg, RealFiles(file_dir()) as files:
-    sides = [RealSide(reg, files), ModelSide({pages})]
+    sides = [RealSide(reg, files), ModelSide({pages}, {kernel!r})]
     steps = [list(calls(s.mm, s.base, *(s.files[i] for i in (1, 2, 3)))) for s in sides]
     for i in range(len(steps[0])):
         obs = [observe(s, result(s, st[i])) for s, st in zip(sides, steps)]
