@@ -320,7 +320,9 @@ class ModelSide(Side):
 
     def __init__(self, pages: int = REGION_PAGES, kernel: str = "v6.18") -> None:
         self.mm = MM(kernel, ZERO_COSTS, layout="bare")
-        self.base = MODEL_BASE
+        # where the real side's region starts within a 2 MiB page table: a Region is reserved at a
+        # 2 MiB-aligned hint and starts one guard page in (fault-around windows, THP alignment)
+        self.base = MODEL_BASE + P
         self.pages = pages
         disk = File("disk", FILE_PAGES * P, "rw")  # cold: written, then dropped from the page cache
         ro = copy.copy(disk)  # the same file (inode, page cache) through an O_RDONLY fd

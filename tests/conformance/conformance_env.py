@@ -201,7 +201,7 @@ class ModelEnv(Env):
     def __init__(self, c: Case, profile: str) -> None:
         self.kernel = get_kernel(profile)
         self.mm = MM(self.kernel, ZERO_COSTS)
-        self.base = MODEL_BASE
+        self.base = MODEL_BASE + P  # one guard page past a 2 MiB boundary, as a real Region starts
         self.pages = c.pages
         # the layout the real side has: the region and a one-page PROT_NONE guard at each end
         self.mm.mmap(self.base - P, (c.pages + 2) * P, PROT_NONE,
