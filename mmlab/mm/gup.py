@@ -163,6 +163,13 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         cost = mm.costs.cost("file_page")
     if write:  # a read populate of anonymous memory maps the zero page: no anon_vma yet
         anon_vma_prepare(vma)
+    if file is None and vma.flags & VM_SHARED:  # shmem_fault() beyond the object's size: SIGBUS
+        size = mm.shmem_pages.get(vma.anon_vma)
+        if size is not None:
+            limit = vma.start + ((size - vma.pgoff) << 12)
+            if start >= limit:
+                return -EFAULT, True
+            end = min(end, limit)
     guards = mm.guards
     while addr < end:
         stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
@@ -173,13 +180,6 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                 return (done if done else -EFAULT), True
             if g is not None:
                 stop = g
-        if shm is not None:  # shared anon memory: its shmem object ends where the mmap ended
-            pg0 = vma.file_pgoff(addr)
-            size = mm.shmem_pages.get(vma.anon_vma, 1 << 62)
-            if pg0 >= size:
-                done = (addr - start) >> 12
-                return (done if done else -EFAULT), True
-            stop = min(stop, addr + ((size - pg0) << 12))
         if file is not None:  # a run of page-cache pages at a time; the disk where they are not
             pg0 = vma.file_pgoff(addr)
             if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT

@@ -27,10 +27,11 @@ What each advice does to the state the model has, and which vmas refuse it:
 * MADV_WILLNEED on a file vma reads the range into the page cache (the model marks it cached at
   once; Linux starts the read and does not wait). MADV_COLD and MADV_PAGEOUT (5.4) refuse
   VM_LOCKED and VM_PFNMAP vmas (EINVAL). COLD changes nothing the model shows; PAGEOUT reclaims
-  the clean page-cache pages of a disk file that the range maps and nothing else maps
-  (reclaim_pages(): the pte goes and the page leaves the cache, so mincore says 0); dirty pages
-  (written through a mapping: the model knows it from the ptes that map them now) only start
-  writeback, anonymous and shmem pages stay (this machine has no swap).
+  the clean page-cache pages -- of a disk file, of tmpfs/memfd, of shared anonymous memory --
+  that the range maps and nothing else maps (reclaim_pages(): the pte goes and the page leaves
+  the cache, so mincore says 0); dirty pages (written through a mapping: the model knows it from
+  the ptes that map them now) only start writeback or, for shmem, stay, and private anonymous
+  pages stay (this machine has no swap).
 * MADV_REMOVE punches a hole in the file behind a shared writable mapping (shmem, or a disk file
   system with FALLOC_FL_PUNCH_HOLE): VM_LOCKED is EINVAL, no file behind a private anonymous
   vma is EINVAL, a vma that is not shared-and-may-write is EACCES. The pages of the range leave
@@ -113,7 +114,7 @@ def sys_madvise(mm: "MM", start: int, length: int, advice: int) -> int:
         if not madvise_behavior_valid(mm.kernel, advice) or start & (PAGE_SIZE - 1):
             raise err(EINVAL, "madvise")
         end = start + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
-        if end >= 1 << 64 or (length and end == start):  # PAGE_ALIGN() or start + len wrapped
+        if end >= 1 << 64:  # PAGE_ALIGN(len) or start + len wrapped
             raise err(EINVAL, "madvise")
         if end == start:
             mm.end_call(call, 0)
@@ -271,30 +272,36 @@ def _dontneed_free_vma_locked(mm: "MM", start: int, end: int, advice: int) -> Op
 
 
 def _pageout(mm: "MM", vma: Vma, start: int, end: int) -> int:
-    """madvise_pageout(): reclaim what can be reclaimed without swap -- clean page-cache pages of
-    a disk file mapped only here."""
+    """madvise_pageout(): reclaim what can be reclaimed without swap -- clean page-cache (or
+    shmem) pages mapped only here."""
     if vma.flags & (VM_LOCKED | VM_PFNMAP):
         return EINVAL
+    if vma_is_anonymous(vma):
+        return 0  # no swap
     f = vma.file
-    if f is None or f.tmpfs:
-        return 0
     gone = []
     for addr, st, _task, _call in mm.pt.iter_present(start, end):
-        if st & PTE_FILE and not st & PTE_WRITTEN:
+        if (f is None or st & PTE_FILE) and not st & PTE_WRITTEN:
             pgoff = vma.file_pgoff(addr)
-            if not _mapped_elsewhere(mm, f, pgoff, addr):
+            if not _mapped_elsewhere(mm, vma, pgoff, addr):
                 gone.append((addr, pgoff))
     from mmlab.mm.mmap import zap_detached
     for addr, pgoff in gone:
         zap_detached(mm, [Vma(addr, addr + PAGE_SIZE, vma.flags, f)])
-        f.cache[pgoff] = 0
+        if f is not None:
+            f.cache[pgoff] = 0
+        else:  # a clean page of shared anonymous memory leaves its shmem object too
+            mm.shmem_cache.get(vma.anon_vma, set()).discard(pgoff)
     return 0
 
 
-def _mapped_elsewhere(mm: "MM", f: object, pgoff: int, here: int) -> bool:
-    """Does a present pte other than the one at *here* map page *pgoff* of *f* (folio_mapcount)?"""
+def _mapped_elsewhere(mm: "MM", vma: Vma, pgoff: int, here: int) -> bool:
+    """Does a present pte other than the one at *here* map page *pgoff* of *vma*'s file (or
+    shmem object) (folio_mapcount)?"""
+    f = vma.file
     for v in mm.vmas:
-        if v.file is f and v.pgoff <= pgoff < v.pgoff + v.pages:
+        same = v.file is f if f is not None else (v.file is None and v.anon_vma == vma.anon_vma)
+        if same and v.pgoff <= pgoff < v.pgoff + v.pages:
             a = v.start + ((pgoff - v.pgoff) << 12)
             if a != here and mm.pt.present(a) and v.file_pgoff(a) == pgoff:
                 return True

@@ -123,6 +123,7 @@ class MM:
             self.vmas.stack_guard_gap = self.kernel.stack_guard_gap * PAGE_SIZE
         self.pt = PageTable()
         self.guards: list[int] = []  # guard markers (MADV_GUARD_INSTALL): sorted page addresses
+        self.shmem_pages: dict[int, int] = {}  # size of each shared anonymous mapping's shmem object
         self.origins = OriginMap()
         self.def_flags = 0
         self.locked_vm = 0  # pages
@@ -131,7 +132,6 @@ class MM:
         self.rlimit_stack = 8 << 20  # RLIMIT_STACK: how far [stack] may grow down
         self.cap_ipc_lock = cap_ipc_lock
         self.max_map_count = max_map_count
-        self.shmem_pages: dict[int, int] = {}  # size of the shmem object of a shared anon mapping
         self.shmem_cache: dict[int, set[int]] = {}  # the pages that exist in it (by page offset)
         self.start_brk = self.brk_cur = START_BRK
         self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)

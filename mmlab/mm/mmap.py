@@ -251,7 +251,7 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
     vma = Vma(addr, end, vm_flags, file, pgoff)
     if file is None and vm_flags & VM_SHARED:
         shmem_zero_setup(vma)
-        mm.shmem_pages[vma.anon_vma] = length >> 12  # shmem_zero_setup(): i_size = the length
+        mm.shmem_pages[vma.anon_vma] = length >> 12  # the object's size: mremap growth past it SIGBUSes
     vma.vm_lock_seq = mm.vma_locks.mm_lock_seq if mm.kernel.per_vma_lock else -1
     mm.vmas.insert(vma)
     mm.total_vm += length >> 12

@@ -288,10 +288,8 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     locked = bool(vm_flags & VM_LOCKED)
     mm.vma_start_write(vma)
     new_pgoff = vma.pgoff + ((old_addr - vma.start) >> 12)
-    if vma.file is None and not vm_flags & VM_SHARED and not vma.anon_vma:
-        # copy_vma(): an anonymous vma not faulted yet takes the pgoff of its new address,
-        # "to increase its chance of merging"
-        new_pgoff = new_addr >> 12
+    if vma.file is None and not vm_flags & VM_MAYSHARE and not vma.anon_vma:
+        new_pgoff = new_addr >> 12  # copy_vma(): never faulted, so it may merge where it lands
     new = Vma(new_addr, new_addr + new_len, vm_flags, vma.file, new_pgoff, vma.name)
     new.anon_vma = vma.anon_vma
     if vma.nonlinear is not None:

@@ -78,15 +78,25 @@ def trace_events(tr: Any, process: str = "traced process", pid: Optional[int] = 
     notes: dict[int, dict[str, Any]] = {}
     ix = _Index(tr)
     bid = tr.call_by_id()
+    t0 = tr.t0_ns if tr.t0_ns >= 0 else min((c["enter_ns"] for c in calls), default=0)
+    p = pid if pid is not None else (tr.tgid if tr.tgid >= 0 else 1)
+    flows: list[dict[str, Any]] = []
     for r in tr.locks:
         if r.acq_ns >= 0 and r.wait_ns >= holders_over_us * 1e3:
             w = attribute(tr, r, ix, bid)
             notes[id(r)] = {"holders": [f"{h.name}:{h.tid} {h.mode} in {h.call} (held {h.held_us:.0f} us)"
                                         for h in w.holders],
                             "queued_behind": [f"{q.name}:{q.tid} waiting W in {q.call}" for q in w.queued_behind]}
-    t0 = tr.t0_ns if tr.t0_ns >= 0 else min((c["enter_ns"] for c in calls), default=0)
-    return lock_events(pid if pid is not None else (tr.tgid if tr.tgid >= 0 else 1), process, dict(tr.threads),
-                       calls, tr.locks, t0, tr.t1_ns if tr.t1_ns >= 0 else t0, notes)
+            if w.holders:  # an arrow from the main holder's hold to the end of this wait
+                h = w.holders[0]
+                start = max(r.req_ns, r.req_ns - int(h.since_us * 1e3))
+                fid = len(flows) // 2 + 1
+                flows.append({"ph": "s", "id": fid, "name": "blocked", "cat": "mmap_lock", "pid": p, "tid": h.tid,
+                              "ts": _us(start, t0)})
+                flows.append({"ph": "f", "bp": "e", "id": fid, "name": "blocked", "cat": "mmap_lock", "pid": p,
+                              "tid": r.tid, "ts": _us(r.acq_ns, t0)})
+    return lock_events(p, process, dict(tr.threads), calls, tr.locks, t0, tr.t1_ns if tr.t1_ns >= 0 else t0,
+                       notes) + flows
 
 
 def write_trace(path: str, tr: Any, process: str = "traced process") -> int:

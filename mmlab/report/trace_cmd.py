@@ -6,7 +6,7 @@ prints -- per thread -- the count and p50/p99/max of its mmap_lock waits, and th
 each attributed to the threads holding the lock meanwhile: mode, how long they held it, and in
 which call with its arguments decoded (e.g. `mmap(0, 1 GiB, RW, PRIVATE|ANONYMOUS|POPULATE)`); a
 reader queued behind a waiting writer is named as such. Waits are start_locking -> acquire_returned
-on the waiting thread (microsecond resolution: the trace text's).
+on the waiting thread, in CLOCK_MONOTONIC nanoseconds from the binary per-CPU buffers.
 
 Exit status: CMD's own (128+N when a signal N killed it); 0 for --pid; 2 bad arguments or tracing
 unavailable (nothing run); 130 on Ctrl-C, 143 on SIGTERM (the report of what was captured is still
@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Examples:\n  mmlab trace -- ./myprog --threads 4\n"
                "  mmlab trace --pid 1234 --duration 10 --stall-ms 20 --json waits.json\n"
                "  mmlab trace --perfetto run.json -- python3 app.py   (open run.json in ui.perfetto.dev)\n"
-               "Needs root and tracefs (mounted at /sys/kernel/tracing if it is not).")
+               "Needs root and tracefs (mounted at /sys/kernel/tracing if it is not).\n"
+               "Exit status: CMD's own (128+N if signal N killed it); 0 with --pid; 2 bad arguments or "
+               "tracing unavailable; 130 Ctrl-C, 143 SIGTERM (the report of what was captured is printed).")
     p.add_argument("--pid", type=int, help="attach to this running process (all its threads) instead of running CMD")
     p.add_argument("--duration", type=float, default=None,
                    help="with --pid: seconds to trace (default: until it exits or Ctrl-C)")
@@ -43,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stall-ms", type=float, default=None, help="also list every wait longer than this")
     p.add_argument("--worst", type=int, default=5, help="how many worst waits to attribute (default 5)")
     p.add_argument("--no-faults", action="store_true", help="do not trace user page faults")
+    p.add_argument("--text", action="store_true",
+                   help="read the trace_pipe text instead of the binary buffers (microsecond timestamps; the "
+                   "kernel formats every event, about 1.7 us of CPU a line)")
     p.add_argument("--json", metavar="FILE", help="write threads, worst waits, stalls, counts and lost events as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw holds and waits per thread on a timeline (matplotlib)")
     p.add_argument("--perfetto", metavar="FILE.json",
@@ -111,6 +116,10 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
     pid = os.fork()
     if pid == 0:  # the child: no Python cleanup on any path out
         try:
+            # the signal dispositions a program expects (Python ignores SIGPIPE and SIGXFSZ,
+            # and an ignored signal stays ignored across exec), as subprocess's restore_signals
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
             os.close(w)
             if os.read(r, 1) != b"x":
                 os._exit(127)
@@ -122,7 +131,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
             pass
         os._exit(127)
     os.close(r)
-    cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
+    cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace", raw=not args.text)
     status: Optional[int] = None
     interrupted = 0
     try:
@@ -186,7 +195,7 @@ def _run_pid(args: argparse.Namespace) -> int:
     except OSError:
         return _bad(f"no process {pid}")
     pfd = os.pidfd_open(pid)
-    cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace")
+    cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace", raw=not args.text)
     interrupted = 0
     gone = False
     t0 = time.monotonic()
@@ -287,8 +296,14 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
     if tr.lost:
         con.print(f"WARNING: {tr.lost:,} events lost (per CPU: {tr.lost_per_cpu}); waits may be missing or "
                   f"mismatched: raise --buffer-kb", markup=False, style="bold red", soft_wrap=True)
-    t = Table(title="mmap_lock waits per thread (start_locking -> acquire_returned)", title_justify="left")
-    for c in ("thread", "tid", "waits", "p50", "p99", "max", "total wait", "held", "failed trylock", "downgrades"):
+    if tr.other_processes:
+        kids = ", ".join(f"{pid} ({n:,} events)" for pid, n in sorted(tr.other_processes.items())[:5])
+        con.print(f"not shown: {len(tr.other_processes)} child process(es) of it, each with its own mm: {kids}; "
+                  f"trace one with --pid, or run it directly", markup=False, soft_wrap=True)
+    t = Table(title="mmap_lock waits per thread (each acquisition: start_locking -> acquire_returned)",
+              title_justify="left")
+    for c in ("thread", "tid", "acquisitions", "p50", "p99", "max", "total wait", "held", "failed trylock",
+              "downgrades"):
         t.add_column(c, justify="left" if c == "thread" else "right", no_wrap=c == "thread")
     for s in sorted(an.threads, key=lambda s: -s.max_us):
         t.add_row(s.name, str(s.tid), f"{s.count:,}", _fmt_us(s.p50_us), _fmt_us(s.p99_us), _fmt_us(s.max_us),
@@ -304,7 +319,11 @@ def _report(args: argparse.Namespace, tr, what: str, elapsed: float,  # type: ig
                   "lost_per_cpu": {str(k): v for k, v in tr.lost_per_cpu.items()}, "mm": tr.mm,
                   "anomalies": tr.anomalies, "foreign_mm_events": tr.foreign,
                   "other_processes": {str(k): v for k, v in tr.other_processes.items()},
-                  "clock": "CLOCK_MONOTONIC ns (us resolution)", "t0_ns": tr.t0_ns, "t1_ns": tr.t1_ns})
+                  "clock": "CLOCK_MONOTONIC ns" + (" (us resolution: text reader)" if args.text else ""),
+                  "t0_ns": tr.t0_ns, "t1_ns": tr.t1_ns})
+        if args.stall_ms is not None:  # the model's watchdog, replayed over the trace, says the same
+            from mmlab.trace.analysis import stall_reports
+            d["watchdog"] = [r.as_dict() for r in stall_reports(tr, args.stall_ms)]
         with open(args.json, "w") as f:
             json.dump(d, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)

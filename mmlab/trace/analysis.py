@@ -117,8 +117,9 @@ def thread_stats(tr: Trace) -> list[ThreadStats]:
             tot += w
             mx = max(mx, w)
         s = summarize(h, mx)
-        out.append(ThreadStats(tid, tr.threads.get(tid, "?"), n, s["p50_us"] if n else 0.0,
-                               s["p99_us"] if n else 0.0, mx / 1e3, tot / 1e3, held / 1e3,
+        top = mx / 1e3  # HDR reports a bucket's highest equivalent value: never above the exact max
+        out.append(ThreadStats(tid, tr.threads.get(tid, "?"), n, min(s["p50_us"], top) if n else 0.0,
+                               min(s["p99_us"], top) if n else 0.0, top, tot / 1e3, held / 1e3,
                                sum(1 for r in rs if r.how == "trylock"),
                                sum(1 for r in rs if r.how == "downgrade")))
     return out

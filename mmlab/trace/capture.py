@@ -12,8 +12,10 @@ Setup (in this order, so that nothing is missed and nothing foreign gets in): mk
 traced threads create are added to the pid filter by the kernel), ``set_event_pid`` with every
 thread of the process, the reader thread on ``trace_pipe``, the events, then ``tracing_on`` 1.
 
-A reader thread drains ``trace_pipe`` while the program runs, so the per-CPU buffers need only hold
-what arrives between two reads. When the traced process is another process it parses as it
+A reader thread drains the buffers while the program runs, so the per-CPU buffers need only hold
+what arrives between two reads. By default it reads the binary pages of
+``per_cpu/cpuN/trace_pipe_raw`` (:mod:`mmlab.trace.raw`: nanosecond timestamps, and no text for
+the kernel to format); ``raw=False`` reads the ``trace_pipe`` text (:mod:`mmlab.trace.parse`). When the traced process is another process it parses as it
 reads; when it is this process (``pid=os.getpid()``), it only collects the text and parses after
 the capture, so that the capture does not take the GIL from the very threads it watches (and its
 own thread is left out of the pid filter). Lost events (``overrun`` and ``dropped events`` of
@@ -287,13 +289,16 @@ class Capture:
 
     def _saved_maps(self, root: str) -> None:
         """The kernel's own tid -> tgid and tid -> comm maps (saved_tgids, saved_cmdlines), for
-        threads and child processes that came and went between two looks at /proc."""
-        for fname, into, conv in (("saved_tgids", self._tgid_of, int), ("saved_cmdlines", self._names, str)):
+        threads and child processes that came and went between two looks at /proc. The comm the
+        kernel saved while tracing wins over an earlier look at /proc (a program that exec'd or
+        renamed a thread since)."""
+        for fname, into, conv, override in (("saved_tgids", self._tgid_of, int, False),
+                                            ("saved_cmdlines", self._names, str, True)):
             try:
                 with open(os.path.join(root, fname)) as f:
                     for line in f:
                         k, _, v = line.strip().partition(" ")
-                        if k.isdigit() and v and int(k) not in into:
+                        if k.isdigit() and v and (override or int(k) not in into):
                             into[int(k)] = conv(v)  # type: ignore[index]
             except (OSError, ValueError):
                 pass

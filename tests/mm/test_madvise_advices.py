@@ -237,3 +237,19 @@ def test_mincore_of_a_populated_file_mapping_shows_read_around_in_other_mappings
     b = mm.mmap(0, 8 * P, PROT_READ, MAP_SHARED, f)
     assert mm.mincore(b, 8 * P)[7] == 1 and mm.pt.count_present(b, b + 8 * P) == 0
     assert mm.mincore(b, 8 * P) == bytes(f.cache)
+
+
+def test_pageout_reclaims_clean_shmem_and_file_pages_mapped_once() -> None:
+    """madvise_pageout() -> reclaim_pages(): a clean page mapped only here leaves the page table
+    and the cache -- a MAP_POPULATE'd, never written page of shared anonymous memory (found by
+    fuzzing mmlab diff with every advice: real mincore 0, pte 0) or of a memfd; a written one, or
+    one another mapping also maps, stays."""
+    mm = MM("v6.18", ZERO_COSTS)
+    sh = mm.mmap(0, 2 * P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE)
+    mm.touch(sh + P, write=True)
+    assert mm.madvise(sh, 2 * P, MADV_PAGEOUT) == 0 and mm.mincore(sh, 2 * P) == b"\x00\x01"
+    f = File("memfd", 2 * P, tmpfs=True, cached=True)
+    a = mm.mmap(0, 2 * P, PROT_READ, MAP_SHARED | MAP_POPULATE, f)
+    b = mm.mmap(0, P, PROT_READ, MAP_SHARED | MAP_POPULATE, f, P)  # page 1 mapped twice
+    assert mm.madvise(a, 2 * P, MADV_PAGEOUT) == 0
+    assert mm.mincore(a, 2 * P) == b"\x00\x01" and f.cached_pages() == 1 and mm.mincore(b, P) == b"\x01"

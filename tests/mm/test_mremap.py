@@ -259,3 +259,33 @@ def test_dontunmap_fixed_move_of_two_file_vmas(mm: MM) -> None:
     assert mm.mremap(a + 6 * P, 3 * P, 3 * P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, a) == a
     assert [(v.start - a) // P for v in mm.maps() if a <= v.start < a + 12 * P] == [0, 1, 6, 7]
     assert mm.file_page(a) == (f, 0) and mm.file_page(a + P) == (f, 5)
+
+
+def test_a_moved_anonymous_vma_merges_only_if_never_faulted(mm: MM) -> None:
+    """copy_vma(): an anonymous vma without an anon_vma takes the pgoff of where it lands, so it
+    merges there (mmlab diff seed 1 case 222, 6.18: moving the first page of a 6-page PROT_NONE
+    mapping onto its second leaves one vma); a faulted one keeps its pgoff and stays apart."""
+    from mmlab import PROT_NONE
+    for touched in (False, True):
+        a = free_range(mm, 8 * P)
+        mm.mmap(a, 6 * P, PROT_NONE if not touched else RW, ANON | MAP_FIXED)
+        if touched:
+            mm.touch(a, write=True)
+        assert mm.mremap(a, P, P, MREMAP_MAYMOVE | MREMAP_FIXED, a + P) == a + P
+        n = len([v for v in mm.maps() if a <= v.start < a + 8 * P])
+        assert n == (2 if touched else 1), touched
+
+
+def test_shared_anonymous_memory_grown_by_mremap_sigbuses_past_its_object(mm: MM) -> None:
+    """shmem_zero_setup() makes a shmem object of the mapping's size; mremap() grows the vma,
+    not the object, so shmem_fault() beyond it is SIGBUS and mlock's populate fails there
+    (found by fuzzing mmlab diff, 6.18: a 1-page MAP_SHARED|MAP_ANONYMOUS mapping grown to 4
+    pages: mlock of page 2 ENOMEM, a load of page 2 SIGBUS)."""
+    from mmlab import SIGBUS
+    a = mm.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE)
+    b = mm.mremap(a, P, 4 * P, MREMAP_MAYMOVE)
+    assert errno_of(mm.mlock, b + P, P) == errno.ENOMEM
+    with pytest.raises(SIGBUS):
+        mm.touch(b + 2 * P)
+    mm.touch(b)  # the object's own page is fine
+    assert mm.mincore(b, 4 * P) == b"\x01\x00\x00\x00"

@@ -4,8 +4,6 @@ interpreter -- and the model agrees page for page (residency, result) on the sam
 
 from __future__ import annotations
 
-import pytest
-
 from mmlab import (MADV_DONTNEED, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE,
                    MAP_PRIVATE, MM, PAGE_SIZE, PROT_READ, PROT_WRITE, SIGSEGV, ZERO_COSTS)
 from mmlab.real.backend import Region

@@ -87,6 +87,8 @@ def test_real_trace_as_trace_events(tmp_path) -> None:  # type: ignore[no-untype
     (wait,) = [e for e in ev if e["ph"] == "X" and e["name"] == "wait W"]
     assert wait["tid"] == 20 and wait["dur"] == 3902.0
     assert wait["args"]["holders"] == ["pop:10 R in mmap(0, 16 MiB, RW, PRIVATE|ANONYMOUS|POPULATE) (held 3999 us)"]
+    s_, f_ = sorted((e for e in ev if e["ph"] in "sf"), key=lambda e: e["ph"] != "s")  # holder -> waiter arrow
+    assert (s_["tid"], f_["tid"], s_["id"]) == (10, 20, f_["id"]) and f_["ts"] == wait["ts"] + wait["dur"]
     (failed,) = [e for e in ev if e["ph"] == "i"]
     assert failed["name"] == "trylock W failed" and failed["tid"] == 20
     assert {e["args"]["name"] for e in ev if e["ph"] == "M"} == {"test", "pop:10", "victim:20"}

@@ -3,6 +3,9 @@ unavailable_reason()'s one line where tracing cannot run; each checks that it le
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from typing import Iterator
 
 import pytest
@@ -28,3 +31,14 @@ def libc():  # type: ignore[no-untyped-def]
     if w:
         pytest.skip(w)
     return get()
+
+
+@pytest.fixture(scope="session")
+def prog(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """progs/populate_vs_mmap.c, a two-thread program written without mmlab, built with gcc."""
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed: cannot build the two-thread C program")
+    out = str(tmp_path_factory.mktemp("prog") / "populate_vs_mmap")
+    src = os.path.join(os.path.dirname(__file__), "progs", "populate_vs_mmap.c")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", out, src], check=True, capture_output=True)
+    return out

@@ -125,3 +125,22 @@ def test_plot_timeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "t.png"
     plot_trace(tr, str(out), worst_waits(tr, 3))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unavailable_reasons(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One line saying why, for each way tracing can be unavailable (no tracefs is touched)."""
+    import mmlab.trace.tracefs as tfs
+    monkeypatch.setattr(tfs.sys, "platform", "darwin")
+    assert tfs.unavailable_reason() == "not Linux (darwin): no tracefs"
+    monkeypatch.setattr(tfs.sys, "platform", "linux")
+    monkeypatch.setattr(tfs.os, "geteuid", lambda: 1000)
+    assert tfs.unavailable_reason() == "not root: tracing instances need root"
+    monkeypatch.setattr(tfs.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(tfs, "tracefs_root", lambda mount=True: None)
+    assert "no tracefs" in (tfs.unavailable_reason() or "")
+    (tmp_path / "instances").mkdir()
+    (tmp_path / "trace_pipe").write_text("")
+    (tmp_path / "events" / "mmap_lock").mkdir(parents=True)
+    monkeypatch.setattr(tfs, "tracefs_root", lambda mount=True: str(tmp_path))
+    assert tfs.unavailable_reason() == ("this kernel has no mmap_lock:mmap_lock_start_locking event "
+                                        "(needs CONFIG_TRACING and Linux >= 5.10)")
