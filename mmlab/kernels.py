@@ -247,6 +247,7 @@ SINCE: dict[str, tuple[int, int]] = {
     "fremap_populate_after_unlock": (3, 9),
     "brk_populate_after_unlock": (3, 9),
     "mremap_populate_after_unlock": (3, 9),
+    "fault_around_pages": (3, 15),
     "fremap_emulated": (4, 0),
     "mlock_onfault": (4, 4),
     "madv_free": (4, 5),
