@@ -133,7 +133,8 @@ def _worst(s: Optional[dict[str, Any]]) -> float:
 def _cell(s: Optional[dict[str, Any]]) -> str:
     if not s:
         return "-"
-    return f"{_fmt_us(s['p50_us'])} / {_fmt_us(s['p99_us'])} / {_fmt_us(s['p999_us'])} / {_fmt_us(s['max_us'])}"
+    top = float(s["max_us"])  # HDR gives a bucket's upper value (a 0 is recorded as 1 us): never above the max
+    return " / ".join(_fmt_us(min(float(s[k]), top)) for k in ("p50_us", "p99_us", "p999_us")) + f" / {_fmt_us(top)}"
 
 
 def _check_real(con: Any) -> bool:

@@ -51,7 +51,7 @@ from mmlab.trace.raw import EventTable, RawParser
 from mmlab.trace.records import Trace, build_trace
 from mmlab.trace.tracefs import FAULT_EVENT, LOCK_EVENTS, MM_SYSCALLS, Instance, unavailable_reason
 
-__all__ = ["Capture", "CaptureError", "TraceUnavailable", "process_tids"]
+__all__ = ["Capture", "CaptureError", "TraceUnavailable", "process_tids", "combine_lost"]
 
 _open: "weakref.WeakSet[Capture]" = weakref.WeakSet()
 
@@ -81,6 +81,21 @@ def process_tids(pid: int) -> list[int]:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return []
+
+
+def combine_lost(stats: dict[int, Optional[int]], missed: dict[int, int]) -> tuple[dict[int, int], list[int]]:
+    """Events lost per CPU, and the CPUs whose loss is unknown. *stats*: what per_cpu/cpuN/stats
+    says (None: unreadable); *missed*: what the kernel marked missed in what was read. The marks
+    (rb_get_reader_page: the overrun since the last read) are events ``overrun`` counts too, so
+    per CPU it is the larger of the two, not their sum; for an unknown CPU, a lower bound."""
+    lost: dict[int, int] = {}
+    unknown = []
+    for c in sorted(set(stats) | set(missed)):
+        n = stats.get(c)
+        if c in stats and n is None:
+            unknown.append(c)
+        lost[c] = max(n or 0, missed.get(c, 0))
+    return lost, unknown
 
 
 def _events(syscalls: bool, faults: bool, extra: Iterable[str]) -> list[str]:
@@ -276,13 +291,7 @@ class Capture:
         else:
             tr = build_trace(p.events, p.thread_names(), self.pid, p.all_counts())
         missed = dict(p.missed_per_cpu)
-        lost: dict[int, int] = {}
-        unknown = []
-        for c in sorted(set(lost_stats) | set(missed)):
-            n = lost_stats.get(c)
-            if c in lost_stats and n is None:
-                unknown.append(c)
-            lost[c] = max(n or 0, missed.get(c, 0))
+        lost, unknown = combine_lost(lost_stats, missed)
         tr.lost_per_cpu = lost
         tr.lost = sum(lost.values())
         tr.lost_unknown = unknown

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from mmlab.locking.rwsem import READ, WRITE, LockRecord
 from mmlab.trace.parse import ACQUIRED, ENTER, EXIT, FAULT, RELEASED, START
@@ -158,6 +158,33 @@ class Trace:
             if call.enter_ns <= t <= end and r.call_id == call.call_id:
                 out.append(r)
         return out
+
+    def calls_in(self, tid: int, name: Optional[str], t0: int, t1: int, args: Sequence[int] = (),
+                 slack_ns: int = 0, exact: bool = False) -> list[CallRecord]:
+        """The traced calls of thread *tid* that entered inside [t0 - slack_ns, t1 + slack_ns] (a
+        call stamped by wall clock around it, in CLOCK_MONOTONIC ns), in entry order.
+
+        *name*: the syscall ("mmap"), None for any, or "fault" for the user faults, whose *args*
+        ``(address,)`` must be on the same page. For syscalls, *args* are leading arguments: with
+        ``exact`` every call returned has them; otherwise they only choose among several calls in
+        the window (all of them stay when none has them)."""
+        lo, hi = t0 - slack_ns, t1 + slack_ns
+        if name == "fault":
+            page = args[0] >> 12 if args else None
+            return [c for c in self.faults if c.tid == tid and lo <= c.enter_ns <= hi
+                    and (page is None or c.args[0] >> 12 == page)]
+        out = [c for c in self.calls if c.tid == tid and lo <= c.enter_ns <= hi and (name is None or c.name == name)]
+        if args and (exact or len(out) > 1):
+            k = len(args)
+            same = [c for c in out if tuple(c.args[:k]) == tuple(args)]
+            out = same if (exact or same) else out
+        return out
+
+    def call_in(self, tid: int, name: Optional[str], t0: int, t1: int, args: Sequence[int] = (),
+                slack_ns: int = 0, exact: bool = False) -> Optional[CallRecord]:
+        """The one call :meth:`calls_in` finds; None when it finds none or several."""
+        cs = self.calls_in(tid, name, t0, t1, args, slack_ns, exact)
+        return cs[0] if len(cs) == 1 else None
 
     def lost_text(self) -> str:
         """``"0"``, ``"12"``, or ``"unknown (... at least 12)"`` when a CPU's count was unreadable."""

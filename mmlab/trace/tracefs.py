@@ -31,6 +31,7 @@ MM_SYSCALLS = ("mmap", "munmap", "mprotect", "mremap", "brk", "mlock", "mlock2",
 FAULT_EVENT = "exceptions:page_fault_user"
 
 _seq = itertools.count(1)
+_INIT_PID_NS = 0xEFFFFFFC  # PROC_PID_INIT_INO: /proc/self/ns/pid's inode in the initial pid namespace
 
 
 def _is_tracefs(path: str) -> bool:
@@ -121,9 +122,16 @@ def _rmdir_instance(path: str) -> Optional[str]:
 
 def reap_dead_instances(root: Optional[str] = None) -> list[str]:
     """Remove the ``mmlab-*-<pid>-<n>`` instances whose process is gone (an mmlab killed by
-    SIGKILL runs no cleanup). Returns the names removed; an instance of a live pid is left alone."""
+    SIGKILL runs no cleanup). Returns the names removed; an instance of a live pid is left alone,
+    and nothing is reaped from inside a child pid namespace (another namespace's pids are not in
+    its /proc: their owners would look dead)."""
     root = root or tracefs_root(False)
-    out = []
+    out: list[str] = []
+    try:
+        if os.stat("/proc/self/ns/pid").st_ino != _INIT_PID_NS:
+            return out
+    except OSError:
+        return out
     for n in instances_of_mine(root):
         pid = instance_pid(n)
         if pid is None or pid == os.getpid() or os.path.exists(f"/proc/{pid}"):

@@ -53,8 +53,9 @@ def test_instance_removed_after_exception(tracing: None, libc) -> None:  # type:
 
 
 def test_lost_events_are_reported(tracing: None, libc) -> None:  # type: ignore[no-untyped-def]
-    """A one-page buffer cannot hold a burst of 10,000 mmap+munmap pairs (110,000 events) while the
-    reader drains text at a fraction of that rate: the overruns are counted, never hidden."""
+    """A one-page buffer cannot hold a burst of 10,000 mmap+munmap pairs (110,000 events) between
+    two reads of the reader thread (binary pages, polled every 20 ms at most): the overruns are
+    counted, never hidden."""
     with Capture(buffer_kb=4, name="lossy", faults=False) as cap:
         for _ in range(10_000):
             libc.munmap(libc.mmap(0, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS), 4096)
