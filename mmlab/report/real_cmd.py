@@ -133,8 +133,8 @@ def _worst(s: Optional[dict[str, Any]]) -> float:
 def _cell(s: Optional[dict[str, Any]]) -> str:
     if not s:
         return "-"
-    top = float(s["max_us"])  # HDR gives a bucket's upper value (a 0 is recorded as 1 us): never above the max
-    return " / ".join(_fmt_us(min(float(s[k]), top)) for k in ("p50_us", "p99_us", "p999_us")) + f" / {_fmt_us(top)}"
+    from mmlab.report.latency_tables import percentile_cells  # no percentile shown above the max
+    return " / ".join(percentile_cells(s))
 
 
 def _check_real(con: Any) -> bool:

@@ -41,6 +41,7 @@ import atexit
 import errno
 import os
 import select
+import sys
 import threading
 import time
 import weakref
@@ -61,9 +62,10 @@ def _remove_all() -> None:
     for c in list(_open):
         try:
             c.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception as e:  # noqa: BLE001 - best effort at exit, and said
             if c.instance is not None:
                 c.instance.remove()
+            print(f"mmlab: tracing capture {c.name} at exit: {e}", file=sys.stderr)
 
 
 class TraceUnavailable(RuntimeError):
