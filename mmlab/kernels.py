@@ -48,11 +48,31 @@ class Kernel:
     per_vma_lock: bool = False
     """v6.4: page faults take a per-VMA read lock first and fall back to mmap_lock on failure."""
     madvise_vma_lock: bool = False
-    """6.17: madvise(MADV_DONTNEED) over a range inside one vma takes its per-VMA read lock, not mmap_lock."""
+    """6.17: madvise(MADV_DONTNEED/DONTNEED_LOCKED/FREE) inside one vma takes its per-VMA read lock, not mmap_lock."""
     mprotect_populates_locked: bool = False
     """v4.9: mprotect() making a private VM_LOCKED vma writable breaks COW on its pages at once."""
     mremap_dontunmap: bool = False
     """v5.7: mremap(MREMAP_DONTUNMAP) moves the pages and leaves the old vma in place, empty."""
+    madv_free: bool = False
+    """v4.5: madvise(MADV_FREE) on private anonymous memory (EINVAL before)."""
+    madv_wipeonfork: bool = False
+    """v4.14: madvise(MADV_WIPEONFORK / MADV_KEEPONFORK), VM_WIPEONFORK."""
+    madv_cold_pageout: bool = False
+    """v5.4: madvise(MADV_COLD / MADV_PAGEOUT)."""
+    madv_dontneed_locked: bool = False
+    """v5.18: madvise(MADV_DONTNEED_LOCKED) zaps VM_LOCKED vmas too."""
+    map_droppable: bool = False
+    """v6.11: mmap(MAP_DROPPABLE): private anonymous memory the kernel may drop; VM_DROPPABLE."""
+    madv_guard: bool = False
+    """v6.13: madvise(MADV_GUARD_INSTALL / MADV_GUARD_REMOVE) guard markers (file-backed vmas too, 6.15)."""
+    mremap_move_multi_vma: bool = False
+    """v6.17: mremap(MREMAP_FIXED) without resize moves every vma of the range together, holes kept."""
+    thp_get_unmapped_area: bool = False
+    """v5.18: file mappings of the disk's file system search for len + 2 MiB and align (__thp_get_unmapped_area)."""
+    thp_align_anon: bool = False
+    """v6.7: hint-less anonymous mappings whose length is a multiple of 2 MiB are 2 MiB aligned."""
+    stack_guard_gap: int = 1
+    """v4.12: pages kept free below a VM_GROWSDOWN vma (stack_guard_gap; 256 since 4.12, one page before)."""
     # --- our proposal ---
     populate_batch_pages: int = 0
     """bounded: populate holds mmap_sem read for at most this many pages, then drops it if a writer waits (0: never)."""
@@ -98,6 +118,16 @@ SWITCH_DOCS: dict[str, str] = {
     "madvise_vma_lock": "6.17: madvise(MADV_DONTNEED) within one vma takes the per-VMA lock, not mmap_lock",
     "mprotect_populates_locked": "4.9: mprotect making a private VM_LOCKED vma writable breaks COW at once",
     "mremap_dontunmap": "5.7: mremap(MREMAP_DONTUNMAP) moves the pages, leaves the old vma empty",
+    "madv_free": "4.5: madvise(MADV_FREE) on private anonymous memory",
+    "madv_wipeonfork": "4.14: madvise(MADV_WIPEONFORK / MADV_KEEPONFORK)",
+    "madv_cold_pageout": "5.4: madvise(MADV_COLD / MADV_PAGEOUT)",
+    "madv_dontneed_locked": "5.18: madvise(MADV_DONTNEED_LOCKED) zaps VM_LOCKED vmas too",
+    "map_droppable": "6.11: mmap(MAP_DROPPABLE), VM_DROPPABLE",
+    "madv_guard": "6.13: MADV_GUARD_INSTALL/REMOVE guard markers (file vmas since 6.15)",
+    "mremap_move_multi_vma": "6.17: mremap(MREMAP_FIXED) of an unresized range moves all its vmas",
+    "thp_get_unmapped_area": "5.18: disk-file mappings search len + 2 MiB and align to 2 MiB",
+    "thp_align_anon": "6.7: hint-less anon mappings of a 2 MiB multiple are 2 MiB aligned",
+    "stack_guard_gap": "4.12: pages kept free below a VM_GROWSDOWN vma (256; 1 before)",
     "populate_batch_pages": "bounded: read hold at most N pages, dropped when a writer waits (0: never)",
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
 }
@@ -136,6 +166,16 @@ V6_18 = Kernel(
     madvise_vma_lock=True,
     mprotect_populates_locked=True,
     mremap_dontunmap=True,
+    madv_free=True,
+    madv_wipeonfork=True,
+    madv_cold_pageout=True,
+    madv_dontneed_locked=True,
+    map_droppable=True,
+    madv_guard=True,
+    mremap_move_multi_vma=True,
+    thp_get_unmapped_area=True,
+    thp_align_anon=True,
+    stack_guard_gap=256,
 )
 BOUNDED = dataclasses.replace(
     V6_18,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from mmlab.errors import SIGBUS, SIGSEGV
 from mmlab.flags import PAGE_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_READ, VM_SHARED, VM_WRITE
 from mmlab.mm.filemap import filemap_read
+from mmlab.mm.guard import first_guard
 from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
 from mmlab.mm.vma import Vma, anon_vma_prepare
 
@@ -59,8 +60,12 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         else:
             pt.update_state(addr, st | PTE_WRITTEN)
         return 1
+    if mm.guards and first_guard(mm.guards, addr, addr + PAGE_SIZE) is not None:
+        raise SIGSEGV(addr, "guard marker (MADV_GUARD_INSTALL)")
     file = vma.file
     if file is None:
+        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 52):
+            raise SIGBUS(addr, "beyond the shmem object of a shared anonymous mapping (grown by mremap)")
         anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
