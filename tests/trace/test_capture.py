@@ -293,27 +293,25 @@ def test_instance_that_cannot_be_removed_is_an_error(tracing: None, monkeypatch)
     assert not inst.created and not os.path.exists(inst.path)
 
 
-def test_instances_of_dead_pids_are_reaped_at_create(tracing: None) -> None:
+def test_instances_of_dead_pids_are_reaped_at_create(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """An mmlab killed by SIGKILL leaves its instance; the next create removes it, and leaves an
-    instance whose pid is alive (pid 1 here) alone."""
+    instance whose pid is alive (pid 1 here) alone. On a stand-in tracefs root (a directory with
+    instances/), so that no other test worker's create can reap the planted instance first, and
+    none of their checks sees it."""
     import subprocess
 
-    from mmlab.trace.tracefs import Instance, tracefs_root
+    from mmlab.trace.tracefs import Instance
 
     p = subprocess.Popen(["true"])
     p.wait()
-    root = tracefs_root()
-    assert root is not None
-    dead = os.path.join(root, "instances", f"mmlab-reaptest-{p.pid}-1")
-    alive = os.path.join(root, "instances", f"mmlab-reaptest-1-{os.getpid()}")
-    os.mkdir(dead)
-    os.mkdir(alive)
-    try:
-        inst = Instance("reaper").create()
-        inst.remove()
-        assert f"mmlab-reaptest-{p.pid}-1" in inst.reaped and not os.path.exists(dead)
-        assert os.path.isdir(alive) and not inst.created
-    finally:
-        for d in (dead, alive):
-            if os.path.isdir(d):
-                os.rmdir(d)
+    (tmp_path / "instances").mkdir()
+    dead = tmp_path / "instances" / f"mmlab-trace-{p.pid}-1"
+    alive = tmp_path / "instances" / "mmlab-trace-1-1"
+    other = tmp_path / "instances" / "not-ours-12345"
+    for d in (dead, alive, other):
+        d.mkdir()
+    inst = Instance("reaper", root=str(tmp_path)).create()
+    assert inst.reaped == [dead.name] and not dead.exists()
+    assert alive.is_dir() and other.is_dir() and os.path.isdir(inst.path)
+    inst.remove()
+    assert not inst.created and not os.path.exists(inst.path) and inst.remove_error is None
