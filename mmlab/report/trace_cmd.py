@@ -300,11 +300,23 @@ def report_lines(tr, an, what: str, elapsed: float) -> list[str]:  # type: ignor
         for w in an.stalls:
             at = (w.req_ns - tr.t0_ns) / 1e6
             main = w.holders[0] if w.holders else None
+            early = _early_holds(w, tr)
             by = (f" behind {main.name}:{main.tid} ({'write' if main.mode == 'W' else 'read'}) in {main.call}"
-                  if main else " (no holder seen)")
+                  if main else f" behind {early[0][0]} held since before the capture began" if early
+                  else " (no holder seen)")
             lines.append(f"  +{at:9.1f} ms  {w.name}:{w.tid} {_fmt_us(w.wait_us)} for "
                          f"{'write' if w.mode == 'W' else 'read'} in {w.call}{by}")
     return lines
+
+
+def _early_holds(w, tr) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    """("name:tid (mode)", release ns) of the holds taken before the capture began (their acquire
+    was not seen; a --pid attach) that were released while *w* waited."""
+    if tr is None or w.holders:
+        return []
+    end = w.req_ns + int(w.wait_us * 1e3)
+    return [(f"{tr.threads.get(tid, '?')}:{tid} ({'write' if mode == 'W' else 'read'})", ts)
+            for ts, tid, mode in tr.early_releases if w.req_ns <= ts <= end]
 
 
 def _holder_lines(w, tr=None) -> list[str]:  # type: ignore[no-untyped-def]
@@ -313,13 +325,10 @@ def _holder_lines(w, tr=None) -> list[str]:  # type: ignore[no-untyped-def]
         out.append(f"      queued behind a waiting writer: {q.name}:{q.tid} in {q.call} "
                    f"(asked {q.since_us / 1e3:.1f} ms earlier)")
     if not w.holders:
-        end = w.req_ns + int(w.wait_us * 1e3)
-        early = [(ts, tid, mode) for ts, tid, mode in (tr.early_releases if tr is not None else ())
-                 if w.req_ns <= ts <= end]
-        for ts, tid, mode in early[:4]:
-            out.append(f"      held by {tr.threads.get(tid, '?')}:{tid} ({'write' if mode == 'W' else 'read'}) "
-                       f"since before the capture began: released {_fmt_us((ts - w.req_ns) / 1e3)} "
-                       f"after this wait began")
+        early = _early_holds(w, tr)
+        for who, ts in early[:4]:
+            out.append(f"      held by {who} since before the capture began: released "
+                       f"{_fmt_us((ts - w.req_ns) / 1e3)} after this wait began")
         if not early:
             out.append("      held by: nobody seen (a holder outside the traced threads, a hold taken before "
                        "the capture began, or the lock being handed over)")

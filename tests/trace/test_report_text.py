@@ -93,8 +93,9 @@ def test_hold_taken_before_the_capture_is_named(capsys) -> None:  # type: ignore
     lines = [ln for ln in lines if not ln.split(": ", 1)[0].endswith(("0.001001", "0.001012"))]
     tr = records_from_lines(lines, tgid=100)
     assert tr.early_releases == [(12_001_000, 10, "R")]
-    out = _report(tr, capsys)
+    out = _report(tr, capsys, stall_ms=5.0)
     assert "held by pop:10 (read) since before the capture began: released 10.00ms after this wait began" in out
+    assert "victim:20 10.00ms for write in munmap(0x1000, 4 KiB) behind pop:10 (read) held since before" in out
     assert "1 hold(s) taken before the capture began were released during it" in out
     # Without the early release, "nobody seen" lists that possibility.
     tr.early_releases = []
