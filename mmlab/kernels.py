@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-__all__ = ["Kernel", "KERNELS", "get_kernel", "parse_kernels", "SWITCH_DOCS", "PATCH_ALIASES", "CLAIMS",
-           "parse_release", "claiming_profile", "base_profile"]
+__all__ = ["Kernel", "KERNELS", "get_kernel", "parse_kernels", "SWITCH_DOCS", "PATCH_ALIASES", "CLAIMS", "SINCE",
+           "profile_for", "parse_release", "claiming_profile", "base_profile"]
 
 
 @dataclass(frozen=True)
@@ -227,16 +227,78 @@ def parse_kernels(spec: str) -> list[Kernel]:
     return [get_kernel(s) for s in spec.split(",") if s.strip()]
 
 
-# Which profile stands for which real kernel releases, [from, to): the releases whose behaviour
-# the profile's switches describe. v3.9-rc1 (a release candidate whose patch 9 was reverted) and
-# bounded (a proposal) stand for no release; 4.0 to 6.3 have switches of their own (fremap
-# emulated 4.0, MCL_ONFAULT 4.4, mprotect COW 4.9, munmap downgrade 4.20, DONTUNMAP 5.7) that no
-# profile here combines, so no profile claims them.
-CLAIMS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "v3.7": ((3, 7), (3, 9)),
-    "v3.9": ((3, 9), (4, 0)),
-    "v6.18": ((6, 4), (1 << 16, 0)),  # per-VMA-lock faults (6.4) are the last switch it sets
+# The release that brought each behaviour v6.18 has on (a switch whose value differs from
+# Kernel's default). The profile for a real kernel is v6.18 with the switches of every behaviour
+# newer than that kernel set back to their defaults: behaviour, not a profile's name, decides.
+# A switch that gates two behaviours is dated by the newer: populate_skips_inaccessible gates
+# MADV_POPULATE_READ/WRITE (5.14) and skipping VM_LOCKONFAULT vmas in populate (4.4), so on 4.4-5.13
+# the model faults an MLOCK_ONFAULT vma's pages in populate where Linux skips them; madv_guard
+# covers anonymous (6.13) and file-backed (6.15) vmas, so 6.13-6.14 are held to a model without
+# MADV_GUARD_INSTALL (EINVAL where Linux installs guards in anonymous memory).
+SINCE: dict[str, tuple[int, int]] = {
+    "mlockall_keeps_def_flags": (3, 9),
+    "fremap_fixes": (3, 9),
+    "populate_after_unlock": (3, 9),
+    "fremap_populate_after_unlock": (3, 9),
+    "brk_populate_after_unlock": (3, 9),
+    "mremap_populate_after_unlock": (3, 9),
+    "fremap_emulated": (4, 0),
+    "mlock_onfault": (4, 4),
+    "madv_free": (4, 5),
+    "mprotect_populates_locked": (4, 9),
+    "stack_guard_gap": (4, 12),
+    "madv_wipeonfork": (4, 14),
+    "munmap_downgrade": (4, 20),
+    "madv_cold_pageout": (5, 4),
+    "mremap_dontunmap": (5, 7),
+    "populate_skips_inaccessible": (5, 14),
+    "madv_dontneed_locked": (5, 18),
+    "thp_get_unmapped_area": (5, 18),
+    "per_vma_lock": (6, 4),
+    "thp_align_anon": (6, 7),
+    "map_droppable": (6, 11),
+    "madv_guard": (6, 15),
+    "madvise_vma_lock": (6, 17),
+    "mremap_move_multi_vma": (6, 17),
 }
+CLAIM_FLOOR = (3, 7)
+"""The oldest release a profile stands for: before it, behaviour the switches do not describe (no
+FAULT_FLAG_ALLOW_RETRY in populate before 2.6.38, and nothing here was checked against 3.6 or older)."""
+NEWEST = V6_18
+
+
+def profile_for(version: tuple[int, int]) -> str | None:
+    """The profile spec for release *version*: ``v6.18`` with every switch of SINCE newer than it
+    turned off (``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` for 6.15-6.16), or the
+    named profile whose switches
+    are exactly those (``v3.9`` for 3.9-3.19). None before CLAIM_FLOOR."""
+    if version < CLAIM_FLOOR:
+        return None
+    default = Kernel("default").switches()
+    changes = {k: default[k] for k, since in SINCE.items() if version < since}
+    k = NEWEST.with_switches(**changes)
+    for named in (V3_7, V3_9):  # a shorter name for the same switches
+        if named.switches() == k.switches():
+            return named.name
+    return k.name
+
+
+def _claims() -> list[tuple[tuple[int, int], tuple[int, int], str]]:
+    """[from, to) release ranges and the spec each maps to, merged where the spec is the same."""
+    edges = sorted({CLAIM_FLOOR, *SINCE.values()})
+    out: list[tuple[tuple[int, int], tuple[int, int], str]] = []
+    for lo, hi in zip(edges, edges[1:] + [(1 << 16, 0)]):
+        spec = profile_for(lo)
+        assert spec is not None
+        if out and out[-1][2] == spec:
+            out[-1] = (out[-1][0], hi, spec)
+        else:
+            out.append((lo, hi, spec))
+    return out
+
+
+CLAIMS: list[tuple[tuple[int, int], tuple[int, int], str]] = _claims()
+"""[from, to) release ranges, each with the profile spec that stands for it (derived from SINCE)."""
 
 
 def parse_release(release: str) -> tuple[int, int]:
@@ -249,12 +311,8 @@ def parse_release(release: str) -> tuple[int, int]:
 
 
 def claiming_profile(release: str) -> str | None:
-    """The name of the profile that claims kernel *release* (CLAIMS), or None."""
-    v = parse_release(release)
-    for name, (lo, hi) in CLAIMS.items():
-        if lo <= v < hi:
-            return name
-    return None
+    """The profile spec that claims kernel *release* (CLAIMS, from SINCE), or None before CLAIM_FLOOR."""
+    return profile_for(parse_release(release))
 
 
 def base_profile(k: Kernel) -> Kernel:

@@ -41,7 +41,7 @@ from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NORE
                          PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE)
 
 __all__ = ["Target", "RealTarget", "ModelTarget", "POPULATORS", "RACERS", "Racer", "OUTCOMES", "VICTIM_OPS",
-           "VERDICT_OPS", "run_latency_cell", "run_noise_floor", "run_race_cell", "grade", "RoundError", "memory_guard",
+           "VERDICT_OPS", "OBSERVE_TRIES", "run_latency_cell", "run_noise_floor", "run_race_cell", "grade", "RoundError", "memory_guard",
            "judge"]
 
 P = PAGE_SIZE
@@ -147,7 +147,9 @@ class RealTarget(Target):
 
     def file(self, size: int) -> Any:
         from mmlab.real.backend import RealFile
-        return RealFile(os.path.join(self._dir, f"populate-{size >> 20}M-{random.randrange(1 << 30)}.dat"), size)
+        fd, path = tempfile.mkstemp(prefix=f"populate-{size >> 20}M-", suffix=".dat", dir=self._dir)
+        os.close(fd)  # a unique name of its own: no draw from the random module, seeded or not
+        return RealFile(path, size)
 
     def cold(self, f: Any) -> None:
         f.drop_cache()
@@ -214,7 +216,8 @@ class RealTarget(Target):
         try:
             self.mm.release_all()
         finally:
-            for r in self._regions:
+            regions, self._regions = self._regions, []  # closing twice is a no-op
+            for r in regions:
                 r.close()
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -631,8 +634,11 @@ def _round_evidence(t: Target) -> Iterator[Optional[Evidence]]:
 
 def _lock_samples(ev: Optional[Evidence], v: "_Victims", kept: list[tuple[str, int, int]], t0: int,
                   t1: int) -> Optional[list[tuple[str, int, int]]]:
-    """The victims' mmap_lock waits in [t0, t1] as samples (op, 0, wait_ns); a wall-clock sample
-    with no lock record (a fault under the per-VMA lock) is a zero wait. None without records."""
+    """The victims' mmap_lock waits in [t0, t1] as samples (op, 0, wait_ns). A fault with no lock
+    record took the per-VMA lock (lock_vma_under_rcu, ``per_vma_lock``) and waited for no
+    mmap_lock: a zero wait. A writer call always takes mmap_lock for write, so one with no record
+    in the window asked for it outside the populate (or its event was lost): it is left out, not
+    a zero (see _unobserved). None without records."""
     if ev is None:
         return None
     waits = ev.call_waits(v.tids, t0, t1)
@@ -641,9 +647,47 @@ def _lock_samples(ev: Optional[Evidence], v: "_Victims", kept: list[tuple[str, i
     out: list[tuple[str, int, int]] = []
     for op in VICTIM_OPS:
         ws = waits.get(op, [])
-        n_wall = sum(1 for s in kept if s[0] == op)
         out += [(op, 0, w) for w in ws]
-        out += [(op, 0, 0)] * max(0, n_wall - len(ws))
+        if op == "fault":
+            n_wall = sum(1 for s in kept if s[0] == op)
+            out += [(op, 0, 0)] * max(0, n_wall - len(ws))
+    return out
+
+
+OBSERVE_TRIES = 3
+"""A latency round in which a victim op was not observed inside the populate is run again, at most
+this many times in all; then the cell's op is "not observed"."""
+
+
+def _writer_asked(ev: Optional[Evidence], v: "_Victims", pop_tid: int, t0: int, t1: int) -> Optional[bool]:
+    """Did the writer ask for mmap_lock while the populate ran: a writer request between the
+    populating thread's first read acquisition (its first acquisition, when it takes none for
+    read) and its last release in [t0, t1]? The gaps between a file populate's read holds count
+    (a writer that gets in there measures the populate yielding); the gap between mmap's write
+    hold and the populate's read hold does not: a writer that got its lock there, or just before,
+    then sat descheduled through the populate, measured nothing about it. None without records."""
+    recs = ev.lock_records() if ev is not None else None
+    if recs is None:
+        return None
+    pop = [r for r in recs if r.tid == pop_tid and t0 <= r.acq_ns <= t1]
+    if not pop:
+        return False
+    lo = min((r.acq_ns for r in pop if r.mode == "R"), default=min(r.acq_ns for r in pop))
+    hi = max(r.rel_ns if r.rel_ns >= 0 else t1 for r in pop)
+    writers = {tid for tid, role in v.tids.items() if role == "writer"}
+    return any(r.tid in writers and lo <= r.req_ns <= hi for r in recs)
+
+
+def _unobserved(v: "_Victims", kept: list[tuple[str, int, int]],
+                locks: Optional[list[tuple[str, int, int]]], asked: Optional[bool] = None) -> list[str]:
+    """What a round did not observe inside the populate: "fault" when the reader never ran in it;
+    "writer" when the writer never ran in it, or, with lock records, never asked for mmap_lock
+    while the populate held it (*asked* False, _writer_asked). The writer is blocked in whichever
+    call comes next, so one call kind missing from a round is no miss (see run_latency_cell)."""
+    have = {s[0] for s in kept}
+    out = [] if "fault" in have else ["fault"]
+    if asked is False or (locks is None and not have & set(WRITER_OPS)):
+        out.append("writer")
     return out
 
 
@@ -659,6 +703,10 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     all_wall: list[tuple[str, int, int]] = []
     label = "wall"
     lost = 0
+    reruns = 0
+    not_observed: set[str] = set()
+    seen_ops: set[str] = set()
+    pop_tid = threading.get_native_id()  # the populating call runs on this thread
     pop_ms: list[float] = []
     st = PopState(0, size)
     if not t.reader_base:
@@ -677,24 +725,35 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 st.error = f"{pop.name}: {e}"
             pop.teardown(t, st)
             for _ in range(rounds):
-                pop.setup(t, st)
-                with _round_evidence(t) as ev:
-                    v = _Victims(t)
-                    try:
-                        v.start()
-                        t0 = time.perf_counter_ns()
+                for attempt in range(OBSERVE_TRIES):
+                    pop.setup(t, st)
+                    with _round_evidence(t) as ev:
+                        v = _Victims(t)
                         try:
-                            pop.populate(t, st)
-                        except OSError as e:
-                            st.error = f"{pop.name}: {e}"
-                        t1 = time.perf_counter_ns()
-                    finally:
-                        v.finish()
-                        pop.teardown(t, st)
+                            v.start()
+                            t0 = time.perf_counter_ns()
+                            try:
+                                pop.populate(t, st)
+                            except OSError as e:
+                                st.error = f"{pop.name}: {e}"
+                            t1 = time.perf_counter_ns()
+                        finally:
+                            v.finish()
+                            pop.teardown(t, st)
+                    kept = [s for s in v.samples if not (s[2] < t0 or s[1] > t1)]
+                    locks = _lock_samples(ev, v, kept, t0, t1)
+                    lost += getattr(ev, "lost", 0)
+                    missing = _unobserved(v, kept, locks, _writer_asked(ev, v, pop_tid, t0, t1))
+                    if not missing:
+                        break
+                    reruns += attempt + 1 < OBSERVE_TRIES
+                not_observed.update(missing)
+                # a writer call kind with no lock record in this round asked outside the populate:
+                # left out (_lock_samples), never a zero; a kind no round recorded is not observed
+                for op in WRITER_OPS:
+                    if op in {x[0] for x in (locks if locks is not None else kept)}:
+                        seen_ops.add(op)
                 pop_ms.append((t1 - t0) / 1e6)
-                kept = [s for s in v.samples if not (s[2] < t0 or s[1] > t1)]
-                locks = _lock_samples(ev, v, kept, t0, t1)
-                lost += getattr(ev, "lost", 0)
                 all_wall += kept
                 _, worst = _summary(kept, t0, t1)
                 for op in VERDICT_OPS:
@@ -715,9 +774,16 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 t.close_file(st.file)
     wall = _cell_summary(all_wall, per_round_wall)
     summ = _cell_summary(all_samples, per_round) if label != "wall" else wall
+    if "writer" in not_observed:  # a round that did not test the size: no call kind's worst wait stands
+        not_observed.update(WRITER_OPS)
+    called = [op for op in WRITER_OPS if op != "mprotect" or t.unavailable("mprotect") is None]
+    not_observed.update(op for op in called if op not in seen_ops)
+    for op in not_observed:  # its waits are some rounds' only: no worst wait of the cell
+        summ[op] = dict(summ[op], observed=False)
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
             "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "victim_wall": wall,
-            "timing": label, "lost_events": lost, "error": st.error}
+            "timing": label, "lost_events": lost, "error": st.error,
+            "not_observed": [op for op in VERDICT_OPS if op in not_observed], "reruns_unobserved": reruns}
 
 
 def _cell_summary(samples: list[tuple[str, int, int]], per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -753,6 +819,13 @@ def verdicts(runs: list[dict[str, Any]], floor: dict[str, Any]) -> list[dict[str
         if len({r["size_bytes"] for r in rs}) < 2:
             continue
         for op in VERDICT_OPS:
+            missing = [r["size_bytes"] for r in rs if op in r.get("not_observed", ())]
+            if missing:  # a size that was not tested is no evidence either way, and no zero wait
+                out.append({"kernel": kernel, "populator": popname, "op": op, "bounded": None,
+                            "not_observed": True, "sizes": [r["size_bytes"] for r in rs],
+                            "why": "not observed at " + ", ".join(f"{b >> 20} MiB" for b in missing)
+                            + f": no {op} wait measured inside the populate in {OBSERVE_TRIES} tries of a round"})
+                continue
             if not all(r["victim"].get(op, {}).get("count") for r in rs):
                 continue  # no samples inside some populate: no evidence either way
             out.append(judge(kernel, popname, op, [r["size_bytes"] for r in rs],

@@ -3,7 +3,9 @@
 The same scenarios (mmlab.real.scenarios) run on this machine's kernel and on each profile at
 real-time costs; the latency verdicts and the race outcomes are lined up per populator. The
 reference is the profile that claims this machine's kernel by its version (mmlab.kernels.CLAIMS:
-v6.18 claims 6.4 and later), added to the run if it was not asked for; every place where it and
+v6.18 with the switches of behaviours newer than the kernel turned off, e.g.
+``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` for 6.15-6.16), added to the run if it
+was not asked for; every place where it and
 the real kernel disagree is marked, and so is every place where a variant of it (a switch flipped,
 ``v6.18+per_vma_lock=off``) disagrees -- shown, not counted. Exit status 1 when the reference
 disagrees anywhere.
@@ -18,7 +20,8 @@ import time
 from typing import Any
 
 from mmlab.real.libc import unavailable_reason
-from mmlab.report.real_cmd import latency_tables, parse_sizes, pick, race_problems, race_table
+from mmlab.report.real_cmd import (latency_tables, not_observed_lines, parse_sizes, pick, race_problems, race_table,
+                                   verdict_cell)
 
 QUICK = dict(sizes="16M,256M", rounds=3, race_size="32M", race_rounds=4,
              populators="populate-anon,populate-file,map-locked,mlockall,mremap-locked",
@@ -29,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="the real kernel and model profiles side by side",
                        description="Run the latency and race scenarios on this machine's kernel and on model "
                        "profiles in one run; line the verdicts up and mark every place where the real kernel and "
-                       "the profile that claims it by version (v3.7: 3.7-3.8, v3.9: 3.9, v6.18: 6.4 and later) "
+                       "the profile that claims it by behaviour (v3.7: 3.7-3.8, v3.9: 3.9-3.19, from 4.0 v6.18 with "
+                       "the switches of behaviours newer than the kernel off, e.g. "
+                       "v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off for 6.15-6.16) "
                        "disagree, and where a switch-flipped variant of that profile disagrees. Exit 1 when the "
                        "claiming profile disagrees.")
     p.add_argument("--kernel", default="", help="model profiles to compare (default: the one that claims this "
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from mmlab.real import scenarios as S
 
     con = console()
+    err = console(stderr=True)  # errors and the interruption go to stderr, as trace and conform do
     try:
         release = os.uname().release
         ref = claiming_profile(release)
@@ -69,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"no profile claims kernel {release} and none was given with --kernel")
         kernels = [k.name for k in profiles]
         # marked against the real kernel: the claiming profile, then its switch-flipped variants
-        marked = [ref] + [k.name for k in profiles if k.name != ref and base_profile(k).name == ref] if ref else []
+        ref_base = base_profile(get_kernel(ref)).name if ref else None
+        marked = [ref] + [k.name for k in profiles if k.name != ref and base_profile(k).name == ref_base] if ref else []
         if args.quick:
             sizes, rounds = parse_sizes(QUICK["sizes"]), QUICK["rounds"]
             [race_size] = parse_sizes(QUICK["race_size"])
@@ -87,15 +94,15 @@ def run(args: argparse.Namespace) -> int:
         if len(sizes) < 2 or rounds < 1 or race_rounds < 1:
             raise ValueError("need at least two sizes and one round")
     except ValueError as e:
-        con.print(f"mmlab compare: {e}")
+        err.print(f"mmlab compare: {e}")
         return 2
     why = unavailable_reason()
     if why:
-        con.print(f"mmlab compare: cannot run here: {why}")
+        err.print(f"mmlab compare: cannot run here: {why}")
         return 2
     refuse = S.memory_guard(max(2 * sizes[-1], 4 * race_size) + S.READER_REGION + (64 << 20), "this comparison")
     if refuse:
-        con.print(f"mmlab compare: {refuse}")
+        err.print(f"mmlab compare: {refuse}")
         return 2
 
     t_start = time.perf_counter()
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     # the models' victim waits come from their lock records exactly when the real kernel's do
     targets: list[Any] = [real] + [S.ModelTarget(k, lock_waits=real.lock_waits) for k in kernels]
     names = [t.name for t in targets]
+    interrupted = False
     try:
         for t in targets:
             with con.status(f"{t.name}: noise floor"):
@@ -129,9 +137,12 @@ def run(args: argparse.Namespace) -> int:
                         races.append(S.run_race_cell(t, S.POPULATORS[p], r, race_size, race_rounds, args.seed))
             t.close()
     except KeyboardInterrupt:
+        interrupted = True
+    finally:  # on every way out: the real target's mappings, locks and /var/tmp/mmlab-real-* files
         for t in targets:
             t.close()
-        con.print("interrupted: every real mapping is undone")
+    if interrupted:
+        err.print("interrupted: every real mapping is undone")
         return 130
     verdicts = []
     for name in names:
@@ -160,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             cells = []
             for n in names:
                 v = index.get((n, p, op))
-                cells.append("-" if v is None else ("[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]"))
+                cells.append("-" if v is None else verdict_cell(v))
             if all(c == "-" for c in cells):
                 continue
             marks = [_mark(index.get(("real", p, op)), index.get((m, p, op)), lambda v: v["bounded"], disagree, m)
@@ -173,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     race_problems(con, races)
     rt = Table(title="race verdicts side by side: was a replacement populated?" + note,
                caption="yes k/n: k of n rounds populated a replacement that never asked (FORBIDDEN); "
+               "?: no round hit the window, so the race was not tested (neither = nor !=, not counted); "
                "ERROR rounds did not set up what they test and are neither")
     rt.add_column("populator")
     rt.add_column("racer")
@@ -192,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"[yellow]{n}: {what}[/]: {w}")
     secs = time.perf_counter() - t_start
     errors = sum(r["outcomes"].get("ERROR", 0) for r in races)
+    unobserved = not_observed_lines(con, runs)
     if ref:
         con.print(f"real kernel {targets[0].release} (claimed by {ref}) vs {ref}: {disagree[ref]} disagreement(s); "
                   f"{secs:.0f} s")
@@ -210,8 +223,8 @@ def run(args: argparse.Namespace) -> int:
                                   "race": sorted({r["timing"] for r in races if r["kernel"] == "real"})},
                        "reference": ref, "marked": marked, "release": targets[0].release,
                        "disagreements": disagree.get(ref, 0) if ref else 0, "disagreements_by_profile": disagree,
-                       "race_errors": errors, "seconds": secs}, f, indent=2)
-    return 1 if (ref and disagree[ref]) or errors else 0
+                       "race_errors": errors, "latency_not_observed": unobserved, "seconds": secs}, f, indent=2)
+    return 1 if (ref and disagree[ref]) or errors or unobserved else 0
 
 
 def _mark(real: Any, model: Any, key: Any, counts: dict[str, int], name: str) -> str:
@@ -228,11 +241,16 @@ def _mark(real: Any, model: Any, key: Any, counts: dict[str, int], name: str) ->
 
 
 def _race_key(r: dict[str, Any]) -> Any:
-    """Was a replacement populated: True/False; None when no round could be graded either way."""
+    """Was a replacement populated: True (a FORBIDDEN round), False (the racer hit the window in
+    some round and no graded round populated a replacement), None when the race was not observed:
+    no round hit the window (the racer came before or after the populate; not tested) or no round
+    could be graded (ERROR). None is neither agreement nor disagreement."""
     o = r["outcomes"]
     if o["FORBIDDEN"]:
         return True
-    return None if o.get("ERROR") and not (o["OK"] or o["INTERESTING"]) else False
+    if not r.get("window_hits") or not (o["OK"] or o["INTERESTING"]):
+        return None
+    return False
 
 
 def _race_cell(r: Any) -> str:
@@ -240,4 +258,8 @@ def _race_cell(r: Any) -> str:
         return "-"
     o, n = r["outcomes"], r["rounds"]
     err = f" [bold red]+{o['ERROR']} ERROR[/]" if o.get("ERROR") else ""
-    return (f"[red]yes {o['FORBIDDEN']}/{n}[/]" if o["FORBIDDEN"] else f"[green]no[/] 0/{n}") + err
+    if o["FORBIDDEN"]:
+        return f"[red]yes {o['FORBIDDEN']}/{n}[/]" + err
+    if _race_key(r) is None:
+        return f"[yellow]?[/] 0/{n}, no window hit" + err  # the race was not tested
+    return f"[green]no[/] 0/{n}" + err

@@ -3,8 +3,9 @@
 Each catalogue entry (:data:`mmlab.real.conform.CATALOGUE`) runs on this machine's kernel under
 trace (the mmap_lock tracepoints) and on a model profile; each call's lock sequence is normalised
 (``W R``, ``W ↓R``, ``W R×k``) and compared. Exit status 1 on a mismatch that no listed difference
-explains in the v6.18 table (the profile this kernel is held to); other profiles, or v6.18 with a
-switch flipped, get the same table as a report of what that kernel would have done.
+explains in the table of the profile that claims this kernel by behaviour (mmlab.kernels.CLAIMS:
+v6.18 on 6.17 and later, ``v6.18+madvise_vma_lock=off+mremap_move_multi_vma=off`` on 6.15-6.16,
+...); other profiles get the same table as a report of what that kernel would have done. 3 when a child hangs.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "downgrade_write, R✗ = failed trylock, ×k = k holds in a row, — = mmap_lock not taken) and "
         "compared; counts of repeated holds within an entry's stated tolerance. Deliberate differences "
         "are listed with their reason and excuse only what their own check explains.",
-        epilog="Exit status: 0 every call agrees with v6.18 (or is a listed difference); 1 an unexplained "
-        "mismatch or an error (a call not seen in the trace, lost events) in the v6.18 table; 2 bad "
-        "arguments or tracing unavailable. Examples: `mmlab conform`, `mmlab conform --entry munmap,brk`, "
+        epilog="Exit status: 0 every call agrees with the profile that claims this kernel (or is a listed "
+        "difference); 1 an unexplained mismatch or an error (a call not seen in the trace, lost events, a child "
+        "that failed) in that profile's table; 2 bad arguments or tracing unavailable; 3 a child hung. "
+        "Examples: `mmlab conform`, `mmlab conform --entry munmap,brk`, "
         "`mmlab conform --kernel v6.18,v3.7,v6.18+munmap_downgrade=off`.")
-    p.add_argument("--kernel", default="v6.18",
-                   help="comma-separated profiles to compare (default v6.18); only plain v6.18 sets the exit "
-                   "status, the others (v3.7, v3.9-rc1, v3.9, bounded, any spec with switches) are reports")
+    p.add_argument("--kernel", default="",
+                   help="comma-separated profiles to compare (default: the one that claims this kernel by "
+                   "behaviour, mmlab.kernels.CLAIMS; v6.18 as a report when none does); only that profile's "
+                   "table sets the exit status, the others are reports")
     p.add_argument("--entry", action="append", default=[], metavar="NAME",
                    help="run only these catalogue entries (repeat or comma-separate); see --list")
     p.add_argument("--list", action="store_true", help="list the catalogue and the stated tolerances, run nothing")
@@ -65,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     from mmlab.real import conform as C
 
     names = [n.strip() for x in args.entry for n in x.split(",") if n.strip()]
+    claimed = C.reference()
     try:
         entries = C.select(names)
-        specs = [s.strip() for s in args.kernel.split(",") if s.strip()]
-        if not specs:
-            raise ValueError("--kernel needs at least one profile")
+        specs = [s.strip() for s in args.kernel.split(",") if s.strip()] or [claimed or "v6.18"]
         for s in specs:
             get_kernel(s)
     except ValueError as e:
@@ -102,12 +104,20 @@ def run(args: argparse.Namespace) -> int:
         why = unavailable_reason()
         if why:
             return _err(f"cannot trace here: {why} (--model-only shows the model's side)")
+        import subprocess
         try:
             with con.status("tracing the catalogue on the real kernel") as status:
                 real = C.run_real(entries, progress=lambda what: status.update(f"real kernel: {what}"))
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return 130
+        except subprocess.TimeoutExpired as e:
+            print(f"mmlab conform: hang: the conformance child did not finish within {e.timeout:.0f} s "
+                  f"(killed; nothing compared)", file=sys.stderr)
+            return 3
+        except RuntimeError as e:
+            print(f"mmlab conform: {e}", file=sys.stderr)
+            return 1
     rep = C.conform(specs, entries, real, costs)
     rc = 0
     for kt in rep["kernels"]:
@@ -148,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
             if ref and kt["unexplained"]:
                 rc = 1
     if not args.model_only:
-        lost = sum(r.get("lost", 0) for r in (real or {}).values())
+        if claimed is None:
+            con.print(f"no profile claims kernel {release} (mmlab.kernels.CLAIMS): every table is a report, "
+                      f"none sets the exit status")
+        # the entries of one child share its trace and its lost count: once per child
+        lost = sum({r.get("group", n): r.get("lost", 0) for n, r in (real or {}).items()}.values())
         con.print(f"model read-ahead window: {costs.readahead_pages} pages (the device's read_ahead_kb: "
                   f"{ra_kb if ra_kb is not None else 'unknown'}); trace events lost: {lost}")
         tols = {e.tolerance.describe() for e in entries if e.tolerance}
@@ -157,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         if not C.KNOWN_PROTOCOL:
             con.print("listed differences: none")
     if args.json:
-        doc = {"release": release, "readahead_kb": ra_kb, "model_readahead_pages": costs.readahead_pages,
+        doc = {"release": release, "claimed_by": claimed, "readahead_kb": ra_kb,
+               "model_readahead_pages": costs.readahead_pages,
                "entries": [e.name for e in entries], "exit": rc, **rep,
                "tolerances": {e.name: e.tolerance.describe() for e in entries if e.tolerance},
                "known": [{"name": k.name, "reason": k.reason} for k in C.KNOWN_PROTOCOL],

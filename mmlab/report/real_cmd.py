@@ -100,7 +100,8 @@ def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[
                       style="dim")
         for r in (r for r in runs if r["populator"] == pop):
             t.add_row(r["kernel"], r.get("timing", "wall"), f"{r['size_bytes'] >> 20}M", f"{r['populate_ms']:.1f}",
-                      *[_cell(r["victim"].get(op)) for op in VICTIM_OPS])
+                      *[NOT_OBSERVED if op in r.get("not_observed", ()) else _cell(r["victim"].get(op))
+                        for op in VICTIM_OPS])
         con.print(t)
     both = [r for r in runs if r.get("timing", "wall") != "wall" and r.get("victim_wall")]
     if both:
@@ -113,7 +114,8 @@ def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[
             t.add_column(f"{op} wall / locks", justify="right")
         for r in both:
             t.add_row(r["kernel"], r["populator"], f"{r['size_bytes'] >> 20}M",
-                      *[f"{_fmt_us(_worst(r['victim_wall'].get(op)))} / {_fmt_us(_worst(r['victim'].get(op)))}"
+                      *[f"{_fmt_us(_worst(r['victim_wall'].get(op)))} / "
+                        + (NOT_OBSERVED if op in r.get("not_observed", ()) else _fmt_us(_worst(r['victim'].get(op))))
                         for op in VICTIM_OPS])
         con.print(t)
     if verdicts:
@@ -121,9 +123,43 @@ def latency_tables(con: Any, runs: list[dict[str, Any]], floors: dict[str, dict[
         for c in ("kernel", "populator", "op", "verdict", "why"):
             t.add_column(c)
         for v in verdicts:
-            t.add_row(v["kernel"], v["populator"], v["op"],
-                      "[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]", v["why"])
+            t.add_row(v["kernel"], v["populator"], v["op"], verdict_cell(v), v["why"])
         con.print(t)
+
+
+NOT_OBSERVED = "[bold red]not observed[/]"
+
+
+def verdict_cell(v: dict[str, Any]) -> str:
+    """bounded / unbounded / not observed (a size at which the op was never measured: an error)."""
+    if v["bounded"] is None:
+        return NOT_OBSERVED
+    return "[green]bounded[/]" if v["bounded"] else "[red]unbounded[/]"
+
+
+COMPARED_OPS = ("fault", "writer")
+"""The victims whose verdicts count: the reader's faults and the writer's write-lock calls pooled
+(the writer is blocked in whichever call comes next, so one call kind may miss a populate)."""
+
+
+def not_observed_lines(con: Any, runs: list[dict[str, Any]]) -> int:
+    """One line per cell with a victim never measured inside the populate; the number of cells
+    whose reader or writer (COMPARED_OPS) was not observed: errors."""
+    from mmlab.real.scenarios import OBSERVE_TRIES
+    n = 0
+    for r in runs:
+        bad = [op for op in r.get("not_observed", ()) if op in COMPARED_OPS]
+        kinds = [op for op in r.get("not_observed", ()) if op not in COMPARED_OPS]
+        where = f"{r['kernel']} {r['populator']} {r['size_bytes'] >> 20}M"
+        if bad:
+            n += 1
+            con.print(f"[bold red]not observed[/] {where}: {', '.join(bad)}: no wait measured inside the populate "
+                      f"in a round, {OBSERVE_TRIES} tries (a victim descheduled through it, or a writer that never "
+                      f"asked for mmap_lock while it held it); no verdict uses it")
+        elif kinds:
+            con.print(f"[dim]{where}: no {'/'.join(kinds)} call asked for mmap_lock while the populate ran (the "
+                      f"writer blocks in whichever call comes next): not observed, no verdict[/]")
+    return n
 
 
 def _worst(s: Optional[dict[str, Any]]) -> float:
@@ -203,11 +239,14 @@ def _latency_out(con: Any, args: argparse.Namespace, name: str, runs: list[dict[
         con.print(f"[dim]victim waits from wall-clock timing around the calls: {trace_unavailable()}[/]")
     for n, why in skipped.items():
         con.print(f"[yellow]{n}[/]: {why}")
+    unobserved = not_observed_lines(con, runs)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"timing": timing, "runs": runs, "verdicts": vs, "noise_floor": floor, "skipped": skipped}, f,
-                      indent=2)
-    return 1 if args.expect_bounded and any(not v["bounded"] for v in vs) else 0
+            json.dump({"timing": timing, "runs": runs, "verdicts": vs, "noise_floor": floor, "skipped": skipped,
+                       "not_observed": unobserved}, f, indent=2)
+    if unobserved:
+        return 1
+    return 1 if args.expect_bounded and any(v["bounded"] is False for v in vs) else 0
 
 
 def race_table(con: Any, results: list[dict[str, Any]], title: str) -> None:
@@ -226,10 +265,17 @@ def race_table(con: Any, results: list[dict[str, Any]], title: str) -> None:
         w = r.get("waits") or {}
         wait = "-" if w.get("racer_call_us") is None else _fmt_us(w["racer_call_us"]) + " / " + (
             "-" if w.get("racer_lock_wait_us") is None else _fmt_us(w["racer_lock_wait_us"]))
-        t.add_row(r["kernel"], r["populator"], r["racer"], str(r["rounds"]), str(r["window_hits"]), r.get("timing", "-"),
+        t.add_row(r["kernel"], r["populator"], r["racer"], str(r["rounds"]), window_cell(r), r.get("timing", "-"),
                   str(o["OK"]), str(o["INTERESTING"]), f"[red]{o['FORBIDDEN']}[/]" if o["FORBIDDEN"] else "0",
                   f"[bold red]{o.get('ERROR', 0)}[/]" if o.get("ERROR") else "0", str(r["wrong_pages"]), wait)
     con.print(t)
+
+
+def window_cell(r: dict[str, Any]) -> str:
+    """Window hits, and the rounds whose hit is unknown (their populating call is missing from the
+    trace): ``h (+u unknown)``; an unknown round is not a miss."""
+    u = r.get("window_unknown", 0)
+    return f"{r['window_hits']} (+{u} unknown)" if u else str(r["window_hits"])
 
 
 def race_problems(con: Any, results: list[dict[str, Any]]) -> None:
@@ -246,6 +292,9 @@ def race_problems(con: Any, results: list[dict[str, Any]]) -> None:
         if r.get("racer_first"):
             con.print(f"[dim]{r['kernel']} {r['populator']} vs {r['racer']}: {r['racer_first']} round(s) run again: "
                       f"the racer took the range before the populate mapped it (EEXIST), so they tested nothing[/]")
+        if r.get("window_unknown"):
+            con.print(f"[yellow]{r['kernel']} {r['populator']} vs {r['racer']}: {r['window_unknown']} round(s) with the "
+                      f"window hit unknown: the populating call is missing from the trace (not counted as misses)[/]")
         if r.get("lost_events"):
             con.print(f"[yellow]{r['kernel']} {r['populator']} vs {r['racer']}: {r['lost_events']} trace events lost: "
                       f"window hits may be undercounted[/]")

@@ -25,15 +25,15 @@ def test_the_reference_is_claimed_by_version_and_a_variant_is_marked(tmp_path: P
         assert d["marked"] == [ref, "v6.18+per_vma_lock=off"] if ref == "v6.18" else d["marked"][0] == ref
         assert {r["kernel"] for r in d["results"]} >= {"real", ref, "v6.18+per_vma_lock=off"}
         assert set(d["disagreements_by_profile"]) == set(d["marked"])
-    assert rc == (1 if d["disagreements"] or d["race_errors"] else 0)
+    assert rc == (1 if d["disagreements"] or d["race_errors"] or d["latency_not_observed"] else 0)
     assert d["timing"]["race"] and set(d["timing"]["race"]) <= {"traced", "wall"}
 
 
 def test_marks_count_disagreements_per_profile() -> None:
     counts = {"v6.18": 0, "v6.18+per_vma_lock=off": 0}
-    yes = {"outcomes": {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 2, "ERROR": 0}}
-    no = {"outcomes": {"OK": 2, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}}
-    errors = {"outcomes": {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 2}}
+    yes = {"outcomes": {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 2, "ERROR": 0}, "window_hits": 2}
+    no = {"outcomes": {"OK": 2, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}, "window_hits": 1}
+    errors = {"outcomes": {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 2}, "window_hits": 0}
     assert _mark(yes, yes, _race_key, counts, "v6.18") == "="
     assert "!=" in _mark(yes, no, _race_key, counts, "v6.18+per_vma_lock=off")
     assert _mark(errors, no, _race_key, counts, "v6.18") == "?"  # nothing graded: neither = nor !=

@@ -77,7 +77,12 @@ def test_real_populate_file_outcomes_agree_with_the_v618_model() -> None:
 def test_latency_cell_waits_from_the_kernels_events_beside_wall_clock() -> None:
     t = S.RealTarget()
     try:
-        r = S.run_latency_cell(t, S.POPULATORS["populate-anon"], 4 << 20, rounds=1)
+        for _ in range(5):  # under load the writer may sit out a whole 4 MiB populate: run the cell again
+            r = S.run_latency_cell(t, S.POPULATORS["populate-anon"], 4 << 20, rounds=1)
+            compared = [op for op in ("mmap", "mprotect", "munmap")
+                        if r["victim"][op]["count"] and r["victim_wall"][op]["count"]]
+            if compared:
+                break
         wall = S.RealTarget(timing="wall")
         try:
             w = S.run_latency_cell(wall, S.POPULATORS["populate-anon"], 1 << 20, rounds=1)
@@ -89,7 +94,7 @@ def test_latency_cell_waits_from_the_kernels_events_beside_wall_clock() -> None:
     assert set(r["victim_wall"]) == set(r["victim"]) >= {"fault", "writer"}
     # a lock wait is part of the call around it: the traced worst never exceeds the wall worst by
     # more than the clocks' resolution (the trace's is 1 us)
-    for op in ("mmap", "mprotect", "munmap"):
-        if r["victim"][op]["count"] and r["victim_wall"][op]["count"]:
-            assert r["victim"][op]["max_us"] <= r["victim_wall"][op]["max_us"] + 2
+    assert compared, r  # a test that compared nothing tested nothing
+    for op in compared:
+        assert r["victim"][op]["max_us"] <= r["victim_wall"][op]["max_us"] + 2
     assert _instances() == []
