@@ -27,6 +27,7 @@ COMMANDS: list[str] = [
     "mmlab.report.explore_cmd",
     "mmlab.report.sweep_cmd",
     "mmlab.report.trace_cmd",
+    "mmlab.report.calibrate_cmd",
 ]
 
 
