@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from mmlab.clock import ZERO_COSTS, Costs
 from mmlab.flags import MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
@@ -64,9 +64,11 @@ class Dilation:
         return d
 
 
-def measure_call_overhead_ns(kernel: object = "v6.18", pairs: int = 100, trials: int = 5) -> float:
+def measure_call_overhead_ns(kernel: object = "v6.18", pairs: int = 100, trials: int = 5,
+                             stat: Callable[[list[float]], float] = statistics.median) -> float:
     """Real ns per syscall of the model with no cost: one-page mmap+munmap pairs on a fresh MM,
-    the median trial. Includes the test switch's burn when it is set."""
+    the median trial (*stat*: min for the interpreter's own speed, without the load a shared
+    machine adds). Includes the test switch's burn when it is set."""
     from mmlab.mm.mm_struct import MM
 
     mm = MM(kernel, ZERO_COSTS)  # type: ignore[arg-type]
@@ -79,7 +81,7 @@ def measure_call_overhead_ns(kernel: object = "v6.18", pairs: int = 100, trials:
         for _ in range(pairs):
             mm.munmap(mm.mmap(0, PAGE_SIZE, rw, flags), PAGE_SIZE)
         per.append((time.perf_counter_ns() - t0) / (2 * pairs))
-    return statistics.median(per)
+    return stat(per)
 
 
 def choose_dilation(costs: Costs, overhead_ns: Optional[float] = None, target_ns: Optional[float] = None,

@@ -14,7 +14,7 @@ from mmlab.report.latency_cmd import parse_size, parse_sizes
 pytestmark = pytest.mark.timeout(120)
 
 SMALL = ["--populator", "populate-anon", "--sizes", "16M,128M", "--time-scale", "0.5", "--noise-ms", "100",
-         "--repeats", "2", "--quiet-stalls"]
+         "--repeats", "2", "--quiet-stalls", "--residual-us", "8"]
 
 
 def test_parse_sizes() -> None:
