@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "mmlab.report.bench_cmd",
     "mmlab.report.explore_cmd",
     "mmlab.report.sweep_cmd",
+    "mmlab.report.tune_cmd",
 ]
 
 

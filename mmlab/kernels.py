@@ -55,6 +55,10 @@ class Kernel:
     """bounded: populate holds mmap_sem read for at most this many pages, then drops it if a writer waits (0: never)."""
     populate_checks_identity: bool = False
     """bounded: after every re-take, populate only vmas of the mappings the call asked to populate."""
+    populate_yield_after_us: int = 0
+    """bounded: at a batch boundary, yield only to a waiter queued at least this long (us of modelled time, scaled with the costs; 0: any waiter)."""
+    populate_batch_max_pages: int = 0
+    """bounded: the batch doubles after each check that finds nobody waiting, up to this many pages; back to populate_batch_pages after a yield (0: fixed)."""
 
     def with_switches(self, **changes: object) -> "Kernel":
         """A copy with some switches flipped; the name records what changed."""
@@ -96,6 +100,8 @@ SWITCH_DOCS: dict[str, str] = {
     "mremap_dontunmap": "5.7: mremap(MREMAP_DONTUNMAP) moves the pages, leaves the old vma empty",
     "populate_batch_pages": "bounded: read hold at most N pages, dropped when a writer waits (0: never)",
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
+    "populate_yield_after_us": "bounded: yield only to a waiter queued at least N us (0: any waiter)",
+    "populate_batch_max_pages": "bounded: batch doubles while nobody waits, up to N pages (0: fixed)",
 }
 
 PATCH_ALIASES: dict[str, str] = {
