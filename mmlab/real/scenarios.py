@@ -502,12 +502,13 @@ def run_noise_floor(t: Target, ms: int = 200) -> dict[str, Any]:
 
 
 def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[str, Any]:
-    """*rounds* populates of *size* with the victims running; victim ops overlapping the populating
-    call are kept. ``worst_us`` per op is the median over rounds of each round's p99.9 (see
+    """*rounds* populates of *size* with the victims running, then *rounds* alone (``alone_ms``,
+    ``slowdown``: medians); victim ops overlapping the populating call are kept. ``worst_us`` per op is the median over rounds of each round's p99.9 (see
     _summary), so one vCPU steal in one round does not make a verdict."""
     per_round: dict[str, list[float]] = {op: [] for op in VERDICT_OPS}
     all_samples: list[tuple[str, int, int]] = []
     pop_ms: list[float] = []
+    alone_ms: list[float] = []
     st = PopState(0, size)
     with _switch_interval(), t.area(2 * size) as base:
         st.target = base
@@ -541,6 +542,17 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 for op in VERDICT_OPS:
                     if op in worst:
                         per_round[op].append(worst[op])
+            for _ in range(rounds):  # the same populate with no victims: the baseline of its slowdown
+                pop.setup(t, st)
+                try:
+                    a0 = time.perf_counter_ns()
+                    try:
+                        pop.populate(t, st)
+                    except OSError as e:
+                        st.error = f"{pop.name}: {e}"
+                    alone_ms.append((time.perf_counter_ns() - a0) / 1e6)
+                finally:
+                    pop.teardown(t, st)
         finally:
             if st.file is not None:
                 t.close_file(st.file)
@@ -550,8 +562,11 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
             summ[op]["worst_us"] = sorted(ws)[len(ws) // 2]
     for op in VERDICT_OPS:  # zeros shown: a victim that never ran inside the populate says so
         summ.setdefault(op, {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0})
+    med = sorted(pop_ms)[len(pop_ms) // 2]
+    alone = sorted(alone_ms)[len(alone_ms) // 2] if alone_ms else None
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
-            "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "error": st.error}
+            "populate_ms": med, "alone_ms": alone, "slowdown": med / alone if alone else None,
+            "victim": summ, "error": st.error}
 
 
 def judge(kernel: str, populator: str, op: str, sizes: list[int], worst_us: list[float],
