@@ -24,6 +24,8 @@ import json
 import random
 import re
 import sys
+from typing import Optional
+
 from mmlab.clock import DEFAULT_COSTS
 
 __all__ = ["register", "run", "parse_size", "parse_sizes"]
@@ -102,29 +104,29 @@ def add_time_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> object:
-    """The Dilation for *args* (after setting the burn switch), or a ValueError."""
+    """The Dilation for *args*, or a ValueError (then nothing is changed). Sets the burn switch
+    (mmlab.clock.hooks.syscall_burn_ns) before calibrating; the caller resets it."""
     from mmlab.clock import DEFAULT_COSTS, hooks
     from mmlab.harness.dilation import RESIDUAL_TARGET_NS, choose_dilation
 
     if args.burn_us < 0:
         raise ValueError("--burn-us must be >= 0")
-    hooks.syscall_burn_ns = int(args.burn_us * 1e3)
-    costs = DEFAULT_COSTS.scaled(ts)
-    text = str(args.dilation).strip().lower()
     res_us = args.residual_us if args.residual_us is not None else (4.0 if quick else RESIDUAL_TARGET_NS / 1e3)
     if not res_us > 0:
         raise ValueError("--residual-us must be > 0")
-    if text == "auto":
-        return choose_dilation(costs, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns)
+    text = str(args.dilation).strip().lower()
+    k: Optional[float] = None
     if text == "off":
-        return choose_dilation(costs, k=1.0, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns)
-    try:
-        k = float(text)
-    except ValueError:
-        raise ValueError(f"--dilation takes auto, off or a number >= 1, not {args.dilation!r}") from None
-    if not k >= 1:
-        raise ValueError(f"--dilation must be >= 1, not {args.dilation!r}")
-    return choose_dilation(costs, k=k, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns)
+        k = 1.0
+    elif text != "auto":
+        try:
+            k = float(text)
+        except ValueError:
+            raise ValueError(f"--dilation takes auto, off or a number >= 1, not {args.dilation!r}") from None
+        if not k >= 1:
+            raise ValueError(f"--dilation must be >= 1, not {args.dilation!r}")
+    hooks.syscall_burn_ns = int(args.burn_us * 1e3)
+    return choose_dilation(DEFAULT_COSTS.scaled(ts), k=k, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns)
 
 
 def _bad(msg: str) -> int:
