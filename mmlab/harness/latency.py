@@ -42,7 +42,7 @@ from mmlab.harness.watchdog import Watchdog
 from mmlab.kernels import Kernel
 from mmlab.mm.mm_struct import MM
 
-__all__ = ["LatencyConfig", "RunResult", "LatencyResult", "PolicyCost", "run_one", "run_alone",
+__all__ = ["LatencyConfig", "RunResult", "LatencyResult", "PolicyCost", "run_one", "run_alone", "dilation_text",
            "run_noise_floor", "run_latency", "populator_available", "policy_costs", "VICTIM_OPS",
            "VERDICT_OPS"]
 
@@ -76,12 +76,9 @@ class LatencyConfig:
     dilation: Optional[Dilation] = None  # None: an undilated clock (interpreter time counts in full)
     alone_repeats: Optional[int] = None  # populate-alone runs per size (default: repeats)
 
-    def clock(self) -> RealClock:
-        return RealClock(dilation=self.dilation.k if self.dilation else 1.0)
-
-    @property
-    def k(self) -> float:
-        return self.dilation.k if self.dilation else 1.0
+    def run_dilation(self) -> Optional[Dilation]:
+        """The dilation of the next run: an automatic one measured again now."""
+        return self.dilation.recalibrated() if self.dilation is not None else None
 
 
 @dataclass
@@ -101,6 +98,7 @@ class RunResult:
     repeat: int = 0
     alone_ms: Optional[float] = None  # the same populate with no victims (median of its runs)
     yields: int = 0                   # times the populate dropped the lock for a waiter (worst round)
+    dilation: Optional[Dilation] = None  # this run's clock (k, residuals)
 
     @property
     def slowdown(self) -> Optional[float]:
@@ -115,6 +113,7 @@ class RunResult:
                                 "populate_hold_ms": self.populate_hold_ms, "victim": self.victim}
         if self.populator:
             d.update(alone_ms=self.alone_ms, slowdown=self.slowdown, yields=self.yields)
+        d["time"] = _time_dict(self.dilation)
         if self.stalls:
             d["stalls"] = self.stalls
         if self.errors:
@@ -148,6 +147,7 @@ class LatencyResult:
                        "repeats": c.repeats,
                        "stall_ms": c.stall_ms},
             "time": _time_dict(c.dilation),
+            "time_per_run": dilation_range(self.runs + self.noise + self.alone),
             "runs": [r.as_dict() for r in self.runs],
             "alone": [{"kernel": r.kernel, "populator": r.populator, "size_bytes": r.size_bytes,
                        "populate_ms": r.populate_ms, "repeat": r.repeat} for r in self.alone],
@@ -169,6 +169,25 @@ class LatencyResult:
     @property
     def failed(self) -> list[RunResult]:
         return [r for r in self.runs + self.noise + self.alone if r.errors]
+
+
+def dilation_range(runs: list["RunResult"]) -> dict[str, object]:
+    """k and the residuals over a report's runs (an automatic k is measured before each)."""
+    ds = [r.dilation for r in runs if r.dilation is not None]
+    if not ds:
+        return {"k_min": 1.0, "k_max": 1.0, "residual_ns_max": None, "handoff_residual_ns_max": None}
+    return {"k_min": min(d.k for d in ds), "k_median": statistics.median(d.k for d in ds),
+            "k_max": max(d.k for d in ds), "residual_ns_max": max(d.residual_ns for d in ds),
+            "handoff_residual_ns_max": max(d.handoff_residual_ns for d in ds)}
+
+
+def dilation_text(runs: list["RunResult"]) -> str:
+    d = dilation_range(runs)
+    if d["residual_ns_max"] is None:
+        return "undilated: the interpreter's time counts in full as modelled time"
+    return (f"per run: dilation k {d['k_min']:.1f}-{d['k_max']:.1f} (median {d['k_median']:.1f}); residual at "
+            f"most {d['residual_ns_max'] / 1e3:.2f} us of modelled time per call, "  # type: ignore[operator]
+            f"a thread hand-off at most {d['handoff_residual_ns_max'] / 1e3:.2f} us")  # type: ignore[operator]
 
 
 def _time_dict(d: Optional[Dilation]) -> dict[str, object]:
@@ -289,7 +308,9 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
     """One run on a fresh MM: victims start, then (once they run) the populator populates
     *size* bytes ``cfg.rounds`` times; without a populator, the victims run ``duration_s`` of
     clock time; without victims (*victims_on* False) the populate runs alone."""
-    mm = MM(kernel, cfg.costs, cfg.clock())
+    dil = cfg.run_dilation()
+    k = dil.k if dil is not None else 1.0
+    mm = MM(kernel, cfg.costs, RealClock(dilation=k))
     rng = random.Random(seed)
     set_task_name("mmlab-main")
     st: Optional[PopState] = None
@@ -317,7 +338,6 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
         pop_task = Task("populator", steps)
         tasks.append(pop_task)
     wd = Watchdog(mm, stall_ms=cfg.stall_ms, hang_ms=cfg.hang_ms, out=cfg.watchdog_out)
-    k = cfg.k
     group = TaskGroup(mm, tasks, duration_s=duration_s * k if duration_s is not None else None,
                       watchdog=wd, timeline=timeline, timeout_s=max(60.0, cfg.hang_ms / 1e3 + 10) * k)
     old_si = _prepare_process()
@@ -347,7 +367,7 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
                      pop_ms, hold_ms, _victim_summary(victims), stalls=res.stalls,
                      errors=[str(e) for e in res.errors] + ([f"tasks did not stop: {res.hung}"] if res.hung else []),
                      reason=res.reason, hang=res.hang_report, spans=spans, elapsed_ms=res.elapsed_ns / 1e6,
-                     yields=yields)
+                     yields=yields, dilation=dil)
 
 
 def _resetup(p: Populator, mm: MM, st: PopState, size: int) -> None:

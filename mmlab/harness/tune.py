@@ -82,28 +82,31 @@ class TuneResult:
     size: int
     sweeps: list[Sweep]
     points: list[TunePoint]
+    runs: list[RunResult] = field(default_factory=list)  # every run, for the per-run dilations
 
     def as_dict(self) -> dict[str, object]:
-        from mmlab.harness.latency import _time_dict
+        from mmlab.harness.latency import _time_dict, dilation_range
         c = self.config
         return {"config": {"kernel": c.kernels[0].name, "populator": c.populators[0].name, "size_bytes": self.size,
                            "victims": list(c.victims), "interval_ns": c.interval_ns, "repeats": c.repeats,
                            "time_scale": c.costs.time_scale, "seed": c.seed,
                            "sweeps": [{"switch": s.switch, "values": list(s.values)} for s in self.sweeps]},
-                "time": _time_dict(c.dilation),
+                "time": _time_dict(c.dilation), "time_per_run": dilation_range(self.runs),
                 "points": [p.as_dict() for p in self.points]}
 
 
 def _measure(pt: TunePoint, k: Kernel, pop: Populator, size: int, cfg: LatencyConfig, rng: random.Random,
-             progress: Optional[Callable[[TunePoint, str], None]]) -> None:
+             progress: Optional[Callable[[TunePoint, str], None]], runs: list[RunResult]) -> None:
     for _ in range(cfg.repeats):
         a = run_alone(k, pop, size, cfg, rng.randrange(1 << 30))
+        runs.append(a)
         if a.errors or a.reason != "done":
             pt.errors.extend(a.errors or [a.reason])
             continue
         pt.alone_ms.append(a.populate_ms)
     for _ in range(cfg.repeats):
         r: RunResult = run_one(k, pop, size, cfg, rng.randrange(1 << 30))
+        runs.append(r)
         w = r.worst_wait_us("writer")
         if r.errors or r.reason != "done" or w is None:
             pt.errors.extend(r.errors or [f"{r.reason}: no writer wait recorded"])
@@ -130,15 +133,16 @@ def run_tune(cfg: LatencyConfig, size: int, sweeps: list[Sweep], references: lis
     pop = cfg.populators[0]
     rng = random.Random(cfg.seed)
     points = []
+    runs: list[RunResult] = []
     for combo in itertools.product(*(s.values for s in sweeps)):
         changes = {s.switch: v for s, v in zip(sweeps, combo)}
         k = base.with_switches(**changes)
         pt = TunePoint(k.name, changes, False)
-        _measure(pt, k, pop, size, cfg, rng, progress)
+        _measure(pt, k, pop, size, cfg, rng, progress, runs)
         points.append(pt)
     for ref in references:
         pt = TunePoint(ref.name, {}, True)
-        _measure(pt, ref, pop, size, cfg, rng, progress)
+        _measure(pt, ref, pop, size, cfg, rng, progress, runs)
         points.append(pt)
     _mark_pareto(points)
-    return TuneResult(cfg, size, sweeps, points)
+    return TuneResult(cfg, size, sweeps, points, runs)

@@ -176,7 +176,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
             seed: int, dil: object) -> int:
     from rich.console import Console
 
-    from mmlab.harness.latency import LatencyConfig, RunResult, policy_costs, run_latency
+    from mmlab.harness.latency import LatencyConfig, RunResult, dilation_text, policy_costs, run_latency
     from mmlab.report.latency_tables import fmt_us, populator_table, size_text, verdict_table
 
     console = Console()
@@ -242,7 +242,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
     console.print("waits are the model's lock-record waits (acquired - requested); 'max wall' is the "
                   "victim call's time, interpreter included; 'noise' rows are the victims alone; 'alone' is "
                   "the populate with no victims, 'slowdown' populate / alone. All in modelled time: "
-                  + dil.text(), style="dim", highlight=False)  # type: ignore[attr-defined]
+                  + dilation_text(res.runs + res.noise + res.alone), style="dim", highlight=False)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res.as_dict(), f, indent=1, default=str)

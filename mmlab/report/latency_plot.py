@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional
 
-from mmlab.harness.latency import LatencyResult, RunResult
+from mmlab.harness.latency import LatencyResult, RunResult, dilation_range
 
 __all__ = ["have_matplotlib", "plot_latency"]
 
@@ -52,9 +52,10 @@ def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = 
         sizes = sorted({r.size_bytes / (1 << 20) for r in res.runs if r.populator == p})
         ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        d = res.config.dilation
-        ax.set_title(p + (f"\n(dilation k={d.k:.0f}, residual {d.residual_ns / 1e3:.1f} us/call)" if d else
-                          "\n(undilated)"), fontsize=9)
+        d = dilation_range(res.runs)
+        ax.set_title(p + (f"\n(dilation k {d['k_min']:.0f}-{d['k_max']:.0f}, residual <= "
+                          f"{d['residual_ns_max'] / 1e3:.1f} us/call)" if d["residual_ns_max"] is not None
+                          else "\n(undilated)"), fontsize=9)
         ax.set_xlabel("populate size (MiB)")
         if i == 0:
             ax.set_ylabel("worst mmap_sem wait (ms; no wait drawn at 1 us)")

@@ -93,6 +93,7 @@ def _report(args: argparse.Namespace, cfg: object, size: int, sweeps: list, refs
     from rich.console import Console
     from rich.table import Table
 
+    from mmlab.harness.latency import dilation_text
     from mmlab.harness.tune import TunePoint, run_tune
     from mmlab.report.latency_tables import size_text
 
@@ -124,7 +125,7 @@ def _report(args: argparse.Namespace, cfg: object, size: int, sweeps: list, refs
                   f"{sorted(p.alone_ms)[len(p.alone_ms) // 2]:.1f} ms" if p.alone_ms else "-",
                   "*" if p.pareto else "")
     console.print(t)
-    console.print("times are modelled (see the dilation line); a point is the median over its repeats",
+    console.print("times are modelled; a point is the median over its repeats; " + dilation_text(res.runs),
                   style="dim", highlight=False)
     if args.json:
         with open(args.json, "w") as f:

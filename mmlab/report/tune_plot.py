@@ -3,6 +3,7 @@ switch value, the Pareto front joined, the reference kernels marked."""
 
 from __future__ import annotations
 
+from mmlab.harness.latency import dilation_range
 from mmlab.harness.tune import TuneResult
 
 __all__ = ["plot_tune"]
@@ -38,11 +39,12 @@ def plot_tune(res: TuneResult, path: str) -> None:
     ax.set_xlabel("populate slowdown (beside the victims / alone)")
     ax.set_ylabel("writer worst wait (ms, modelled, log)")
     c = res.config
-    d = c.dilation
+    d = dilation_range(res.runs)
     ax.set_title(f"{c.populators[0].name} {res.size >> 20} MiB: {names[0]}"
                  + (f" x {names[1]}" if len(names) > 1 else "")
-                 + (f"\nmedians of {c.repeats}; dilation k={d.k:.1f}, residual {d.residual_ns / 1e3:.2f} us/call"
-                    if d else f"\nmedians of {c.repeats}; undilated"), fontsize=10)
+                 + (f"\nmedians of {c.repeats}; dilation k {d['k_min']:.0f}-{d['k_max']:.0f} per run, residual "
+                    f"<= {d['residual_ns_max'] / 1e3:.2f} us/call, hand-off <= {d['handoff_residual_ns_max'] / 1e3:.1f} us"
+                    if d["residual_ns_max"] is not None else f"\nmedians of {c.repeats}; undilated"), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=110)

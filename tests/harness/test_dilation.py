@@ -9,7 +9,8 @@ import time
 import pytest
 
 from mmlab.clock import DEFAULT_COSTS, RealClock, hooks
-from mmlab.harness.dilation import K_MAX, choose_dilation, measure_call_overhead_ns
+from mmlab.harness.dilation import (HANDOFF_TARGET_NS, K_MAX, choose_dilation, measure_call_overhead_ns,
+                                    measure_handoff_ns)
 from mmlab.harness.latency import LatencyConfig, run_alone, run_one
 from mmlab.harness.populators import get_populators
 from mmlab.kernels import get_kernel
@@ -43,15 +44,25 @@ def test_undilated_clock_is_the_real_clock() -> None:
     assert c.real_s(1_000_000) == pytest.approx(0.001)
 
 
-def test_k_follows_the_overhead_and_the_time_scale() -> None:
-    d = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000)
-    assert d.k == pytest.approx(10) and d.residual_ns == pytest.approx(1_000)
-    half = choose_dilation(DEFAULT_COSTS.scaled(0.5), overhead_ns=10_000)
-    full = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000)
+def test_k_follows_the_overhead_the_hand_off_and_the_time_scale() -> None:
+    d = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000, handoff_ns=0)
+    assert d.k == pytest.approx(10) and d.residual_ns == pytest.approx(1_000) and d.auto
+    half = choose_dilation(DEFAULT_COSTS.scaled(0.5), overhead_ns=10_000, handoff_ns=0)
+    full = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, handoff_ns=0)
     assert half.k == pytest.approx(2 * full.k)  # costs halved: k doubles, the residual's share holds
-    assert choose_dilation(DEFAULT_COSTS, overhead_ns=10, target_ns=1_000).k == 1.0
-    assert choose_dilation(DEFAULT_COSTS, overhead_ns=1e9, target_ns=1).k == K_MAX
+    # a slow hand-off (a loaded host) raises k until a yield's overhead is HANDOFF_TARGET_NS
+    slow = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000, handoff_ns=40 * HANDOFF_TARGET_NS)
+    assert slow.k == pytest.approx(40) and slow.handoff_residual_ns == pytest.approx(HANDOFF_TARGET_NS)
+    assert choose_dilation(DEFAULT_COSTS, overhead_ns=10, target_ns=1_000, handoff_ns=0).k == 1.0
+    assert choose_dilation(DEFAULT_COSTS, overhead_ns=1e9, target_ns=1, handoff_ns=0).k == K_MAX
+    fixed = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, k=3.0)
+    assert fixed.k == 3.0 and not fixed.auto and fixed.recalibrated() is fixed
     assert "residual" in d.text()
+
+
+def test_a_yield_costs_more_real_time_than_nothing() -> None:
+    h = measure_handoff_ns(cycles=4, hold_ns=200_000)
+    assert h > 0  # two wake-ups and a sleep's overshoot: never free
 
 
 def test_burn_switch_adds_interpreter_time_per_call(burn_off: None) -> None:
