@@ -160,20 +160,24 @@ def measure_call_overhead_ns(kernel: object = "v6.18", pairs: int = 100, trials:
 
 
 def choose_dilation(costs: Costs, overhead_ns: Optional[float] = None, target_ns: Optional[float] = None,
-                    k: Optional[float] = None, burn_ns: int = 0, handoff_ns: Optional[float] = None) -> Dilation:
+                    k: Optional[float] = None, burn_ns: int = 0, handoff_ns: Optional[float] = None,
+                    handoff_target_ns: Optional[float] = None) -> Dilation:
     """k = the larger of overhead / target and hand-off / HANDOFF_TARGET_NS, within [1, K_MAX];
-    *target_ns* defaults to RESIDUAL_TARGET_NS, both targets scale with the time scale. Without a
+    *target_ns* defaults to RESIDUAL_TARGET_NS and *handoff_target_ns* to HANDOFF_TARGET_NS, each
+    times the time scale. Without a
     given *k* the result is ``auto``: :meth:`Dilation.recalibrated` measures again before each
     run. A given *k* is taken as it is (the residual is still reported)."""
     ts = costs.time_scale if costs.time_scale > 0 else 1.0
     if target_ns is None:
         target_ns = RESIDUAL_TARGET_NS * ts
+    if handoff_target_ns is None:
+        handoff_target_ns = HANDOFF_TARGET_NS * ts
     if k is not None:
         if overhead_ns is None:
             overhead_ns = measure_call_overhead_ns()
         return Dilation(k=k, overhead_ns=overhead_ns, target_ns=target_ns, burn_ns=burn_ns,
-                        handoff_ns=handoff_ns or 0.0, handoff_target_ns=HANDOFF_TARGET_NS * ts)
-    return _auto(target_ns, HANDOFF_TARGET_NS * ts, burn_ns, overhead_ns, handoff_ns)
+                        handoff_ns=handoff_ns or 0.0, handoff_target_ns=handoff_target_ns)
+    return _auto(target_ns, handoff_target_ns, burn_ns, overhead_ns, handoff_ns)
 
 
 def _auto(target_ns: float, handoff_target_ns: float, burn_ns: int, overhead_ns: Optional[float] = None,

@@ -15,6 +15,7 @@ from mmlab.mm.mm_struct import MM
 
 SIZE = 4 << 20  # 1024 pages
 PAGES = SIZE // PAGE_SIZE
+B = "bounded+populate_yield_after_us=0"  # a yield at every batch boundary a waiter is seen at
 
 
 def _populate(spec: str, contended_after: int = 0, age_us: Optional[float] = 0.0) -> list[int]:
@@ -45,13 +46,13 @@ def _populate(spec: str, contended_after: int = 0, age_us: Optional[float] = 0.0
 
 
 def test_batch_yields_at_every_batch_boundary_while_a_writer_waits() -> None:
-    assert _populate("bounded+populate_batch_pages=512") == [512]
-    assert _populate("bounded+populate_batch_pages=64") == list(range(64, PAGES, 64))
+    assert _populate(B + "+populate_batch_pages=512") == [512]
+    assert _populate(B + "+populate_batch_pages=64") == list(range(64, PAGES, 64))
     assert _populate("v6.18") == []  # today's kernel never yields
 
 
 def test_a_batch_smaller_than_a_page_table_is_honoured() -> None:
-    assert _populate("bounded+populate_batch_pages=100")[:3] == [100, 200, 300]
+    assert _populate(B + "+populate_batch_pages=100")[:3] == [100, 200, 300]
 
 
 def test_yield_after_waits_for_the_waiter_to_age() -> None:
@@ -62,9 +63,14 @@ def test_yield_after_waits_for_the_waiter_to_age() -> None:
 
 
 def test_batch_grows_while_nobody_waits_and_restarts_after_a_yield() -> None:
-    fixed = _populate("bounded+populate_batch_pages=64", contended_after=600)
-    grown = _populate("bounded+populate_batch_pages=64+populate_batch_max_pages=512", contended_after=600)
+    fixed = _populate(B + "+populate_batch_pages=64", contended_after=600)
+    grown = _populate(B + "+populate_batch_pages=64+populate_batch_max_pages=512", contended_after=600)
     assert fixed[0] == 640                               # the first boundary after the waiter came
     # 64, 128, 256, 512 (capped): boundaries at 64, 192, 448, 960 -- the waiter is seen later
     assert grown[0] == 960
     assert fixed == list(range(640, PAGES, 64))
+
+
+def test_the_shipped_policy_yields_every_64_pages_to_a_writer_queued_500us() -> None:
+    assert _populate("bounded", age_us=499) == []
+    assert _populate("bounded", age_us=500) == list(range(64, PAGES, 64))
