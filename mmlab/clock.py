@@ -131,13 +131,18 @@ class RealClock(Clock):
 
     ``dilation`` k >= 1: costs take k times as long on the real clock and ``now_ns()`` runs k
     times slower than it (see the module docstring); debts and credits are kept in clock ns.
+    ``carry_credit``: an overshoot earned under one lock hold is kept past its release for the
+    thread's next costs (a populate that yields pays its oversleeping once, as it does alone),
+    instead of being dropped at every release; a hold after it may then be shorter than its work
+    by at most one overshoot.
     """
 
-    def __init__(self, quantum_ns: int = 200_000, dilation: float = 1.0) -> None:
+    def __init__(self, quantum_ns: int = 200_000, dilation: float = 1.0, carry_credit: bool = False) -> None:
         if not dilation >= 1.0:
             raise ValueError(f"dilation must be >= 1, not {dilation!r}")
         self.quantum_ns = quantum_ns
         self.dilation = dilation
+        self.carry_credit = carry_credit
         self._debt = _Debt()
         self.deferring = False
         if dilation != 1.0:
@@ -171,9 +176,11 @@ class RealClock(Clock):
 
     def settle(self) -> None:
         d = self._debt.ns
-        self._debt.ns = 0  # credit does not outlive the lock hold it was earned in
         if d > 0:
-            self._sleep(d)
+            self._debt.ns = 0
+            self._debt.ns = -self._sleep(d) if self.carry_credit else 0
+        elif not self.carry_credit:
+            self._debt.ns = 0  # credit does not outlive the lock hold it was earned in
 
     def wait(self, ns: int, why: str = "") -> None:
         self.settle()

@@ -37,7 +37,7 @@ from mmlab.clock import ZERO_COSTS, Costs
 from mmlab.flags import MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
 
 __all__ = ["Dilation", "measure_call_overhead_ns", "measure_handoff_ns", "choose_dilation", "RESIDUAL_TARGET_NS",
-           "HANDOFF_TARGET_NS", "K_MAX"]
+           "HANDOFF_TARGET_NS", "K_MIN_AUTO", "K_MAX"]
 
 HANDOFF_TARGET_NS = 10_000
 """One yield's real overhead (:func:`measure_handoff_ns`: drop the lock to a queued writer, the
@@ -46,6 +46,10 @@ hand-off each way, what a kernel rwsem yield costs, about ten microseconds."""
 RESIDUAL_TARGET_NS = 1_000
 """Interpreter time per syscall allowed into modelled time at time scale 1: a fifth of what this
 machine's kernel takes for a one-page mmap or munmap (~4.5 us, research/real-kernel-6.18.md)."""
+K_MIN_AUTO = 32.0
+"""An automatic k is at least this (divided by how much --residual-us loosens the targets): the
+calibration sees a few tens of milliseconds, and on a shared machine the load moves within a run;
+a scheduling hiccup of 30 ms then counts at most ~1 ms."""
 K_MAX = 64.0
 """Dilation ceiling: beyond it a 1 GiB run would take minutes; the residual is reported instead."""
 
@@ -59,6 +63,7 @@ class Dilation:
     handoff_ns: float = 0.0  # measured thread hand-off (wake-up) latency (real ns); 0: not measured
     handoff_target_ns: float = HANDOFF_TARGET_NS
     auto: bool = False       # k is recalibrated before every run (the host's load moves)
+    k_min: float = 1.0       # an automatic k's floor
 
     @property
     def residual_ns(self) -> float:
@@ -89,7 +94,7 @@ class Dilation:
         """For an auto dilation, k measured again now (same targets); else itself."""
         if not self.auto:
             return self
-        return _auto(self.target_ns, self.handoff_target_ns, self.burn_ns)
+        return _auto(self.target_ns, self.handoff_target_ns, self.burn_ns, k_min=self.k_min)
 
 
 def measure_handoff_ns(cycles: int = 15, hold_ns: int = 1_000_000) -> float:
@@ -177,15 +182,16 @@ def choose_dilation(costs: Costs, overhead_ns: Optional[float] = None, target_ns
             overhead_ns = measure_call_overhead_ns()
         return Dilation(k=k, overhead_ns=overhead_ns, target_ns=target_ns, burn_ns=burn_ns,
                         handoff_ns=handoff_ns or 0.0, handoff_target_ns=handoff_target_ns)
-    return _auto(target_ns, handoff_target_ns, burn_ns, overhead_ns, handoff_ns)
+    return _auto(target_ns, handoff_target_ns, burn_ns, overhead_ns, handoff_ns,
+                 K_MIN_AUTO * (HANDOFF_TARGET_NS * ts) / handoff_target_ns)
 
 
 def _auto(target_ns: float, handoff_target_ns: float, burn_ns: int, overhead_ns: Optional[float] = None,
-          handoff_ns: Optional[float] = None) -> Dilation:
+          handoff_ns: Optional[float] = None, k_min: float = 1.0) -> Dilation:
     if overhead_ns is None:
         overhead_ns = measure_call_overhead_ns(trials=3)
     if handoff_ns is None:
         handoff_ns = measure_handoff_ns()
-    k = min(max(overhead_ns / target_ns, handoff_ns / handoff_target_ns, 1.0), K_MAX)
+    k = min(max(overhead_ns / target_ns, handoff_ns / handoff_target_ns, k_min, 1.0), K_MAX)
     return Dilation(k=k, overhead_ns=overhead_ns, target_ns=target_ns, burn_ns=burn_ns, handoff_ns=handoff_ns,
-                    handoff_target_ns=handoff_target_ns, auto=True)
+                    handoff_target_ns=handoff_target_ns, auto=True, k_min=k_min)

@@ -310,7 +310,9 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
     clock time; without victims (*victims_on* False) the populate runs alone."""
     dil = cfg.run_dilation()
     k = dil.k if dil is not None else 1.0
-    mm = MM(kernel, cfg.costs, RealClock(dilation=k))
+    # dilated runs keep a sleep's overshoot as credit past a lock release (RealClock.carry_credit):
+    # a populate that yields then pays its oversleeping once, as it does alone
+    mm = MM(kernel, cfg.costs, RealClock(dilation=k, carry_credit=dil is not None))
     rng = random.Random(seed)
     set_task_name("mmlab-main")
     st: Optional[PopState] = None

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mmlab.clock import DEFAULT_COSTS, RealClock, hooks
-from mmlab.harness.dilation import (HANDOFF_TARGET_NS, K_MAX, choose_dilation, measure_call_overhead_ns,
+from mmlab.harness.dilation import (HANDOFF_TARGET_NS, K_MAX, K_MIN_AUTO, choose_dilation, measure_call_overhead_ns,
                                     measure_handoff_ns)
 from mmlab.harness.latency import LatencyConfig, run_alone, run_one
 from mmlab.harness.populators import get_populators
@@ -45,15 +45,18 @@ def test_undilated_clock_is_the_real_clock() -> None:
 
 
 def test_k_follows_the_overhead_the_hand_off_and_the_time_scale() -> None:
-    d = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000, handoff_ns=0)
+    loose = 32 * HANDOFF_TARGET_NS  # a hand-off target loose enough that the floor is 1
+    d = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000, handoff_ns=0, handoff_target_ns=loose)
     assert d.k == pytest.approx(10) and d.residual_ns == pytest.approx(1_000) and d.auto
-    half = choose_dilation(DEFAULT_COSTS.scaled(0.5), overhead_ns=10_000, handoff_ns=0)
-    full = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, handoff_ns=0)
+    half = choose_dilation(DEFAULT_COSTS.scaled(0.5), overhead_ns=10_000, handoff_ns=0, handoff_target_ns=loose)
+    full = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, handoff_ns=0, handoff_target_ns=loose)
     assert half.k == pytest.approx(2 * full.k)  # costs halved: k doubles, the residual's share holds
     # a slow hand-off (a loaded host) raises k until a yield's overhead is HANDOFF_TARGET_NS
     slow = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, target_ns=1_000, handoff_ns=40 * HANDOFF_TARGET_NS)
     assert slow.k == pytest.approx(40) and slow.handoff_residual_ns == pytest.approx(HANDOFF_TARGET_NS)
-    assert choose_dilation(DEFAULT_COSTS, overhead_ns=10, target_ns=1_000, handoff_ns=0).k == 1.0
+    # at the default targets an automatic k never goes below the floor; K_MAX caps it
+    assert choose_dilation(DEFAULT_COSTS, overhead_ns=10, handoff_ns=0).k == K_MIN_AUTO
+    assert choose_dilation(DEFAULT_COSTS, overhead_ns=10, handoff_ns=0, handoff_target_ns=loose).k == 1.0
     assert choose_dilation(DEFAULT_COSTS, overhead_ns=1e9, target_ns=1, handoff_ns=0).k == K_MAX
     fixed = choose_dilation(DEFAULT_COSTS, overhead_ns=10_000, k=3.0)
     assert fixed.k == 3.0 and not fixed.auto and fixed.recalibrated() is fixed
@@ -104,3 +107,14 @@ def test_doubling_the_interpreter_overhead_moves_waits_and_slowdowns_by_at_most_
     assert wa > 100  # the writer did wait for a batch: there is something to move
     assert wb == pytest.approx(wa, rel=0.10), (wa, wb)
     assert sb == pytest.approx(sa, rel=0.10), (sa, sb)
+
+
+def test_credit_outlives_a_release_only_when_asked() -> None:
+    """A sleep overshoots; the overshoot is credit against the thread's next costs. It is dropped
+    at a lock release (settle) unless the clock carries it."""
+    for carry in (False, True):
+        c = RealClock(carry_credit=carry)
+        c.spend(1_000_000, "populate")  # one quantum or more: slept at once, overshoot is credit
+        c.settle()
+        left = c._debt.ns
+        assert (left <= 0) if carry else (left == 0)
