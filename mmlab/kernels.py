@@ -138,17 +138,16 @@ V6_18 = Kernel(
     mprotect_populates_locked=True,
     mremap_dontunmap=True,
 )
-# bounded's policy, chosen with `mmlab tune` (README, docs/tune-batch.png): check for a waiter every
-# 64 pages and yield to one queued 500 us or more. Against a yield at every 512-page batch
-# boundary (the first proposal) the writer's worst wait is lower (~1.1-1.5 ms against 1.4-2.1 ms
-# at 256 MiB on a loaded machine), and a writer storm cannot make the populate yield more than
-# once per 500 us (1.04x instead of 1.10x with 64-page batches and no threshold).
+# bounded's policy, chosen with `mmlab tune` (README, docs/tune-batch.png): yield at every 512-page
+# boundary a writer waits at. On the Pareto front at a writer every 250 us (0.87 ms, 1.011x at
+# 256 MiB) and under a writer storm (1.25 ms, 1.004x: at most one yield per batch); a 500 us
+# threshold with 64-page checks (populate_yield_after_us) and a growing batch
+# (populate_batch_max_pages) did not beat it.
 BOUNDED = dataclasses.replace(
     V6_18,
     name="bounded",
-    description="proposal: read holds that yield to a writer queued 500 us (checked every 64 pages), identity-checked populate",
-    populate_batch_pages=64,
-    populate_yield_after_us=500,
+    description="proposal: bounded read holds that yield to writers, identity-checked populate",
+    populate_batch_pages=512,
     populate_checks_identity=True,
 )
 

@@ -71,6 +71,6 @@ def test_batch_grows_while_nobody_waits_and_restarts_after_a_yield() -> None:
     assert fixed == list(range(640, PAGES, 64))
 
 
-def test_the_shipped_policy_yields_every_64_pages_to_a_writer_queued_500us() -> None:
-    assert _populate("bounded", age_us=499) == []
-    assert _populate("bounded", age_us=500) == list(range(64, PAGES, 64))
+def test_the_shipped_policy_yields_at_every_512_page_boundary_a_writer_waits_at() -> None:
+    assert _populate("bounded", age_us=0) == [512]
+    assert _populate("bounded", contended_after=600) == []  # nobody waited at 512; 1024 is the end

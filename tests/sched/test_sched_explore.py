@@ -123,15 +123,15 @@ def test_token_round_trip_and_damage() -> None:
         decode_token("hello")
 
 
-# bounded's yield policies (mmlab/mm/gup.py). Each yields within the 4 MiB populate (batches of
-# 64 pages, 1.6 ms of virtual work): with the identity check off the race comes back, which shows
+# bounded's yield policies (mmlab/mm/gup.py). Each yields within the 4 MiB populate (1,024 pages,
+# 1.6 ms of virtual work): with the identity check off the race comes back, which shows
 # the schedules reach a yield; with it on (as shipped) nothing is FORBIDDEN.
-_POLICIES = ["bounded+populate_yield_after_us=0",
-             "bounded",  # the shipped policy: yield to a writer queued 500 us, checked every 64 pages
-             "bounded+populate_yield_after_us=100",
-             "bounded+populate_yield_after_us=0+populate_batch_max_pages=256",
-             "bounded+populate_yield_after_us=200+populate_batch_max_pages=256",
-             "bounded+populate_batch_pages=512+populate_yield_after_us=0"]
+_POLICIES = ["bounded+populate_batch_pages=64",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=500",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=100",
+             "bounded+populate_batch_pages=64+populate_batch_max_pages=256",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=200+populate_batch_max_pages=256",
+             "bounded"]  # the shipped policy: a yield at every 512-page boundary
 
 
 @pytest.mark.parametrize("policy", _POLICIES)
