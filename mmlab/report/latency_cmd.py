@@ -97,7 +97,7 @@ def add_time_args(p: argparse.ArgumentParser) -> None:
                    "measured per-call overhead and --residual-us; off: K=1 (interpreter time counts in full)")
     p.add_argument("--residual-us", type=float, default=None,
                    help="auto dilation: interpreter time per call allowed into modelled time at time scale 1 "
-                   "(default 1; 4 with --quick); a yield's overhead is allowed 10x as much")
+                   "(default 1; 8 with --quick); a yield's overhead is allowed 10x as much")
     p.add_argument("--burn-us", type=float, default=0.0,
                    help="test switch: spin this long (holding the GIL) at every syscall entry, as a slower "
                    "interpreter would; auto dilation measures it with the rest")
@@ -111,7 +111,7 @@ def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> o
 
     if args.burn_us < 0:
         raise ValueError("--burn-us must be >= 0")
-    res_us = args.residual_us if args.residual_us is not None else (4.0 if quick else RESIDUAL_TARGET_NS / 1e3)
+    res_us = args.residual_us if args.residual_us is not None else (8.0 if quick else RESIDUAL_TARGET_NS / 1e3)
     if not res_us > 0:
         raise ValueError("--residual-us must be > 0")
     text = str(args.dilation).strip().lower()
