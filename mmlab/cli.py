@@ -20,12 +20,14 @@ COMMANDS: list[str] = [
     "mmlab.report.race_cmd",
     "mmlab.report.stress_cmd",
     "mmlab.report.diff_cmd",
+    "mmlab.report.conform_cmd",
     "mmlab.report.real_cmd",
     "mmlab.report.compare_cmd",
     "mmlab.report.bench_cmd",
     "mmlab.report.explore_cmd",
     "mmlab.report.sweep_cmd",
     "mmlab.report.tune_cmd",
+    "mmlab.report.trace_cmd",
 ]
 
 

@@ -682,11 +682,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     import io
 
-    from rich.console import Console
+    from mmlab.report.console import ReportConsole  # names whole even past the width (report/console.py)
     tr = terminalreporter
     tr.write_sep("=", "mmlab merged results")
     buf = io.StringIO()
-    Console(file=buf, width=max(tr._tw.fullwidth, 220), force_terminal=tr._tw.hasmarkup,
+    ReportConsole(file=buf, width=max(tr._tw.fullwidth, 220), force_terminal=tr._tw.hasmarkup,
             color_system="standard" if tr._tw.hasmarkup else None).print(st.merged.table())
     tr.write(buf.getvalue())
     ws = sorted(st.merged.workers)

@@ -6,7 +6,7 @@ measures one (warm-up, then at least five runs, median/min/max, a verdict per go
 
 from mmlab.bench.registry import REGISTRY, Benchmark, Goal, Row, Run, benchmark, pending, select
 from mmlab.bench.runner import MIN_RUNS, RowResult, machine_info, run_benchmark
-from mmlab.bench import syscalls, populate, locks, features  # noqa: F401,E402 - registration
+from mmlab.bench import syscalls, populate, locks, features, trace  # noqa: F401,E402 - registration
 
 __all__ = ["REGISTRY", "Benchmark", "Goal", "Row", "Run", "benchmark", "pending", "select",
            "run_benchmark", "RowResult", "machine_info", "MIN_RUNS"]

@@ -73,6 +73,8 @@ class LatencyConfig:
     noise_s: float = 0.25               # length of the noise-floor run
     timeline_for: Optional[tuple[str, str, int]] = None  # (kernel, populator, size) to keep spans of
     watchdog_out: Optional[Callable[[str], None]] = None
+    # Called with each finished run and its MM (e.g. to write its lock and call records out).
+    on_run: Optional[Callable[["RunResult", MM], None]] = None
     dilation: Optional[Dilation] = None  # None: an undilated clock (interpreter time counts in full)
     alone_repeats: Optional[int] = None  # populate-alone runs per size (default: repeats)
 
@@ -365,11 +367,14 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
         t0 = group.t_start_ns
         spans = [LockSpan(x.task, x.op, x.mode, x.how, x.req_ns - t0, x.acq_ns - t0, x.rel_ns - t0)
                  for x in spans]
-    return RunResult(kernel.name, populator.name if populator else "", size if populator else 0,
-                     pop_ms, hold_ms, _victim_summary(victims), stalls=res.stalls,
-                     errors=[str(e) for e in res.errors] + ([f"tasks did not stop: {res.hung}"] if res.hung else []),
-                     reason=res.reason, hang=res.hang_report, spans=spans, elapsed_ms=res.elapsed_ns / 1e6,
-                     yields=yields, dilation=dil)
+    result = RunResult(kernel.name, populator.name if populator else "", size if populator else 0,
+                       pop_ms, hold_ms, _victim_summary(victims), stalls=res.stalls,
+                       errors=[str(e) for e in res.errors] + ([f"tasks did not stop: {res.hung}"] if res.hung else []),
+                       reason=res.reason, hang=res.hang_report, spans=spans, elapsed_ms=res.elapsed_ns / 1e6,
+                       yields=yields, dilation=dil)
+    if cfg.on_run is not None:
+        cfg.on_run(result, mm)
+    return result
 
 
 def _resetup(p: Populator, mm: MM, st: PopState, size: int) -> None:

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Optional
 
 from mmlab.clock import hooks
 from mmlab.current import current
-from mmlab.errors import EFAULT, SIGBUS
+from mmlab.errors import EFAULT, SIGBUS, SIGSEGV
 from mmlab.flags import (PAGE_SIZE, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP, VM_POPULATE,
                          VM_SHARED, VM_WRITE)
 from mmlab.mm.filemap import filemap_read
+from mmlab.mm.guard import first_guard
 from mmlab.mm.memory import VM_FAULT_RETRY, handle_mm_fault
 from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
 from mmlab.mm.vma import Vma, anon_vma_prepare
@@ -171,10 +172,25 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         cost = mm.costs.cost("file_page")
     if file is None or write:
         anon_vma_prepare(vma)
+    if file is None and vma.flags & VM_SHARED:  # shmem_fault() beyond the object's size: SIGBUS
+        size = mm.shmem_pages.get(vma.anon_vma)
+        if size is not None:
+            limit = vma.start + ((size - vma.pgoff) << 12)
+            if start >= limit:
+                return -EFAULT, True
+            end = min(end, limit)
+    guards = mm.guards
     while addr < end:
         stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
         if batch and addr + (batch - since_check) * PAGE_SIZE < stop:  # a batch smaller than a chunk
             stop = addr + (batch - since_check) * PAGE_SIZE
+        if guards:  # a guard marker faults with SIGSEGV: gup stops there (-EFAULT if first)
+            g = first_guard(guards, addr, stop)
+            if g == addr:
+                done = (addr - start) >> 12
+                return (done if done else -EFAULT), True
+            if g is not None:
+                stop = g
         if file is not None:  # a run of page-cache pages at a time; the disk where they are not
             pg0 = vma.file_pgoff(addr)
             if pg0 >= file.npages:  # SIGBUS territory: gup returns what it did, else -EFAULT
@@ -229,7 +245,7 @@ def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, 
         try:
             r = handle_mm_fault(mm, vma, addr, write, call.call_id, task, populate=True,
                                 unlock=_unlock if allow_retry else None)
-        except SIGBUS:
+        except (SIGBUS, SIGSEGV):
             done = (addr - start) >> 12
             return (done if done else -EFAULT), True
         if r == VM_FAULT_RETRY:

@@ -5,6 +5,8 @@ lock at all. Otherwise it faults:
 
 * with ``per_vma_lock`` (6.4+), lock_vma_under_rcu() first: the vma is found without mmap_sem
   and read-locked on its own; a write-locked vma, or a fault that must wait for disk, falls back;
+  the first private write fault of a vma without an anon_vma takes mmap_sem with a trylock to
+  set one up (vmf_anon_prepare()), and falls back if the trylock fails;
 * the fallback (and every fault before 6.4) takes mmap_sem for read, finds the vma, grows a
   VM_GROWSDOWN stack if the address is just below it (find_extend_vma), and faults. A file page
   that needs the disk drops mmap_sem for the read and retries (FAULT_FLAG_ALLOW_RETRY/TRIED).
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from mmlab.errors import SIGBUS, SIGSEGV
 from mmlab.flags import PAGE_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_READ, VM_SHARED, VM_WRITE
 from mmlab.mm.filemap import filemap_read
+from mmlab.mm.guard import first_guard
 from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_POPULATE, PTE_PRESENT, PTE_WRITTEN
 from mmlab.mm.vma import Vma, anon_vma_prepare
 
@@ -57,8 +60,12 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         else:
             pt.update_state(addr, st | PTE_WRITTEN)
         return 1
+    if mm.guards and first_guard(mm.guards, addr, addr + PAGE_SIZE) is not None:
+        raise SIGSEGV(addr, "guard marker (MADV_GUARD_INSTALL)")
     file = vma.file
     if file is None:
+        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 52):
+            raise SIGBUS(addr, "beyond the shmem object of a shared anonymous mapping (grown by mremap)")
         anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
@@ -111,11 +118,26 @@ def _fault_vma_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int)
             return False
         if not access_ok(vma, write):
             raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {vma!r}")
+        if write and not vma.flags & VM_SHARED and not vma.anon_vma and not _vmf_anon_prepare(mm, vma):
+            return False
         # A fault that must wait for I/O drops the per-VMA lock and retries under mmap_lock.
         r = handle_mm_fault(mm, vma, addr, write, call_id, task, unlock=lambda: None)
         return r != VM_FAULT_RETRY
     finally:
         mm.vma_locks.end_read(vma)
+
+
+def _vmf_anon_prepare(mm: "MM", vma: Vma) -> bool:
+    """vmf_anon_prepare(): the first private write fault of a vma without an anon_vma, under the
+    per-VMA lock, takes mmap_lock with mmap_read_trylock() to set one up; if the trylock fails
+    the fault is retried under mmap_lock (False)."""
+    if not mm.mmap_sem.down_read_trylock():
+        return False
+    try:
+        anon_vma_prepare(vma)
+    finally:
+        mm.mmap_sem.up_read()
+    return True
 
 
 def _fault_mmap_locked(mm: "MM", addr: int, write: bool, call_id: int, task: int) -> None:

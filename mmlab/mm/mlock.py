@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from mmlab.errors import EAGAIN, EINVAL, ENOMEM, EPERM, EFAULT, err
 from mmlab.flags import (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, PAGE_SIZE, TASK_SIZE,
-                         VM_LOCKED, VM_LOCKONFAULT, VM_POPULATE, VM_IO, VM_PFNMAP)
+                         VM_DROPPABLE, VM_LOCKED, VM_LOCKONFAULT, VM_POPULATE, VM_IO, VM_PFNMAP)
 from mmlab.mm.gup import mm_populate
-from mmlab.mm.vma import check_range_mapped, splits_needed, vma_modify_flags
+from mmlab.mm.vma import vma_modify_flags
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM, CallInfo
@@ -41,7 +41,7 @@ def mlock_fixup(mm: "MM", call: "CallInfo", vma, start: int, end: int, newflags:
     """mlock_fixup(): change the lock bits of [start, end) in one vma; account locked_vm and
     mark (or unmark) the pages already present as mlocked."""
     old = vma.flags
-    if old == newflags or old & (VM_IO | VM_PFNMAP):
+    if old == newflags or old & (VM_IO | VM_PFNMAP | VM_DROPPABLE):  # VM_DROPPABLE: never locked
         return
     pages = (end - start) >> 12
     if newflags & VM_LOCKED and not old & VM_LOCKED:
@@ -57,18 +57,30 @@ def mlock_fixup(mm: "MM", call: "CallInfo", vma, start: int, end: int, newflags:
 
 
 def _apply_lock_flags(mm: "MM", call: "CallInfo", start: int, end: int, bits: int) -> None:
-    """apply_vma_lock_flags(): called with mmap_sem held for write; ENOMEM on a hole, before
-    anything changes."""
-    vmas = check_range_mapped(mm, start, end)
-    if not vmas:
+    """apply_vma_lock_flags(): called with mmap_sem held for write. No vma at start is ENOMEM
+    with nothing changed; otherwise the vmas are (un)locked one by one, and a hole (or a split
+    beyond max_map_count) stops the walk with ENOMEM, the vmas before it (un)locked -- and, for
+    mlock, not populated: do_mlock() returns before __mm_populate()."""
+    v = mm.vmas.vma_lookup(start)
+    if v is None:
         raise err(ENOMEM, call.name)
-    n = splits_needed(vmas, start, end, lambda v: _new_lock_flags(v.flags, bits) != v.flags)
-    if n and mm.map_count + n > mm.max_map_count:  # each split_vma() checks map_count
+    pos = start
+    while pos < end:
+        v = mm.vmas.find_vma(pos)
+        if v is None or v.start >= end:
+            break
+        if v.start > pos:
+            raise err(ENOMEM, call.name)  # a hole
+        part_end = min(end, v.end)
+        newflags = _new_lock_flags(v.flags, bits)
+        if newflags != v.flags and not v.flags & (VM_IO | VM_PFNMAP | VM_DROPPABLE):
+            splits = (v.start < pos) + (v.end > part_end)
+            if splits and mm.map_count + splits > mm.max_map_count:  # split_vma() checks map_count
+                raise err(ENOMEM, call.name)
+        mlock_fixup(mm, call, v, pos, part_end, newflags)
+        pos = part_end
+    if pos < end:
         raise err(ENOMEM, call.name)
-    for v in vmas:
-        if v.detached:
-            continue
-        mlock_fixup(mm, call, v, max(start, v.start), min(end, v.end), _new_lock_flags(v.flags, bits))
 
 
 def _new_lock_flags(flags: int, bits: int) -> int:
@@ -116,7 +128,9 @@ def sys_mlock2(mm: "MM", start: int, length: int, flags: int, name: str = "mlock
             _apply_lock_flags(mm, call, start, end, _lock_bits(mm, onfault))
         finally:
             mm.mmap_write_unlock()
-        if not onfault:
+        # do_mlock() calls __mm_populate() for MLOCK_ONFAULT too; 6.x populate_vma_page_range()
+        # skips the VM_LOCKONFAULT vmas, so that is a read hold that faults nothing
+        if not onfault or mm.kernel.populate_skips_inaccessible:
             r = mm_populate(mm, start, length, call, ignore_errors=False)
             if r:
                 raise err(ENOMEM if -r == EFAULT else EAGAIN if -r == ENOMEM else -r, name)
@@ -150,7 +164,8 @@ def sys_munlock(mm: "MM", start: int, length: int) -> int:
 
 def sys_mlockall(mm: "MM", flags: int) -> int:
     """sys_mlockall(): apply_mlockall_flags() under the write lock, then mm_populate(0, TASK_SIZE)
-    for MCL_CURRENT without MCL_ONFAULT."""
+    for MCL_CURRENT (with MCL_ONFAULT it faults nothing where ``populate_skips_inaccessible``;
+    older profiles here skip the call)."""
     call = mm.begin_call("mlockall", (flags,))
     k = mm.kernel
     try:
@@ -167,8 +182,8 @@ def sys_mlockall(mm: "MM", flags: int) -> int:
             _apply_mlockall_flags(mm, call, flags, onfault)
         finally:
             mm.mmap_write_unlock()
-        if flags & MCL_CURRENT and not onfault:
-            mm_populate(mm, 0, TASK_SIZE, call)
+        if flags & MCL_CURRENT and (not onfault or k.populate_skips_inaccessible):
+            mm_populate(mm, 0, TASK_SIZE, call)  # with MCL_ONFAULT: a read hold that skips every vma
     except BaseException as e:
         mm.end_call(call, e)
         raise

@@ -3,8 +3,9 @@
 Each syscall method is a thin entry that names the call for provenance and delegates to the
 module that mirrors the kernel file implementing it (mm/mmap.c -> mmap.py, ...). Calls may come
 from any number of real threads at once; the calling thread is the task (:mod:`mmlab.current`).
-Bad input raises OSError with Linux's errno and leaves the model as it was; user accesses that
-the kernel answers with a signal raise :class:`mmlab.errors.SIGSEGV` / ``SIGBUS``.
+Bad input raises OSError with Linux's errno and leaves the state Linux leaves: unchanged where
+Linux checks before it changes, the vmas before a hole changed where it walks (mprotect, mlock,
+munlock, madvise); user accesses that the kernel answers with a signal raise :class:`mmlab.errors.SIGSEGV` / ``SIGBUS``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Optional, Union
 
 from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, burn, hooks
 from mmlab.current import current, next_call_id, task_local
-from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_GROWSDOWN, VM_LOCKED,
+from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.locking import MmapSem, VmaLocks
@@ -116,7 +117,13 @@ class MM:
         self.mmap_sem = MmapSem(self.clock, history=history)
         self.vma_locks = VmaLocks()
         self.vmas = VmaTree(MMAP_BASE)
+        # 4.12+: stack_guard_gap pages stay free below a VM_GROWSDOWN vma; before, the one guard
+        # page was the stack vma's own lowest page and placement kept no gap
+        if self.kernel.stack_guard_gap > 1:
+            self.vmas.stack_guard_gap = self.kernel.stack_guard_gap * PAGE_SIZE
         self.pt = PageTable()
+        self.guards: list[int] = []  # guard markers (MADV_GUARD_INSTALL): sorted page addresses
+        self.shmem_pages: dict[int, int] = {}  # size of each shared anonymous mapping's shmem object
         self.origins = OriginMap()
         self.def_flags = 0
         self.locked_vm = 0  # pages
@@ -137,7 +144,8 @@ class MM:
 
     def _setup_stack(self) -> None:
         start = STACK_TOP - STACK_PAGES * PAGE_SIZE
-        v = Vma(start, STACK_TOP, VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_GROWSDOWN, name="[stack]")
+        v = Vma(start, STACK_TOP, VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_GROWSDOWN | VM_ACCOUNT,
+                name="[stack]")
         self.vmas.insert(v)
         self.total_vm += STACK_PAGES
         o = self.origins.new(0, "stack", False, "exec")
@@ -375,8 +383,13 @@ class MM:
 
 def _smaps_flags(flags: int) -> str:
     from mmlab.flags import (VM_EXEC, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYSHARE, VM_SHARED)
+    from mmlab.flags import (VM_DONTCOPY, VM_DONTDUMP, VM_DROPPABLE, VM_HUGEPAGE, VM_MERGEABLE,
+                             VM_NOHUGEPAGE, VM_NORESERVE, VM_RAND_READ, VM_SEQ_READ, VM_WIPEONFORK)
+    from mmlab.flags import VM_ACCOUNT, VM_MAYBE_GUARD
     names = [(VM_READ, "rd"), (VM_WRITE, "wr"), (VM_EXEC, "ex"), (VM_SHARED, "sh"), (VM_MAYREAD, "mr"),
              (VM_MAYWRITE, "mw"), (VM_MAYEXEC, "me"), (VM_MAYSHARE, "ms"), (VM_GROWSDOWN, "gd"),
-             (VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf")]
+             (VM_MAYBE_GUARD, "gu"), (VM_LOCKED, "lo"), (VM_SEQ_READ, "sr"), (VM_RAND_READ, "rr"),
+             (VM_DONTCOPY, "dc"), (VM_ACCOUNT, "ac"), (VM_NORESERVE, "nr"), (VM_WIPEONFORK, "wf"), (VM_DONTDUMP, "dd"), (VM_HUGEPAGE, "hg"),
+             (VM_NOHUGEPAGE, "nh"), (VM_MERGEABLE, "mg"), (VM_LOCKONFAULT, "lf"), (VM_DROPPABLE, "dp")]
     return " ".join(n for b, n in names if flags & b)
 

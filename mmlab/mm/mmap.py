@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Optional
 
 from mmlab.errors import (EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOVERFLOW, EAGAIN, EPERM, err)
 from mmlab.flags import (
-    MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NONBLOCK,
+    MAP_ANONYMOUS, MAP_DROPPABLE, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NONBLOCK,
     MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, PAGE_SIZE, PROT_EXEC,
     PROT_READ, PROT_WRITE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_LOCKONFAULT,
     VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE, VM_POPULATE, VM_READ,
-    VM_SHARED, VM_WRITE, page_align,
+    VM_SHARED, VM_WRITE, VM_ACCOUNT, VM_DONTDUMP, VM_DROPPABLE, VM_WIPEONFORK, page_align,
 )
 from mmlab.mm.filemap import File
 from mmlab.mm.gup import mm_populate, populate_range_locked
+from mmlab.mm.guard import guard_remove
 from mmlab.mm.pagetable import PTE_MLOCKED
 from mmlab.mm.vma import Vma, shmem_zero_setup
 
@@ -39,6 +40,7 @@ __all__ = ["sys_mmap", "sys_munmap", "sys_brk", "do_mmap", "check_unmap", "detac
 PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC
 MAP_KNOWN = (0x0F | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | 0x0800 | 0x1000 | MAP_LOCKED |
              MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x80000 | MAP_FIXED_NOREPLACE)
+PMD_SIZE = 1 << 21
 _VM_DATA_DEFAULT = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
 
@@ -80,7 +82,8 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     if prot & ~(PROT_KNOWN | 0x03000000):
         raise err(EINVAL, "mmap")
     maptype = flags & 0x0F
-    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE) and \
+            not (maptype == MAP_DROPPABLE and k.map_droppable):
         raise err(EINVAL, "mmap")
     if maptype == MAP_SHARED_VALIDATE and flags & MAP_ANONYMOUS:
         raise err(EINVAL, "mmap")  # anonymous mappings know only MAP_SHARED and MAP_PRIVATE
@@ -118,12 +121,17 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         raise err(EPERM, "mmap")
     if not mm.mlock_future_ok(vm_flags, length):
         raise err(EAGAIN, "mmap")
-    if maptype != MAP_PRIVATE:
+    if maptype == MAP_DROPPABLE:
+        _droppable_checks(flags, vm_flags, anon)
+        vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
+    elif maptype != MAP_PRIVATE:
         vm_flags |= VM_SHARED | VM_MAYSHARE
         if file is not None and not file.writable:
             vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
     if flags & MAP_NORESERVE:
         vm_flags |= VM_NORESERVE
+    if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE:  # accountable_mapping()
+        vm_flags |= VM_ACCOUNT
     # placement
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE_SIZE - 1):
@@ -133,9 +141,11 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
             if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
                 raise err(EEXIST, "mmap")
-    else:
+    elif file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
         addr = mm.vmas.get_unmapped_area(length, addr)
-    if anon and maptype == MAP_PRIVATE:
+    else:
+        addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
+    if anon and maptype != MAP_SHARED:  # private or droppable
         pgoff = addr >> 12
     elif anon:
         pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
@@ -158,6 +168,60 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
 EOPNOTSUPP_ = 95
 
 
+def _droppable_checks(flags: int, vm_flags: int, anon: bool) -> None:
+    """do_mmap()'s MAP_DROPPABLE case (6.11, ``map_droppable``): anonymous memory only (a file is
+    EINVAL), and neither locked, huge nor a stack. The vma gets VM_DROPPABLE, VM_NORESERVE,
+    VM_WIPEONFORK and VM_DONTDUMP; mlock() leaves it unlocked (mlock_fixup())."""
+    if not anon or flags & (MAP_LOCKED | MAP_HUGETLB_) or vm_flags & VM_GROWSDOWN:
+        raise err(EINVAL, "mmap")
+
+
+MAP_HUGETLB_ = 0x40000
+
+
+def get_unmapped_area(mm: "MM", file: Optional[File], addr: int, length: int, pgoff: int,
+                      flags: int) -> int:
+    """__get_unmapped_area() without MAP_FIXED: where a new mapping of *length* goes.
+
+    With ``thp_get_unmapped_area`` a mapping of a file on the disk's file system (ext4 here: its
+    file_operations.get_unmapped_area is thp_get_unmapped_area) goes through
+    __thp_get_unmapped_area(); tmpfs/memfd and shared anonymous memory (shmem_get_unmapped_area,
+    huge=never here) do not. With ``thp_align_anon`` a hint-less private anonymous mapping whose
+    length is a multiple of 2 MiB does too. Otherwise: the hint if it fits, else top-down."""
+    k = mm.kernel
+    if file is not None:
+        if k.thp_get_unmapped_area and not file.tmpfs:
+            r = _thp_get_unmapped_area(mm, addr, length, pgoff << 12)
+            if r:
+                return r
+    elif k.thp_align_anon and not addr and not length & (PMD_SIZE - 1) and not flags & MAP_SHARED:
+        r = _thp_get_unmapped_area(mm, 0, length, 0)
+        if r:
+            return r
+    return mm.vmas.get_unmapped_area(length, addr)
+
+
+def _thp_get_unmapped_area(mm: "MM", addr: int, length: int, off: int) -> int:
+    """__thp_get_unmapped_area() (mm/huge_memory.c): when [off, off+len) holds a whole aligned
+    2 MiB of the file, search for len + 2 MiB (at the hint if that much fits there, else top-down)
+    and place the mapping so that the file offset and the address agree modulo 2 MiB. 0 if not
+    applicable or nothing that long fits (the caller then searches for len alone)."""
+    off_end = off + length
+    off_align = (off + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    if off_end <= off_align or off_end - off_align < PMD_SIZE:
+        return 0
+    try:
+        ret = mm.vmas.get_unmapped_area(length + PMD_SIZE, addr)
+    except OSError:
+        return 0
+    if ret == addr:
+        return addr  # the hint had room for the padded length: no alignment
+    off_sub = (off - ret) & (PMD_SIZE - 1)
+    if not off_sub:  # MMF_TOPDOWN: take the top of the padded gap
+        return ret + PMD_SIZE
+    return ret + off_sub
+
+
 def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, length: int,
                 vm_flags: int, pgoff: int, asked_populate: bool, kind: str = "mmap",
                 hit: Optional[list[Vma]] = None) -> Vma:
@@ -171,6 +235,7 @@ def mmap_region(mm: "MM", call: "CallInfo", file: Optional[File], addr: int, len
     vma = Vma(addr, end, vm_flags, file, pgoff)
     if file is None and vm_flags & VM_SHARED:
         shmem_zero_setup(vma)
+        mm.shmem_pages[vma.anon_vma] = length >> 12  # the object's size: mremap growth past it SIGBUSes
     vma.vm_lock_seq = mm.vma_locks.mm_lock_seq if mm.kernel.per_vma_lock else -1
     mm.vmas.insert(vma)
     mm.total_vm += length >> 12
@@ -228,6 +293,8 @@ def detach_range(mm: "MM", start: int, end: int, hit: Optional[list[Vma]] = None
         out.append(v)
     mm.origins.clear(start, end)
     vmas.unmapped(start, end)
+    if mm.guards:  # an unmap clears the guard markers with the page tables
+        guard_remove(mm.guards, start, end)
     return out
 
 
@@ -279,10 +346,12 @@ def sys_munmap(mm: "MM", addr: int, length: int) -> int:
 
 
 def sys_brk(mm: "MM", brk: int) -> int:
-    """sys_brk(): returns the new break, or the old one on failure (brk never sets errno)."""
+    """sys_brk(): returns the new break, or the old one on failure (brk never sets errno). A shrink
+    zaps under the read lock after downgrade_write() with ``munmap_downgrade`` (4.20)."""
     call = mm.begin_call("brk", (brk,))
     k = mm.kernel
     populate = 0
+    downgraded = False
     mm.mmap_write_lock()
     try:
         origbrk = mm.brk_cur
@@ -301,15 +370,19 @@ def sys_brk(mm: "MM", brk: int) -> int:
             except OSError:
                 mm.end_call(call, origbrk)
                 return origbrk
-            zap_detached(mm, detach_range(mm, newbrk, oldbrk))
+            pieces = detach_range(mm, newbrk, oldbrk)
             mm.brk_cur = brk
+            if pieces and k.munmap_downgrade:  # do_vmi_align_munmap(unlock=true): zap under read
+                mm.mmap_write_downgrade()
+                downgraded = True
+            zap_detached(mm, pieces)
             mm.end_call(call, brk)
             return brk
         nxt = mm.vmas.find_vma(oldbrk)
         if nxt is not None and newbrk + PAGE_SIZE > nxt.start:
             mm.end_call(call, origbrk)
             return origbrk
-        vm_flags = _VM_DATA_DEFAULT | mm.def_flags
+        vm_flags = _VM_DATA_DEFAULT | VM_ACCOUNT | mm.def_flags  # do_brk_flags()
         if not k.mlock_onfault:
             vm_flags &= ~VM_LOCKONFAULT
         if not mm.mlock_future_ok(vm_flags, newbrk - oldbrk) or mm.map_count >= mm.max_map_count:
@@ -323,7 +396,10 @@ def sys_brk(mm: "MM", brk: int) -> int:
             elif not vm_flags & VM_LOCKONFAULT:
                 populate_range_locked(mm, vma, oldbrk, newbrk, call)
     finally:
-        mm.mmap_write_unlock()
+        if downgraded:
+            mm.mmap_read_unlock()
+        else:
+            mm.mmap_write_unlock()
     if populate:
         mm_populate(mm, oldbrk, populate, call)
     mm.end_call(call, brk)
@@ -369,7 +445,11 @@ def expand_stack(mm: "MM", vma: Vma, addr: int) -> Vma:
         if vma.end - new_start > mm.rlimit_stack:  # acct_stack_growth()
             raise SIGSEGV(addr, "RLIMIT_STACK")
         prev = mm.vmas.prev(vma)
-        if prev is not None and prev.end > new_start - PAGE_SIZE:
+        gap = mm.kernel.stack_guard_gap * PAGE_SIZE
+        if prev is not None and new_start - prev.end < gap and \
+                (gap == PAGE_SIZE or (not prev.flags & VM_GROWSDOWN and prev.accessible())):
+            # expand_downwards(): 4.12+ keeps stack_guard_gap from an accessible, non-stack
+            # prev; before, the guard page was the stack's own lowest page
             raise SIGSEGV(addr, "stack guard gap")
         grow = (vma.start - new_start) >> 12
         if vma.flags & VM_LOCKED and not mm.mlock_future_ok(vma.flags, grow << 12):

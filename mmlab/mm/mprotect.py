@@ -12,10 +12,10 @@ PROT_WRITE on a shared mapping of a file opened read-only) gives EACCES; PROT_GR
 without VM_GROWSDOWN gives EINVAL, and PROT_GROWSUP always does (x86 has no VM_GROWSUP); a split
 beyond max_map_count gives ENOMEM.
 
-One difference from Linux, on purpose: Linux changes the vmas one by one and returns the error of
-the first that fails, leaving the ones before it changed. The model checks every vma of the range
-first and changes nothing unless all pass (bad input leaves the model as it was); the errno is
-the one Linux returns.
+The vma walk changes the vmas one by one, as Linux does: a hole, a vma that refuses the
+protection (EACCES) or a split beyond max_map_count stops it with that errno, and the vmas before
+it keep their new protection. Only the checks made before the walk (the arguments, no vma at
+start, PROT_GROWSDOWN/GROWSUP) leave everything as it was.
 
 Profile switch: ``mprotect_populates_locked`` (v4.9, commit 36f881883c57): a private VM_LOCKED
 vma that becomes writable is populated with write faults right away, under the write lock, so
@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 from mmlab.errors import EACCES, EINVAL, ENOMEM, err
 from mmlab.flags import (PAGE_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_WRITE,
-                         VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_READ, VM_SHARED, VM_WRITE,
+                         VM_ACCOUNT, VM_EXEC, VM_GROWSDOWN, VM_LOCKED, VM_MAYSHARE, VM_NORESERVE, VM_READ,
+                         VM_SHARED, VM_WRITE,
                          page_align)
 from mmlab.mm.gup import populate_range_locked
 from mmlab.mm.mmap import calc_vm_prot_bits
-from mmlab.mm.vma import splits_needed, vma_modify_flags
+from mmlab.mm.vma import vma_modify_flags
 
 if TYPE_CHECKING:
     from mmlab.mm.mm_struct import MM
@@ -76,8 +77,8 @@ def sys_mprotect(mm: "MM", start: int, length: int, prot: int) -> int:
 
 
 def _mprotect_locked(mm: "MM", call, start: int, end: int, vm_prot: int, grows: int) -> None:
-    """The vma walk of do_mprotect_pkey(); called with mmap_sem held for write. Every check is
-    made before anything changes."""
+    """The vma walk of do_mprotect_pkey(); called with mmap_sem held for write. A failure part
+    way leaves the vmas before it changed."""
     vma = mm.vmas.find_vma(start)
     if vma is None:
         raise err(ENOMEM, "mprotect")
@@ -92,29 +93,41 @@ def _mprotect_locked(mm: "MM", call, start: int, end: int, vm_prot: int, grows: 
             raise err(ENOMEM, "mprotect")
         if grows & PROT_GROWSUP:
             raise err(EINVAL, "mprotect")  # no VM_GROWSUP on x86
-    # Check the whole range, in the order Linux meets the vmas.
-    vmas = []
+    # for_each_vma_range(): each vma is checked and changed before the next is looked at
     pos = start
-    for v in mm.vmas.range(start, end):
+    while pos < end:
+        v = mm.vmas.find_vma(pos)
+        if v is None or v.start >= end:
+            break
         if v.start > pos:
-            raise err(ENOMEM, "mprotect")  # a hole
+            raise err(ENOMEM, "mprotect")  # a hole: the vmas before it stay changed
         newflags = vm_prot | (v.flags & ~_RWX)
         if (newflags & ~(newflags >> 4)) & _RWX:  # VM_MAY* shifted onto VM_*
             raise err(EACCES, "mprotect")
-        vmas.append((v, newflags))
-        pos = v.end
+        part_end = min(end, v.end)
+        newflags = _account(v, newflags)
+        if newflags != v.flags:
+            splits = (v.start < pos) + (v.end > part_end)
+            if splits and mm.map_count + splits > mm.max_map_count:
+                raise err(ENOMEM, "mprotect")  # split_vma() at the limit
+        mprotect_fixup(mm, call, v, pos, part_end, newflags)
+        pos = part_end
     if pos < end:
         raise err(ENOMEM, "mprotect")
-    n = splits_needed([v for v, _ in vmas], start, end,
-                      lambda v: vm_prot | (v.flags & ~_RWX) != v.flags)
-    if n and mm.map_count + n > mm.max_map_count:
-        raise err(ENOMEM, "mprotect")
-    for v, newflags in vmas:
-        if v.detached:  # merged into its predecessor by the previous fixup
-            v = mm.vmas.vma_lookup(max(start, v.start))
-            if v is None:
-                continue
-        mprotect_fixup(mm, call, v, max(start, v.start), min(end, v.end), newflags)
+
+
+def _account(vma, newflags: int) -> int:
+    """mprotect_fixup()'s accounting: private memory becoming writable is charged (VM_ACCOUNT);
+    an anonymous vma that becomes read-only before it ever had a page (no anon_vma) gives the
+    charge back. A vma that keeps VM_ACCOUNT no longer merges with an unaccounted neighbour
+    (measured on 6.18: PROT_NONE -> RW -> PROT_NONE of one page merges back only if untouched)."""
+    old = vma.flags
+    if newflags & VM_WRITE:
+        if not old & (VM_ACCOUNT | VM_WRITE | VM_SHARED | VM_NORESERVE):
+            newflags |= VM_ACCOUNT
+    elif old & VM_ACCOUNT and vma.file is None and not old & VM_MAYSHARE and not vma.anon_vma:
+        newflags &= ~VM_ACCOUNT
+    return newflags
 
 
 def mprotect_fixup(mm: "MM", call, vma, start: int, end: int, newflags: int) -> None:

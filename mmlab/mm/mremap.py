@@ -32,7 +32,9 @@ Differences from Linux, on purpose:
   failing call there may already have unmapped them; here a failing call changes nothing;
 * every profile checks old_addr up front (EFAULT), as 6.x does; v3.7 let a shrink of an unmapped
   range succeed silently. Every profile refuses to duplicate a private mapping (4.17+);
-* the 6.17 extension that lets a move span several vmas is not modelled.
+* with ``mremap_move_multi_vma`` (6.17) an MREMAP_FIXED move without a size change may span
+  several vmas and the holes between them (remap_move()); before, and for every other mremap,
+  an old range running past its vma is EFAULT.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from mmlab.errors import EAGAIN, EFAULT, EINVAL, ENOMEM, err
-from mmlab.flags import (MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, TASK_SIZE,
+from mmlab.flags import (MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE, TASK_SIZE,
                          VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_PFNMAP, VM_SHARED, page_align)
 from mmlab.mm.gup import mm_populate, populate_range_locked
-from mmlab.mm.mmap import check_unmap, detach_range, zap_detached
+from mmlab.mm.guard import guard_move
+from mmlab.mm.mmap import check_unmap, detach_range, get_unmapped_area, zap_detached
 from mmlab.mm.vma import Vma, vma_modify_flags
 
 if TYPE_CHECKING:
@@ -110,6 +113,9 @@ def _mremap_locked(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_len:
     vma = mm.vmas.vma_lookup(addr)
     if vma is None:
         raise err(EFAULT, "mremap")
+    if flags & MREMAP_FIXED and old_len == new_len and addr + old_len > vma.end \
+            and mm.kernel.mremap_move_multi_vma:
+        return _remap_move(mm, call, addr, old_len, new_addr, flags)
     if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
         return _mremap_to(mm, call, addr, old_len, new_addr, new_len, flags)
     if old_len >= new_len:  # always allow a shrinking remap: that just unmaps the tail
@@ -129,9 +135,45 @@ def _mremap_locked(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_len:
         return _expand_in_place(mm, call, vma, addr, old_len, new_len)
     if not flags & MREMAP_MAYMOVE:
         raise err(ENOMEM, "mremap")
-    dest = mm.vmas.get_unmapped_area(new_len)
+    dest = _get_unmapped_area(mm, vma, addr, new_len, 0)
     _check_move_vma(mm)
     return _move_vma(mm, call, vma, addr, old_len, new_len, dest, flags)
+
+
+def _get_unmapped_area(mm: "MM", vma: Vma, addr: int, length: int, hint: int) -> int:
+    """get_unmapped_area() for the moved mapping: its file, pgoff and sharing decide the
+    placement as they do for mmap (THP alignment included)."""
+    pgoff = vma.pgoff + ((addr - vma.start) >> 12)
+    return get_unmapped_area(mm, vma.file, hint, length, pgoff,
+                             MAP_SHARED if vma.flags & VM_MAYSHARE else MAP_PRIVATE)
+
+
+def _remap_move(mm: "MM", call: "CallInfo", addr: int, length: int, new_addr: int, flags: int) -> _Result:
+    """remap_move() (6.17, ``mremap_move_multi_vma``): MREMAP_FIXED without a size change moves
+    every vma of [addr, addr+len) -- split at the ends as needed -- each to new_addr plus its
+    distance from the first, so the holes between them stay holes (only each moved piece's
+    destination is unmapped). No vma at addr is EFAULT (checked by the caller). The vmas move
+    one by one: one that fails stops the call, the ones before it moved."""
+    end = addr + length
+    res: Optional[_Result] = None
+    target = new_addr
+    last_end = 0
+    pos = addr
+    while pos < end:
+        vma = mm.vmas.find_vma(pos)
+        if vma is None or vma.start >= end:
+            break
+        a = max(vma.start, pos)
+        n = min(end, vma.end) - a
+        offset = vma.start - last_end if res is not None else 0
+        last_end = vma.end
+        r = _mremap_to(mm, call, a, n, target + offset, n, flags)
+        if res is None:
+            res = r
+        target = r.addr + n
+        pos = a + n
+    assert res is not None
+    return res
 
 
 def _vma_to_resize(mm: "MM", vma: Vma, addr: int, old_len: int, new_len: int, flags: int) -> None:
@@ -224,7 +266,7 @@ def _mremap_to(mm: "MM", call: "CallInfo", addr: int, old_len: int, new_addr: in
     if fixed:
         dest = new_addr
     else:  # MREMAP_DONTUNMAP alone: new_addr is a hint
-        dest = mm.vmas.get_unmapped_area(new_len, new_addr)
+        dest = _get_unmapped_area(mm, vma, addr, new_len, new_addr)
     _check_move_vma(mm)
     # Nothing can fail from here on.
     if fixed:
@@ -246,6 +288,8 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     locked = bool(vm_flags & VM_LOCKED)
     mm.vma_start_write(vma)
     new_pgoff = vma.pgoff + ((old_addr - vma.start) >> 12)
+    if vma.file is None and not vm_flags & VM_MAYSHARE and not vma.anon_vma:
+        new_pgoff = new_addr >> 12  # copy_vma(): never faulted, so it may merge where it lands
     new = Vma(new_addr, new_addr + new_len, vm_flags, vma.file, new_pgoff, vma.name)
     new.anon_vma = vma.anon_vma
     if vma.nonlinear is not None:
@@ -257,6 +301,8 @@ def _move_vma(mm: "MM", call: "CallInfo", vma: Vma, old_addr: int, old_len: int,
     # move_page_tables(): the ptes go with their provenance
     if old_len:
         mm.pt.move(old_addr, new_addr, old_len)
+        if mm.guards:  # guard markers are ptes: they move with the page tables
+            guard_move(mm.guards, old_addr, new_addr, old_len)
     if flags & MREMAP_DONTUNMAP:
         # The old range stays mapped, empty; VM_LOCKED[ONFAULT] is cleared on the whole old
         # vma, without a split (vm_flags_clear(vma, VM_LOCKED_MASK), as `mmlab diff` saw

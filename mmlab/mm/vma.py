@@ -25,7 +25,7 @@ from sortedcontainers import SortedDict
 from mmlab.errors import ENOMEM, err
 from mmlab.flags import (
     PAGE_SIZE, TASK_SIZE, VM_EXEC, VM_GROWSDOWN, VM_IO, VM_LOCKED, VM_LOCKONFAULT, VM_PFNMAP,
-    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE,
+    VM_READ, VM_SHARED, VM_WRITE, VM_NONLINEAR, VM_POPULATE, VM_NORESERVE, VM_MAYSHARE, VM_MAYBE_GUARD,
 )
 
 __all__ = ["Vma", "VmaTree", "OriginMap", "Origin", "vm_flags_str"]
@@ -86,7 +86,7 @@ class Vma:
 def vm_flags_str(flags: int) -> str:
     """rwxp plus the smaps VmFlags mnemonics that matter here."""
     s = ("r" if flags & VM_READ else "-") + ("w" if flags & VM_WRITE else "-") + \
-        ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_SHARED else "p")
+        ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_MAYSHARE else "p")  # show_map_vma()
     extra = [m for bit, m in ((VM_LOCKED, "lo"), (VM_LOCKONFAULT, "lf"), (VM_GROWSDOWN, "gd"),
                               (VM_POPULATE, "po"), (VM_NONLINEAR, "nl"), (VM_IO, "io"),
                               (VM_PFNMAP, "pf"), (VM_NORESERVE, "nr")) if flags & bit]
@@ -107,14 +107,14 @@ def shmem_zero_setup(vma: Vma) -> None:
 
 def can_merge(a: Vma, b: Vma) -> bool:
     """is_mergeable_vma() + is_mergeable_anon_vma() for a directly below b."""
-    if a.end != b.start or a.flags != b.flags or a.file is not b.file or a.name != b.name:
+    if a.end != b.start or (a.flags ^ b.flags) & ~VM_MAYBE_GUARD or a.file is not b.file or a.name != b.name:
         return False
     if a.file is None and a.flags & VM_SHARED:  # shared anonymous: the same shmem object, in order
         return a.anon_vma == b.anon_vma and a.pgoff + a.pages == b.pgoff
     if a.nonlinear is not None or b.nonlinear is not None or a.flags & (VM_IO | VM_PFNMAP):
         return False
-    if a.file is not None and a.pgoff + a.pages != b.pgoff:
-        return False
+    if a.pgoff + a.pages != b.pgoff:  # can_vma_merge_after(): anonymous vmas too (a moved one
+        return False                  # keeps the pgoff of where it was mapped)
     return not a.anon_vma or not b.anon_vma or a.anon_vma == b.anon_vma
 
 
@@ -242,6 +242,7 @@ class VmaTree:
         self.mmap_base = mmap_base
         self.mmap_min_addr = mmap_min_addr
         self.free_area_cache = mmap_base
+        self.stack_guard_gap = 0  # bytes kept free below a VM_GROWSDOWN vma (vm_start_gap())
 
     def __len__(self) -> int:
         return len(self._d)
@@ -333,6 +334,7 @@ class VmaTree:
             self.remove(vma)
             with self.mt_lock:
                 p.end = vma.end
+                p.flags |= vma.flags & VM_MAYBE_GUARD  # sticky: the merged vma keeps it
             vma = p
         n = d[nk] if nk is not None else None
         if n is not None and can_merge(vma, n):
@@ -341,19 +343,21 @@ class VmaTree:
             self.remove(n)
             with self.mt_lock:
                 vma.end = n.end
+                vma.flags |= n.flags & VM_MAYBE_GUARD
         return vma
 
     # ---------------------------------------------------------------- placement
     def get_unmapped_area(self, length: int, hint: int = 0) -> int:
         """arch_get_unmapped_area_topdown(): a hint if it fits, else the highest gap below
-        mmap_base, searched from ``free_area_cache`` down (as 3.x did), then from mmap_base."""
+        mmap_base, searched from ``free_area_cache`` down (as 3.x did), then from mmap_base.
+        Neither may end within ``stack_guard_gap`` below a VM_GROWSDOWN vma (vm_start_gap())."""
         if length > TASK_SIZE - self.mmap_min_addr:
             raise err(ENOMEM, "get_unmapped_area")
         if hint:
             hint = hint & ~(PAGE_SIZE - 1)
             if self.mmap_min_addr <= hint and hint + length <= TASK_SIZE:
                 v = self.find_vma(hint)
-                if v is None or hint + length <= v.start:
+                if v is None or hint + length <= v.start - (self.stack_guard_gap if v.flags & VM_GROWSDOWN else 0):
                     return hint
         for top in (min(self.free_area_cache, self.mmap_base), self.mmap_base):
             addr = self._search_down(top, length)
@@ -365,11 +369,15 @@ class VmaTree:
     def _search_down(self, top: int, length: int) -> Optional[int]:
         hi = top
         d = self._d
+        if self.stack_guard_gap:  # the search may start right at a stack (free_area_cache)
+            v0 = d.get(top)
+            if v0 is not None and v0.flags & VM_GROWSDOWN:
+                hi = top - self.stack_guard_gap
         for k in self._k.below(top):
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
                 return hi - length
-            hi = min(hi, v.start)
+            hi = min(hi, v.start - self.stack_guard_gap if v.flags & VM_GROWSDOWN else v.start)
             if hi - self.mmap_min_addr < length:
                 return None
         if hi - self.mmap_min_addr >= length:

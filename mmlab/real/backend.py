@@ -30,10 +30,10 @@ import threading
 from typing import Optional, Union
 
 from mmlab.errors import SIGBUS, SIGSEGV
-from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE, MAP_PRIVATE,
+from mmlab.flags import (MADV_GUARD_INSTALL, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE, MAP_PRIVATE,
                          MREMAP_FIXED, PAGE_SIZE, PROT_NONE, page_align)
 from mmlab.real.libc import Libc, libc
-from mmlab.real.procfs import (MapsEntry, read_maps, read_smaps, read_vm_lck_kb)
+from mmlab.real.procfs import (MapsEntry, read_maps, read_pagemap_guard, read_smaps, read_vm_lck_kb)
 
 __all__ = ["RealMM", "Region", "RealFile", "OutsideRegion", "REGION_BASES"]
 
@@ -95,6 +95,7 @@ class RealMM:
         self.lib = lib or libc()
         self.owned: list[list[int]] = []  # [start, end) ranges this object may act on
         self.mlockall_used = False
+        self.guards_installed = False
         self._lock = threading.Lock()
         self.kernel_release = os.uname().release
 
@@ -173,6 +174,8 @@ class RealMM:
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
         self._check(addr, length, "madvise")
+        if advice == MADV_GUARD_INSTALL:
+            self.guards_installed = True  # from now on touch() asks pagemap first
         return self.lib.madvise(addr, length, advice)
 
     def mincore(self, addr: int, length: int) -> bytes:
@@ -193,6 +196,8 @@ class RealMM:
         r, w = m.perms[0] == "r", m.perms[1] == "w"
         if (write and not w) or (not write and not (r or w)):
             raise SIGSEGV(addr, f"{'write' if write else 'read'} access not allowed by {m.perms}")
+        if self.guards_installed and read_pagemap_guard(page):  # the access would kill the interpreter
+            raise SIGSEGV(addr, "guard marker")
         if m.name and not m.name.startswith("["):  # file-backed, shmem included: SIGBUS beyond EOF
             size = _mapped_file_size(m)
             if m.offset + (page - m.start) >= page_align(size):

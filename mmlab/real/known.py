@@ -19,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from mmlab.errors import EINVAL, ENOMEM
-from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MLOCK_ONFAULT, PAGE_SIZE,
-                         TASK_SIZE, VM_EXEC, VM_LOCKED, VM_PFNMAP, VM_READ, VM_WRITE)
+from mmlab.flags import PAGE_SIZE
 
 if TYPE_CHECKING:
     from mmlab.real.diff import ModelSide, Obs, Op
@@ -38,118 +36,6 @@ class KnownDifference:
     reason: str
     explains_obs: Optional[Callable[[str, "Op", "Obs", "Obs"], bool]] = None
     model_action: Optional[Callable[["Op", "ModelSide", tuple, tuple], Optional[Callable[["ModelSide"], tuple]]]] = None
-
-
-# --------------------------------------------------------------------------- partial application
-def _first_hole(side: "ModelSide", start: int, end: int) -> int:
-    """The end of the mapped prefix of [start, end) in the model: the first unmapped address."""
-    pos = start
-    for v in side.mm.vmas.range(start, end):
-        if v.start > pos:
-            return pos
-        pos = v.end
-    return min(pos, end)
-
-
-def _span_of(o: "Op", base: int) -> tuple[int, int]:
-    a = dict(o.args)
-    start = base + a["off"]
-    length = a["len"]
-    if o.name in ("mlock", "mlock2", "munlock"):  # these round the start down (do_mlock)
-        length += start & (P - 1)
-        start &= ~(P - 1)
-    return start, start + ((length + P - 1) & ~(P - 1))
-
-
-def _partial_apply(o: "Op", side: "ModelSide", real_r: tuple, model_r: tuple):  # type: ignore[no-untyped-def]
-    """mprotect/mlock/mlock2/munlock over a range with a hole: Linux changes the vmas before the
-    hole, then fails with ENOMEM; the model (a failing call changes nothing) does not."""
-    if o.name not in ("mprotect", "mlock", "mlock2", "munlock"):
-        return None
-    if real_r != ("errno", ENOMEM) or model_r != ("errno", ENOMEM):
-        return None
-    start, end = _span_of(o, side.base)
-    if start & (P - 1) or end > TASK_SIZE:
-        return None
-    hole = _first_hole(side, start, end)
-    if hole <= start or hole >= end:
-        return None  # nothing mapped at start (Linux changes nothing too) or no hole at all
-
-    def act(s: "ModelSide") -> tuple:
-        n = hole - start
-        if o.name == "mprotect":
-            s.mm.mprotect(start, n, o.arg("prot"))
-        elif o.name == "munlock":
-            s.mm.munlock(start, n)
-        else:
-            # do_mlock(): apply_vma_lock_flags() failed, so __mm_populate() never ran: the
-            # prefix is VM_LOCKED but not populated -- lock the flags only
-            from mmlab.mm.mlock import _apply_lock_flags, _lock_bits
-            onfault = o.name == "mlock2" and bool(o.arg("flags") & MLOCK_ONFAULT)
-            call = s.mm.begin_call(o.name, (start, n))
-            s.mm.mmap_write_lock()
-            try:
-                _apply_lock_flags(s.mm, call, start, start + n, _lock_bits(s.mm, onfault))
-            finally:
-                s.mm.mmap_write_unlock()
-            s.mm.end_call(call, 0)
-        return ("errno", ENOMEM)
-    return act
-
-
-def _madvise_around_holes(o: "Op", side: "ModelSide", real_r: tuple, model_r: tuple):  # type: ignore[no-untyped-def]
-    """madvise(MADV_DONTNEED) over a range with holes or a VM_LOCKED vma: Linux walks the vmas in
-    order, zaps each mapped part, remembers ENOMEM for the holes and stops with EINVAL at a
-    VM_LOCKED vma; the model checks the whole range first and changes nothing."""
-    if o.name != "madvise" or real_r[0] != "errno" or real_r != model_r:
-        return None
-    base = side.base
-    start = base + o.arg("off")
-    end = start + ((o.arg("len") + P - 1) & ~(P - 1))
-    if start & (P - 1) or end <= start:
-        return None
-    if o.arg("advice") in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
-        return _populate_prefix(o, side, real_r, start, end)
-    if o.arg("advice") != MADV_DONTNEED:
-        return None
-    vmas = side.mm.vmas.range(start, end)
-    parts = []
-    for v in vmas:
-        if v.flags & (VM_LOCKED | VM_PFNMAP):
-            break
-        parts.append((max(start, v.start), min(end, v.end)))
-    if not parts:
-        return None
-
-    def act(s: "ModelSide") -> tuple:
-        from mmlab.mm.mmap import zap_detached
-        from mmlab.mm.vma import Vma
-        s.mm.mmap_read_lock()
-        try:
-            zap_detached(s.mm, [Vma(a, b, s.mm.vmas.vma_lookup(a).flags) for a, b in parts])
-        finally:
-            s.mm.mmap_read_unlock()
-        return real_r
-    return act
-
-
-def _populate_prefix(o: "Op", side: "ModelSide", real_r: tuple, start: int, end: int):  # type: ignore[no-untyped-def]
-    """MADV_POPULATE_READ/WRITE faults pages in address order and fails where it stops (a hole:
-    ENOMEM; a vma it may not fault: EINVAL); the pages before that stay populated."""
-    stop = start
-    write = o.arg("advice") == MADV_POPULATE_WRITE
-    for v in side.mm.vmas.range(start, end):
-        ok = v.flags & (VM_READ | VM_WRITE | VM_EXEC) and (v.flags & VM_WRITE if write else v.flags & VM_READ)
-        if v.start > stop or not ok:
-            break
-        stop = min(end, v.end)
-    if stop <= start:
-        return None
-
-    def act(s: "ModelSide") -> tuple:
-        s.mm.madvise(start, stop - start, o.arg("advice"))
-        return real_r
-    return act
 
 
 # --------------------------------------------------------------------------- observations
@@ -172,21 +58,6 @@ def _shmem_mincore(field: str, o: "Op", real: "Obs", model: "Obs") -> bool:
 
 
 KNOWN: list[KnownDifference] = [
-    KnownDifference(
-        "partial-apply-before-hole",
-        "mprotect/mlock/munlock change the vmas before a hole, then ENOMEM",
-        "mprotect(), mlock(), mlock2() and munlock() over a range with a hole: Linux changes the vmas "
-        "before the hole and then fails with ENOMEM (and mlock does not populate them); the model "
-        "follows the project's rule that a failing call leaves the model unchanged.",
-        model_action=_partial_apply),
-    KnownDifference(
-        "madvise-applies-around-holes",
-        "madvise applies to what it walks before failing",
-        "madvise() over holes or vmas it refuses: Linux applies the advice to every part it walks "
-        "before failing -- MADV_DONTNEED zaps the mapped parts (ENOMEM for holes at the end, EINVAL "
-        "at the first VM_LOCKED vma), MADV_POPULATE_* faults pages in up to the first hole or "
-        "incompatible vma; the model checks the whole range first and changes nothing on failure.",
-        model_action=_madvise_around_holes),
     KnownDifference(
         "shmem-mincore-page-cache",
         "mincore of shared anon memory shows the shmem page cache",

@@ -115,6 +115,18 @@ def read_mem_available() -> int:
     return free
 
 
+PM_GUARD_REGION = 1 << 58  # 6.15: the pte is a guard marker (MADV_GUARD_INSTALL)
+
+
+def read_pagemap_guard(addr: int) -> bool:
+    """Is the page at *addr* a guard region (bit 58 of /proc/self/pagemap, 6.15+)? An access
+    there raises SIGSEGV."""
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek((addr >> 12) * 8)
+        (v,) = struct.unpack("<Q", f.read(8))
+    return bool(v & PM_GUARD_REGION)
+
+
 def read_pagemap_present(start: int, end: int) -> bytes:
     """One byte per page of [start, end): 1 if the pte is present (bit 63 of /proc/self/pagemap),
     which -- unlike mincore() on a shared mapping -- is the page table itself, like the model's."""

@@ -60,7 +60,7 @@ def _verdict(r: RowResult) -> str:
 
 
 def _list() -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     t = Table(title="mmlab benchmarks", show_lines=False)
@@ -73,7 +73,7 @@ def _list() -> int:
                       (b.pending or ("long" if b.long else "ready")) if first else "")
             first = False
         t.add_section()
-    Console().print(t)
+    console().print(t)
     return 0
 
 
@@ -91,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mmlab bench: {e}", file=sys.stderr)
         return 2
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     stream = sys.stderr if args.json == "-" else sys.stdout
-    out = Console(file=stream, width=None if stream.isatty() else 160)
-    err = Console(stderr=True)
+    out = console(file=stream)
+    err = console(stderr=True)
     t0 = time.perf_counter()
     machine = machine_info()
     results: list[RowResult] = []

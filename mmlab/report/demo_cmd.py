@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from typing import Any, Optional
 
 from mmlab import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, MM, PROT_READ, PROT_WRITE,
                    DEFAULT_COSTS, parse_kernels, set_task_name)
@@ -19,10 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="v3.7,v3.9,v6.18,bounded", help="comma-separated profiles")
     p.add_argument("--size", type=int, default=128, help="populate size in MiB (default 128)")
     p.add_argument("--time-scale", type=float, default=0.5, help="cost multiplier (default 0.5)")
+    p.add_argument("--perfetto", metavar="FILE.json", help="write each kernel's run (calls, lock waits and "
+                   "holds per thread) as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
     p.set_defaults(func=run)
 
 
-def demo_once(kernel: str, size_mib: int, time_scale: float) -> dict[str, float]:
+def demo_once(kernel: str, size_mib: int, time_scale: float,
+              events: Optional[list[dict[str, Any]]] = None) -> dict[str, float]:
+    """One run; with *events*, the run's calls and lock records are appended to it as trace
+    events (mmlab.report.perfetto), one process per run."""
     import sys
     sys.setswitchinterval(0.0005)  # as the measurements on the real kernel did
     mm = MM(kernel, DEFAULT_COSTS.scaled(time_scale))
@@ -67,11 +73,14 @@ def demo_once(kernel: str, size_mib: int, time_scale: float) -> dict[str, float]
             t.join()
     out = {k: v * 1e3 for k, v in worst.items()}
     out["populate"] = (time.perf_counter() - t0) * 1e3
+    if events is not None:
+        from mmlab.report.perfetto import model_events
+        events.extend(model_events(mm, f"{kernel}: MAP_POPULATE {size_mib} MiB", pid=len({e["pid"] for e in events}) + 1))
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     try:
@@ -82,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"MAP_POPULATE of {args.size} MiB anonymous memory (wall-clock ms, time scale {args.time_scale})")
     for c in ("kernel", "populate ms", "reader fault worst ms", "writer mmap+munmap worst ms"):
         t.add_column(c, justify="right")
+    events: Optional[list[dict[str, Any]]] = [] if args.perfetto else None
     for k in kernels:
-        r = demo_once(k.name, args.size, args.time_scale)
+        r = demo_once(k.name, args.size, args.time_scale, events)
         t.add_row(k.name, f"{r['populate']:.1f}", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
-    Console().print(t)
+    console().print(t)
+    if args.perfetto and events is not None:
+        from mmlab.report.perfetto import write_events
+        n = write_events(args.perfetto, events, {"source": "mmlab demo (model)"})
+        print(f"wrote {args.perfetto} ({n:,} trace events; open in ui.perfetto.dev)")
     return 0

@@ -46,11 +46,11 @@ def _steps(spec: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    con = Console()
+    con = console()
     try:
         smin, smax = _steps(args.steps)
     except ValueError:

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([{"name": k.name, "description": k.description, "switches": k.switches()}
                           for k in kernels], indent=2))
         return 0
-    from rich.console import Console
+    from mmlab.report.console import console
     from rich.table import Table
 
     aliases = {v: k for k, v in PATCH_ALIASES.items()}
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                          (str(v) if v else "[dim]0[/]"))
         label = name + (f" ({aliases[name]})" if name in aliases else "")
         t.add_row(label, *cells, doc)
-    c = Console()
+    c = console()
     c.print(t)
     for k in kernels:
         c.print(f"[bold]{k.name}[/]: {k.description}")

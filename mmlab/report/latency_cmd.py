@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_time_args(p)
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
+    p.add_argument("--perfetto", metavar="FILE.json",
+                   help="write every run's lock waits and holds inside its calls, a track per task, as Chrome "
+                   "trace-event JSON (ui.perfetto.dev, chrome://tracing)")
     p.add_argument("--expect-bounded", action="store_true", help="exit 1 if any verdict is unbounded")
     p.add_argument("--quiet-stalls", action="store_true", help="record watchdog reports without printing them")
     p.set_defaults(func=run)
@@ -176,15 +179,12 @@ def _have_plot() -> bool:
 
 def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: list[int], ts: float,
             seed: int, dil: object) -> int:
-    from rich.console import Console
-
     from mmlab.harness.latency import LatencyConfig, RunResult, dilation_text, policy_costs, run_latency
     from mmlab.report.latency_tables import fmt_us, populator_table, size_text, verdict_table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 150))  # a log or a pipe: do not squash the tables
-    err = Console(stderr=True)
+    from mmlab.report.console import console as report_console
+    console = report_console()  # a log or a pipe: tables at their width, names whole
+    err = report_console(stderr=True)
     tty = console.is_terminal
     timeline_for = (kernels[0].name, populators[0].name, max(sizes)) if args.plot else None
 
@@ -197,6 +197,15 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out,
                         dilation=dil)  # type: ignore[arg-type]
+    perfetto: list[dict] = []
+    if args.perfetto:
+        from mmlab.report.perfetto import model_events
+
+        def keep(r: RunResult, mm: object) -> None:  # events now: the MM itself is not kept
+            what = f"{r.populator} {size_text(r.size_bytes)}" if r.populator else "noise floor"
+            label = f"{r.kernel} {what}" + (f" #{r.repeat}" if r.repeat else "")
+            perfetto.extend(model_events(mm, label, pid=len({e['pid'] for e in perfetto}) + 1))
+        cfg.on_run = keep
     console.print(f"mmlab latency: kernels {', '.join(k.name for k in kernels)}; populators "
                   f"{', '.join(p.name for p in populators)}; sizes {', '.join(size_text(s) for s in sizes)}; "
                   f"time scale {ts:g}; victims "
@@ -254,6 +263,10 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
         tl = next((r for r in res.runs if r.spans), None)
         plot_latency(res, args.plot, tl)
         console.print(f"wrote {args.plot}", highlight=False)
+    if args.perfetto:
+        from mmlab.report.perfetto import write_events
+        n = write_events(args.perfetto, perfetto, {"source": "mmlab latency (model)", "seed": seed})
+        console.print(f"wrote {args.perfetto} ({n:,} trace events; open in ui.perfetto.dev)", highlight=False)
     for r in res.failed:
         err.print(f"{r.kernel} {r.populator} {size_text(r.size_bytes) if r.size_bytes else 'noise'}: "
                   + "\n".join(r.errors), markup=False, highlight=False)

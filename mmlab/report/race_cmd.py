@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     costs = DEFAULT_COSTS.scaled(args.time_scale)
     sys.setswitchinterval(0.0005)
 
-    from rich.console import Console
-    out = Console() if sys.stdout.isatty() else Console(width=160)
-    err = Console(stderr=True)
+    from mmlab.report.console import console
+    out = console()
+    err = console(stderr=True)
     out.print(f"mmlab race: seed {seed}, size {format_size(size)}, time scale {args.time_scale}, "
               + (f"{rounds} rounds" if rounds else f"{duration:g} s") + " per cell"
               + (f", live oracle every {live_ms:g} ms" if live_ms else ""))

@@ -95,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(suites: list[Suite], json_path: Optional[str], check_live_ms: float = 0.0) -> int:
-    from rich.console import Console
     from mmlab.harness.stress import Live, SuiteResult, run_suite
 
     sys.setswitchinterval(0.0005)
-    err = Console(stderr=True)
-    out = Console() if sys.stdout.isatty() else Console(width=200)  # off a terminal: never cut a name
+    from mmlab.report.console import console
+    err = console(stderr=True)
+    out = console()
     lives = [Live(s) for s in suites]
     results: list[SuiteResult] = []
     stop = threading.Event()

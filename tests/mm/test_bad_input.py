@@ -1,6 +1,10 @@
 """Bad input: every call, with each kind of bad input, on every profile, raises OSError with the
-errno Linux gives and leaves the model exactly as it was (``mm.snapshot()``: vmas, page table with
-provenance, accounting, def_flags, the break, lineage, lock state).
+errno Linux gives and leaves the state Linux leaves. Where Linux checks before it changes, that is
+the model exactly as it was (``mm.snapshot()``: vmas, page table with provenance, accounting,
+def_flags, the break, lineage, lock state). Where Linux changes as it goes -- mprotect, mlock and
+munlock change the vmas before a hole (do_mprotect_pkey(), apply_vma_lock_flags()), madvise
+applies to every mapped part (madvise_walk_vmas()) -- a case names what Linux did before it
+failed (``linux``), and the model must equal a twin that only did that.
 
 Each case runs against the same small process: an anonymous populated mapping, a VM_LOCKED one,
 shared mappings of a read-write and a read-only file, a private file mapping, a PROT_NONE one, a
@@ -90,6 +94,7 @@ class Case:
     nonroot: Optional[int] = None  # RLIMIT_MEMLOCK of a process without CAP_IPC_LOCK
     max_map_count: Optional[int] = None  # fill the process up to this many vmas first
     kw: dict = field(default_factory=dict)
+    linux: Optional[Callable[[MM, Env], object]] = None  # what Linux changed before failing
 
 
 def onfault(good: int) -> Errno:
@@ -140,7 +145,11 @@ CASES = [
     Case("mprotect-growsdown-not-a-stack", lambda m, e: m.mprotect(e.anon, P, PROT_READ | PROT_GROWSDOWN),
          EINVAL),
     Case("mprotect-unmapped", lambda m, e: m.mprotect(e.free, P, PROT_READ), ENOMEM),
-    Case("mprotect-hole", lambda m, e: m.mprotect(e.hole, 3 * P, PROT_READ), ENOMEM),
+    Case("mprotect-hole", lambda m, e: m.mprotect(e.hole, 3 * P, PROT_READ), ENOMEM,
+         linux=lambda m, e: m.mprotect(e.hole, P, PROT_READ)),
+    Case("mprotect-eacces-after-a-changed-vma",
+         lambda m, e: m.mprotect(e.shared_ro - P, 2 * P, RW), EACCES,
+         linux=lambda m, e: m.mprotect(e.shared_ro - P, P, RW)),
     Case("mprotect-wraps", lambda m, e: m.mprotect(e.anon, (1 << 64) - e.anon, PROT_READ), ENOMEM),
     Case("mprotect-write-on-readonly-shared", lambda m, e: m.mprotect(e.shared_ro, P, RW), EACCES),
     Case("mprotect-split-at-max", lambda m, e: m.mprotect(e.anon + P, P, PROT_READ), ENOMEM,
@@ -164,8 +173,8 @@ CASES = [
          lambda m, e: m.mremap(e.anon, P, 2 * P, MREMAP_FIXED | MREMAP_MAYMOVE, TASK_SIZE - P), EINVAL),
     Case("mremap-fixed-unmapped-old",
          lambda m, e: m.mremap(e.free, P, P, MREMAP_FIXED | MREMAP_MAYMOVE, e.anon), EFAULT),
-    Case("mremap-fixed-old-past-its-vma",
-         lambda m, e: m.mremap(e.hole, 3 * P, 3 * P, MREMAP_FIXED | MREMAP_MAYMOVE, e.free), EFAULT),
+    Case("mremap-fixed-old-past-its-vma-resizing",  # without a resize, 6.17+ moves every vma of the range
+         lambda m, e: m.mremap(e.hole, 3 * P, 4 * P, MREMAP_FIXED | MREMAP_MAYMOVE, e.free), EFAULT),
     Case("mremap-fixed-duplicate-over-itself",
          lambda m, e: m.mremap(e.shared, 0, 2 * P, MREMAP_FIXED | MREMAP_MAYMOVE, e.shared), EFAULT),
     Case("mremap-duplicate-private", lambda m, e: m.mremap(e.anon, 0, P, MREMAP_MAYMOVE), EINVAL),
@@ -175,7 +184,7 @@ CASES = [
          ENOMEM, max_map_count=MAX),
     # ---- mlock, mlock2, munlock
     Case("mlock-unmapped", lambda m, e: m.mlock(e.free, P), ENOMEM),
-    Case("mlock-hole", lambda m, e: m.mlock(e.hole, 3 * P), ENOMEM),
+    Case("mlock-hole", lambda m, e: m.mlock(e.hole, 3 * P), ENOMEM, linux=lambda m, e: m.mlock(e.hole, P)),
     Case("mlock-over-rlimit", lambda m, e: m.mlock(e.anon, 8 * P), ENOMEM, nonroot=6 * P),
     Case("mlock-no-privilege", lambda m, e: m.mlock(e.anon, P), EPERM, nonroot=0),
     Case("mlock-split-at-max", lambda m, e: m.mlock(e.anon + P, P), ENOMEM, max_map_count=MAX),
@@ -186,6 +195,8 @@ CASES = [
     Case("mlock2-no-privilege", lambda m, e: m.mlock2(e.anon, P, 0), onfault(EPERM), nonroot=0),
     Case("munlock-unmapped", lambda m, e: m.munlock(e.free, P), ENOMEM),
     Case("munlock-hole", lambda m, e: m.munlock(e.hole, 3 * P), ENOMEM),
+    Case("munlock-hole-after-a-locked-vma", lambda m, e: (m.mlock(e.hole, P), m.munlock(e.hole, 3 * P)), ENOMEM,
+         linux=lambda m, e: (m.mlock(e.hole, P), m.munlock(e.hole, P))),
     Case("munlock-split-at-max", lambda m, e: m.munlock(e.locked + P, P), ENOMEM, max_map_count=MAX),
     # ---- mlockall
     Case("mlockall-0", lambda m, e: m.mlockall(0), EINVAL),
@@ -204,7 +215,16 @@ CASES = [
     # ---- madvise, mincore
     Case("madvise-unaligned", lambda m, e: m.madvise(e.anon + 1, P, MADV_DONTNEED), EINVAL),
     Case("madvise-unknown-advice", lambda m, e: m.madvise(e.anon, P, 1000), EINVAL),
-    Case("madvise-hole", lambda m, e: m.madvise(e.hole, 3 * P, MADV_DONTNEED), ENOMEM),
+    Case("madvise-hole", lambda m, e: m.madvise(e.hole, 3 * P, MADV_DONTNEED), ENOMEM,
+         linux=lambda m, e: (m.madvise(e.hole, P, MADV_DONTNEED), m.madvise(e.hole + 2 * P, P, MADV_DONTNEED))),
+    Case("madvise-dontneed-stops-at-a-locked-vma",
+         lambda m, e: m.madvise(e.locked - 4 * P, 8 * P, MADV_DONTNEED), EINVAL,
+         linux=lambda m, e: m.madvise(e.locked - 4 * P, 4 * P, MADV_DONTNEED)),
+    Case("madvise-populate-stops-at-a-hole",
+         lambda m, e: (m.madvise(e.hole, P, MADV_DONTNEED), m.madvise(e.hole, 3 * P, MADV_POPULATE_WRITE)),
+         lambda k: ENOMEM if k.populate_skips_inaccessible else EINVAL,
+         linux=lambda m, e: (m.madvise(e.hole, P, MADV_DONTNEED),
+                             m.kernel.populate_skips_inaccessible and m.madvise(e.hole, P, MADV_POPULATE_WRITE))),
     Case("madvise-unmapped", lambda m, e: m.madvise(e.free, P, MADV_DONTNEED), ENOMEM),
     Case("madvise-dontneed-locked", lambda m, e: m.madvise(e.locked, P, MADV_DONTNEED), EINVAL),
     Case("madvise-populate-write-readonly", lambda m, e: m.madvise(e.shared_ro, P, MADV_POPULATE_WRITE),
@@ -236,10 +256,25 @@ def test_bad_input_raises_and_changes_nothing(kernel: str, case: Case) -> None:
     with pytest.raises(OSError) as e:
         case.call(mm, env)
     assert e.value.errno == want, f"{case.id}: {errno.errorcode.get(e.value.errno)} != {errno.errorcode[want]}"
+    assert mm.check_invariants() == []
+    if case.linux is not None:
+        twin, tenv = make(kernel, case)
+        case.linux(twin, tenv)
+        assert state(mm) == state(twin), f"{case.id}: not the state Linux leaves"
+        if state(twin) != state(make(kernel, case)[0]):  # Linux did change something here
+            assert mm.snapshot() != before
+        return
     if case.id == "mmap-future-locked-over-rlimit":  # the mlockall(MCL_FUTURE) before it did change def_flags
         before["def_flags"] = mm.def_flags
     assert mm.snapshot() == before
-    assert mm.check_invariants() == []
+
+
+def state(mm: MM) -> tuple:
+    """What a process can observe, without the model's ids: vmas, pte states, accounting, guards."""
+    vmas = [(v.start - mm.vmas.mmap_base, v.end - v.start, v.flags, v.pgoff if v.file is not None else 0)
+            for v in mm.vmas]
+    ptes = [(k, bytes(t.state)) for k, t in sorted(mm.pt.pmds.items())]
+    return vmas, ptes, mm.locked_vm, mm.total_vm, list(mm.guards)
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))

@@ -327,3 +327,15 @@ def test_populate_lock_holds_per_profile(kmm: MM, flags: int) -> None:
     else:
         assert [r.mode for r in recs] == ["W"]
 
+
+
+def test_maps_prints_s_for_a_read_only_shared_file_mapping(mm: MM) -> None:
+    """show_map_vma() prints 's' from VM_MAYSHARE: a MAP_SHARED mapping of a file opened read-only
+    has no VM_SHARED (nor VM_MAYWRITE) but is "r--s" (measured on 6.18: "r--s", VmFlags
+    "rd mr me ms"); the model printed "r--p" from VM_SHARED."""
+    ro = File("ro", 4 * P, mode="r", cached=True)
+    a = mm.mmap(0, 4 * P, PROT_READ, MAP_SHARED, ro)
+    [v] = [v for v in mm.maps() if v.start == a]
+    assert v.perms == "r--s" and f"{a:08x}-{a + 4 * P:08x} r--s" in mm.maps_text()
+    [s] = [s for s in mm.smaps() if s["start"] == a]
+    assert s["VmFlags"] == "rd mr me ms"

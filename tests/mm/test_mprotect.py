@@ -67,8 +67,8 @@ def test_eacces_without_vm_may(kmm: MM) -> None:
 
 def test_errors_change_nothing(kmm: MM) -> None:
     """EINVAL for an unaligned start, unknown prot bits, both GROWS flags, PROT_GROWSUP, and
-    PROT_GROWSDOWN on a vma that does not grow down; ENOMEM for no vma, or a hole; and none of
-    them changes anything, although Linux would have changed the vmas before a hole."""
+    PROT_GROWSDOWN on a vma that does not grow down; ENOMEM for no vma at start; none of them
+    changes anything (do_mprotect_pkey() checks them before the vma walk)."""
     a = kmm.mmap(0, 4 * P, RW, ANON)
     kmm.munmap(a + 2 * P, P)
     before = kmm.snapshot()
@@ -77,9 +77,31 @@ def test_errors_change_nothing(kmm: MM) -> None:
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSDOWN | PROT_GROWSUP) == errno.EINVAL
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSUP) == errno.EINVAL
     assert errno_of(kmm.mprotect, a, P, PROT_READ | PROT_GROWSDOWN) == errno.EINVAL
-    assert errno_of(kmm.mprotect, a, 4 * P, PROT_READ) == errno.ENOMEM
     assert errno_of(kmm.mprotect, a + 2 * P, P, PROT_READ) == errno.ENOMEM
     assert kmm.snapshot() == before
+
+
+def test_a_hole_stops_the_walk_after_the_vmas_before_it(kmm: MM) -> None:
+    """do_mprotect_pkey() changes each vma as it walks: over [vma][hole][vma] the first vma gets
+    the new protection, the walk meets the hole and returns ENOMEM, the vma after it keeps its
+    own (LTP mprotect01 ENOMEM case; measured on 6.18: r--p, hole, rw-p)."""
+    a = kmm.mmap(0, 4 * P, RW, ANON)
+    kmm.munmap(a + 2 * P, P)
+    assert errno_of(kmm.mprotect, a, 4 * P, PROT_READ) == errno.ENOMEM
+    assert [(v.perms, (v.end - v.start) // P) for v in vmas_in(kmm, a, a + 4 * P)] == \
+        [("r--p", 2), ("rw-p", 1)]
+    assert kmm.check_invariants() == []
+
+
+def test_eacces_stops_the_walk_after_the_vmas_before_it(kmm: MM) -> None:
+    """A vma that may not get the protection (PROT_WRITE on a shared mapping of a read-only
+    file) stops the walk with EACCES; the vma before it already has it (measured on 6.18)."""
+    ro = File("ro", 2 * P, mode="r", cached=True)
+    a = kmm.mmap(0, 4 * P, PROT_READ, ANON)
+    kmm.mmap(a + 2 * P, 2 * P, PROT_READ, MAP_SHARED | MAP_FIXED, ro)
+    assert errno_of(kmm.mprotect, a, 4 * P, RW) == errno.EACCES
+    assert [(v.perms, (v.end - v.start) // P) for v in vmas_in(kmm, a, a + 4 * P)] == \
+        [("rw-p", 2), ("r--s", 2)]
 
 
 def test_zero_length_is_a_noop(kmm: MM) -> None:
@@ -122,3 +144,20 @@ def test_locked_private_becoming_writable(kmm: MM) -> None:
     assert written == kmm.kernel.mprotect_populates_locked
     assert [r.mode for r in kmm.mmap_sem.history if r.call == "mprotect"] == ["W"]
     assert kmm.check_invariants() == []
+
+
+@pytest.mark.parametrize("touch", [False, True])
+def test_a_touched_page_keeps_vm_account_and_no_longer_merges_back(touch: bool) -> None:
+    """mprotect_fixup(): making private memory writable charges it (VM_ACCOUNT, smaps "ac"); going
+    back to read-only gives the charge back only while the vma has no anon_vma. Measured on 6.18:
+    a PROT_NONE mapping whose last page went PROT_READ|PROT_WRITE and back merges into one vma if
+    the page was never touched, and stays two vmas if it was (as it does when MAP_LOCKED populated
+    it)."""
+    mm = MM("v6.18", ZERO_COSTS)
+    a = mm.mmap(0, 6 * P, PROT_NONE, ANON)
+    mm.mprotect(a + 5 * P, P, RW)
+    assert "ac" in next(s for s in mm.smaps() if s["start"] == a + 5 * P)["VmFlags"].split()
+    if touch:
+        mm.touch(a + 5 * P, write=True)
+    mm.mprotect(a + 5 * P, P, PROT_NONE)
+    assert len(vmas_in(mm, a, a + 6 * P)) == (2 if touch else 1)

@@ -200,3 +200,92 @@ def test_duplicating_a_shared_mapping(kmm: MM) -> None:
     c = kmm.mmap(0, 4 * P, RW, ANON)
     assert errno_of(kmm.mremap, c, 0, 4 * P, MREMAP_MAYMOVE) == errno.EINVAL
     assert kmm.check_invariants() == []
+
+
+# ---------------------------------------------------------------------------- 6.17: multi-vma moves
+def _two_vmas_and_a_hole(mm: MM) -> int:
+    """[2 pages rw, touched][hole][2 pages r--], as the 6.18 measurement had them."""
+    from mmlab import PROT_READ as R
+    a = free_range(mm, 8 * P)
+    mm.mmap(a, 2 * P, RW, ANON | MAP_FIXED | MAP_POPULATE)
+    mm.mmap(a + 3 * P, 2 * P, R, ANON | MAP_FIXED)
+    return a
+
+
+def _layout(mm: MM, a: int, n: int) -> list[tuple[int, int, str]]:
+    return [((v.start - a) // P, (v.end - a) // P, v.perms) for v in mm.maps() if v.end > a and v.start < a + n * P]
+
+
+def test_fixed_move_of_several_vmas_keeps_the_holes(kmm: MM) -> None:
+    """remap_move() (6.17, ``mremap_move_multi_vma``; selftests mremap_test "move_multiple_vmas"):
+    MREMAP_FIXED without a size change over [vma][hole][vma] moves both, the hole stays between
+    them, the pages go along (measured on 6.18: [0,2) rw-p, [3,5) r--p, mincore 11.00, the old
+    range empty). Before 6.17 the range runs past its vma: EFAULT."""
+    a = _two_vmas_and_a_hole(kmm)
+    b = free_range(kmm, 8 * P)
+    if not kmm.kernel.mremap_move_multi_vma:
+        assert errno_of(kmm.mremap, a, 5 * P, 5 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == errno.EFAULT
+        return
+    assert kmm.mremap(a, 5 * P, 5 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == b
+    assert _layout(kmm, b, 5) == [(0, 2, "rw-p"), (3, 5, "r--p")] and _layout(kmm, a, 5) == []
+    assert kmm.mincore(b, 2 * P) == b"\x01\x01" and kmm.mincore(b + 3 * P, 2 * P) == bytes(2)
+    assert kmm.check_invariants() == []
+
+
+def test_multi_vma_moves_need_fixed_no_resize_and_a_vma_at_start(mm: MM) -> None:
+    """Measured on 6.18: a resize (grow or shrink) over several vmas is EFAULT, and so is a range
+    starting in a hole; a partial first vma and a trailing hole are fine; MREMAP_DONTUNMAP with
+    MREMAP_FIXED moves them all and leaves the old vmas."""
+    a = _two_vmas_and_a_hole(mm)
+    b = free_range(mm, 8 * P)
+    assert errno_of(mm.mremap, a, 5 * P, 6 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == errno.EFAULT
+    assert errno_of(mm.mremap, a, 5 * P, 4 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == errno.EFAULT
+    assert errno_of(mm.mremap, a - P, 6 * P, 6 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == errno.EFAULT
+    assert mm.mremap(a + P, 5 * P, 5 * P, MREMAP_FIXED | MREMAP_MAYMOVE, b) == b  # ends in a hole
+    assert _layout(mm, b, 5) == [(0, 1, "rw-p"), (2, 4, "r--p")] and _layout(mm, a, 5) == [(0, 1, "rw-p")]
+    c = _two_vmas_and_a_hole(mm)
+    d = free_range(mm, 8 * P)
+    assert mm.mremap(c, 5 * P, 5 * P, MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP, d) == d
+    assert _layout(mm, d, 5) == [(0, 2, "rw-p"), (3, 5, "r--p")] and len(_layout(mm, c, 5)) == 2
+
+
+def test_dontunmap_fixed_move_of_two_file_vmas(mm: MM) -> None:
+    """Found by the conformance suite: mremap(MAYMOVE|FIXED|DONTUNMAP) of 3 pages over two vmas
+    of one disk file at different offsets moves both (6.18: ok; the model said EFAULT)."""
+    f = File("disk", 16 * P, cached=True)
+    a = free_range(mm, 12 * P)
+    mm.mmap(a + 6 * P, P, RW, MAP_SHARED | MAP_FIXED, f, 0)
+    mm.mmap(a + 7 * P, 2 * P, RW, MAP_SHARED | MAP_FIXED, f, 5 * P)
+    assert mm.mremap(a + 6 * P, 3 * P, 3 * P, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, a) == a
+    assert [(v.start - a) // P for v in mm.maps() if a <= v.start < a + 12 * P] == [0, 1, 6, 7]
+    assert mm.file_page(a) == (f, 0) and mm.file_page(a + P) == (f, 5)
+
+
+def test_a_moved_anonymous_vma_merges_only_if_never_faulted(mm: MM) -> None:
+    """copy_vma(): an anonymous vma without an anon_vma takes the pgoff of where it lands, so it
+    merges there (mmlab diff seed 1 case 222, 6.18: moving the first page of a 6-page PROT_NONE
+    mapping onto its second leaves one vma); a faulted one keeps its pgoff and stays apart."""
+    from mmlab import PROT_NONE
+    for touched in (False, True):
+        a = free_range(mm, 8 * P)
+        mm.mmap(a, 6 * P, PROT_NONE if not touched else RW, ANON | MAP_FIXED)
+        if touched:
+            mm.touch(a, write=True)
+        assert mm.mremap(a, P, P, MREMAP_MAYMOVE | MREMAP_FIXED, a + P) == a + P
+        n = len([v for v in mm.maps() if a <= v.start < a + 8 * P])
+        assert n == (2 if touched else 1), touched
+
+
+def test_shared_anonymous_memory_grown_by_mremap_sigbuses_past_its_object(mm: MM) -> None:
+    """shmem_zero_setup() makes a shmem object of the mapping's size; mremap() grows the vma,
+    not the object, so shmem_fault() beyond it is SIGBUS and mlock's populate fails there
+    (found by fuzzing mmlab diff, 6.18: a 1-page MAP_SHARED|MAP_ANONYMOUS mapping grown to 4
+    pages: mlock of page 2 ENOMEM, a load of page 2 SIGBUS)."""
+    from mmlab import SIGBUS
+    a = mm.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE)
+    b = mm.mremap(a, P, 4 * P, MREMAP_MAYMOVE)
+    assert errno_of(mm.mlock, b + P, P) == errno.ENOMEM
+    with pytest.raises(SIGBUS):
+        mm.touch(b + 2 * P)
+    mm.touch(b)  # the object's own page is fine
+    assert mm.mincore(b, 4 * P) == b"\x01\x00\x00\x00"

@@ -4,7 +4,7 @@ The calls: mmap (private/shared, anonymous/file/tmpfs/read-only file, a hint or 
 MAP_FIXED_NOREPLACE -- often over existing mappings -- with MAP_POPULATE, MAP_NONBLOCK,
 MAP_LOCKED, MAP_NORESERVE, MAP_GROWSDOWN), munmap, mprotect (with PROT_GROWSDOWN), mremap (shrink,
 grow, MAYMOVE, FIXED, DONTUNMAP, duplicate), mlock, mlock2, munlock, mlockall, munlockall, brk,
-madvise(MADV_DONTNEED), touch and remap_file_pages. Addresses come from a small window or from the
+madvise (every advice), touch and remap_file_pages. Addresses come from a small window or from the
 vmas that exist, so the calls keep running into each other. The process is non-root with a small
 RLIMIT_MEMLOCK and a small max_map_count, so the limits are hit too.
 
@@ -16,7 +16,9 @@ After every step:
 * locked_vm is the sum of the VM_LOCKED vmas' pages, total_vm of all vmas' pages;
 * nobody holds or waits for mmap_sem (single thread: every call let go of it);
 * a call that failed with an errno changed nothing -- except the failures Linux reports after
-  the change (mlock's populate errors);
+  the change (mlock's populate errors) and the walks that change vmas as they go (mprotect,
+  mlock, munlock with a vma at start; madvise with any vma in the range: tests/mm/test_bad_input.py
+  pins down the exact state they leave);
 * a call that locked a range returned with every page of its accessible, non-ONFAULT VM_LOCKED
   vmas present (up to the end of the file) -- except v3.7's remap_file_pages with MAP_NONBLOCK,
   which is bug 2 of patch 2 (tests/mm/test_fremap.py pins it down).
@@ -156,7 +158,14 @@ class MMMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), n=pages, prot=st.sampled_from(PROTS), grows=st.booleans())
     def mprotect(self, data, n, prot, grows) -> None:
-        self._call(self.mm.mprotect, self._addr(data), n * P, prot | (PROT_GROWSDOWN if grows else 0))
+        a = self._addr(data)
+        if grows:  # PROT_GROWSDOWN: the walk starts at the start of a VM_GROWSDOWN vma
+            v = self.mm.vmas.find_vma(a)
+            walks = v is not None and v.start < a + n * P and bool(v.flags & VM_GROWSDOWN)
+        else:
+            walks = self.mm.vmas.vma_lookup(a) is not None
+        self._call(self.mm.mprotect, a, n * P, prot | (PROT_GROWSDOWN if grows else 0),
+                   may_change_on=(errno.ENOMEM, errno.EACCES) if walks else ())
 
     def _vma_range(self, data: st.DataObject, pick) -> tuple[int, int] | None:
         """(start, pages) inside a vma that *pick* accepts, or None if there is none."""
@@ -207,20 +216,14 @@ class MMMachine(RuleBasedStateMachine):
 
     def _mlock_may_change(self, start: int, end: int) -> tuple[int, ...]:
         """mlock() applies the lock, then populates; a populate failure (-EFAULT: PROT_NONE, or
-        pages beyond EOF) is reported as ENOMEM with the lock applied, as on Linux."""
-        return (errno.ENOMEM,) if self._range_mapped(start, end) else ()
-
-    def _range_mapped(self, start: int, end: int) -> bool:
-        pos = start
-        for v in self.mm.vmas.range(start, end):
-            if v.start > pos:
-                return False
-            pos = v.end
-        return pos >= end
+        pages beyond EOF) is reported as ENOMEM with the lock applied, as on Linux; and a hole
+        stops apply_vma_lock_flags() after the vmas before it were locked."""
+        return (errno.ENOMEM,) if self.mm.vmas.vma_lookup(start) is not None else ()
 
     @rule(data=st.data(), n=pages)
     def munlock(self, data, n) -> None:
-        self._call(self.mm.munlock, self._addr(data), n * P)
+        a = self._addr(data)
+        self._call(self.mm.munlock, a, n * P, may_change_on=self._mlock_may_change(a, a + n * P))
 
     @rule(flags=st.sampled_from([MCL_CURRENT, MCL_FUTURE, MCL_CURRENT | MCL_FUTURE,
                                  MCL_CURRENT | MCL_ONFAULT, MCL_FUTURE | MCL_ONFAULT,
@@ -245,7 +248,21 @@ class MMMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), n=pages)
     def madvise_dontneed(self, data, n) -> None:
-        self._call(self.mm.madvise, self._addr(data), n * P, MADV_DONTNEED)
+        a = self._addr(data)
+        walks = self.mm.vmas.find_vma_intersection(a, a + n * P) is not None
+        self._call(self.mm.madvise, a, n * P, MADV_DONTNEED,
+                   may_change_on=(errno.ENOMEM, errno.EINVAL) if walks else ())
+
+    @rule(data=st.data(), n=pages, advice=st.sampled_from([0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+                                                           19, 20, 21, 22, 23, 24, 102, 103]))
+    def madvise_any(self, data, n, advice) -> None:
+        """Every advice: flag advices split and merge vmas (EAGAIN at max_map_count), guard
+        markers, REMOVE and PAGEOUT zap; a walk that fails part way may have changed state."""
+        a = self._addr(data)
+        walks = self.mm.vmas.find_vma_intersection(a, a + n * P) is not None
+        self._call(self.mm.madvise, a, n * P, advice,
+                   may_change_on=(errno.ENOMEM, errno.EINVAL, errno.EACCES, errno.EAGAIN, errno.EFAULT)
+                   if walks else ())
 
     @rule(data=st.data(), write=st.booleans())
     def touch(self, data, write) -> None:
