@@ -90,16 +90,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, cfg: object, size: int, sweeps: list, refs: list) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from mmlab.harness.latency import dilation_text
     from mmlab.harness.tune import TunePoint, run_tune
     from mmlab.report.latency_tables import size_text
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 150))
+    from mmlab.report.console import console as report_console
+    console = report_console()  # a log or a pipe: tables at their width, names whole
     c = cfg  # type: ignore[assignment]
     console.print(f"mmlab tune: {c.kernels[0].name} {c.populators[0].name} {size_text(size)}; sweeping "  # type: ignore[attr-defined]
                   + " x ".join(f"{s.switch}={','.join(map(str, s.values))}" for s in sweeps)
