@@ -311,11 +311,12 @@ def _restore_process(old_switchinterval: float) -> None:
 
 def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: LatencyConfig,
             seed: int, duration_s: Optional[float] = None, timeline: bool = False,
-            victims_on: bool = True) -> RunResult:
+            victims_on: bool = True, dilation: Optional[Dilation] = None) -> RunResult:
     """One run on a fresh MM: victims start, then (once they run) the populator populates
     *size* bytes ``cfg.rounds`` times; without a populator, the victims run ``duration_s`` of
-    clock time; without victims (*victims_on* False) the populate runs alone."""
-    dil = cfg.run_dilation()
+    clock time; without victims (*victims_on* False) the populate runs alone. *dilation*: this
+    run's clock (default: ``cfg.run_dilation()``, measured now)."""
+    dil = dilation if dilation is not None else cfg.run_dilation()
     k = dil.k if dil is not None else 1.0
     # dilated runs keep a sleep's overshoot as credit past a lock release (RealClock.carry_credit):
     # a populate that yields then pays its oversleeping once, as it does alone
@@ -387,9 +388,12 @@ def _resetup(p: Populator, mm: MM, st: PopState, size: int) -> None:
     st.addr, st.length, st.file, st.extra = new.addr, new.length, new.file, new.extra
 
 
-def run_alone(kernel: Kernel, populator: Populator, size: int, cfg: LatencyConfig, seed: int) -> RunResult:
-    """The populate with nobody beside it: the baseline of its slowdown."""
-    return run_one(kernel, populator, size, cfg, seed, victims_on=False)
+def run_alone(kernel: Kernel, populator: Populator, size: int, cfg: LatencyConfig, seed: int,
+              dilation: Optional[Dilation] = None) -> RunResult:
+    """The populate with nobody beside it: the baseline of its slowdown. Give it the *dilation*
+    of the runs it is the baseline of: the populate's own interpreter time per page (a file
+    populate's page-cache walk) is divided by k, so a different k would be a different baseline."""
+    return run_one(kernel, populator, size, cfg, seed, victims_on=False, dilation=dilation)
 
 
 def run_noise_floor(kernel: Kernel, cfg: LatencyConfig, seed: int) -> RunResult:
@@ -428,9 +432,10 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
             mine: list[RunResult] = []
             hung = False
             for size in sorted(cfg.sizes):
+                dil = cfg.run_dilation()  # one k for a size's alone and beside-the-victims runs
                 base: list[RunResult] = []
                 for rep in range(n_alone):
-                    a = run_alone(k, p, size, cfg, rng.randrange(1 << 30))
+                    a = run_alone(k, p, size, cfg, rng.randrange(1 << 30), dilation=dil)
                     a.repeat = rep
                     base.append(a)
                     alone.append(a)
@@ -446,7 +451,7 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
                 alone_ms = statistics.median(ok_base) if ok_base else None
                 for rep in range(cfg.repeats):
                     tl = rep == 0 and cfg.timeline_for == (k.name, p.name, size)
-                    r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl)
+                    r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl, dilation=dil)
                     r.repeat = rep
                     r.alone_ms = alone_ms
                     mine.append(r)

@@ -97,15 +97,16 @@ class TuneResult:
 
 def _measure(pt: TunePoint, k: Kernel, pop: Populator, size: int, cfg: LatencyConfig, rng: random.Random,
              progress: Optional[Callable[[TunePoint, str], None]], runs: list[RunResult]) -> None:
+    dil = cfg.run_dilation()  # one k for the point's alone and beside-the-victims runs
     for _ in range(cfg.repeats):
-        a = run_alone(k, pop, size, cfg, rng.randrange(1 << 30))
+        a = run_alone(k, pop, size, cfg, rng.randrange(1 << 30), dilation=dil)
         runs.append(a)
         if a.errors or a.reason != "done":
             pt.errors.extend(a.errors or [a.reason])
             continue
         pt.alone_ms.append(a.populate_ms)
     for _ in range(cfg.repeats):
-        r: RunResult = run_one(k, pop, size, cfg, rng.randrange(1 << 30))
+        r: RunResult = run_one(k, pop, size, cfg, rng.randrange(1 << 30), dilation=dil)
         runs.append(r)
         w = r.worst_wait_us("writer")
         if r.errors or r.reason != "done" or w is None:

@@ -90,8 +90,9 @@ def _bounded_runs(seed: int, burn_ns: int) -> tuple[LatencyConfig, float, float]
                         victims=("writer",), seed=seed, stall_ms=1e9,
                         dilation=choose_dilation(DEFAULT_COSTS, burn_ns=burn_ns))
     k, p = cfg.kernels[0], cfg.populators[0]
-    alone = statistics.median(run_alone(k, p, SIZE, cfg, seed + i).populate_ms for i in range(REPEATS))
-    runs = [run_one(k, p, SIZE, cfg, seed + i) for i in range(REPEATS)]
+    dil = cfg.run_dilation()
+    alone = statistics.median(run_alone(k, p, SIZE, cfg, seed + i, dilation=dil).populate_ms for i in range(REPEATS))
+    runs = [run_one(k, p, SIZE, cfg, seed + i, dilation=dil) for i in range(REPEATS)]
     assert all(r.reason == "done" and not r.errors for r in runs), [r.errors for r in runs]
     waits = [r.worst_wait_us("writer") for r in runs]
     assert all(w is not None for w in waits)
