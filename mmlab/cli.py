@@ -28,6 +28,7 @@ COMMANDS: list[str] = [
     "mmlab.report.sweep_cmd",
     "mmlab.report.tune_cmd",
     "mmlab.report.trace_cmd",
+    "mmlab.report.calibrate_cmd",
 ]
 
 

@@ -92,6 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 f"the marker's, else {DEFAULT_ROUNDS})")
     g.addoption("--mmlab-time-scale", type=float, metavar="F", help="cost multiplier of the models "
                 f"(default: the marker's or suite's, else {DEFAULT_TIME_SCALE})")
+    g.addoption("--mmlab-costs", metavar="FILE", help="cost profile (mmlab calibrate) of the models; default: "
+                "the built-in costs -- tests never read $MMLAB_COSTS or ~/.config/mmlab")
     g.addoption("--mmlab-hang-timeout", type=float, metavar="S", help="a test body running, or a task waiting "
                 f"for mmap_sem, longer than S is a hang (default {DEFAULT_HANG_S:g}, always below pytest-timeout)")
     g.addoption("--mmlab-json", metavar="FILE", help="write the merged results (counts, histograms, failures "
@@ -212,7 +214,20 @@ def mmlab_rng(mmlab_seed: int) -> random.Random:
 
 @pytest.fixture
 def mmlab_costs(request: pytest.FixtureRequest) -> Costs:
-    return DEFAULT_COSTS.scaled(_time_scale(request.node))
+    return _base_costs(request.config).scaled(_time_scale(request.node))
+
+
+def _base_costs(config: pytest.Config) -> Costs:
+    """``--mmlab-costs FILE`` at time scale 1, else the built-in costs (never the user's default
+    profile: a test run must not depend on what `mmlab calibrate` left in the home directory)."""
+    path = config.getoption("--mmlab-costs", None)
+    if not path:
+        return DEFAULT_COSTS
+    from mmlab.costprofile import CostProfileError, load
+    try:
+        return load(path).costs
+    except CostProfileError as e:
+        raise pytest.UsageError(f"--mmlab-costs: {e}") from None
 
 
 def _time_scale(node: Any, default: float = DEFAULT_TIME_SCALE) -> float:
@@ -330,7 +345,7 @@ def mmlab_stress(request: pytest.FixtureRequest, mmlab_kernel: Kernel, mmlab_see
     kw = dict(m.kwargs) if m is not None else {}
     rounds = node.config.getoption("--mmlab-rounds") or kw.get("rounds", DEFAULT_ROUNDS)
     seeds_row = _recorder(node)
-    return Stress(mmlab_kernel, mmlab_seed, DEFAULT_COSTS.scaled(_time_scale(node)), rounds=int(rounds),
+    return Stress(mmlab_kernel, mmlab_seed, _base_costs(node.config).scaled(_time_scale(node)), rounds=int(rounds),
                   size=kw.get("size", "1M"), suite=_suite_name(node), record=seeds_row,
                   register=_models(node).append)
 
@@ -551,7 +566,7 @@ class SuiteItem(pytest.Item):
 
     def _suite_for_item(self) -> Suite:
         cfg = self.config
-        changes: dict[str, Any] = {"kernels": (self.kernel,), "seed": self.seed}
+        changes: dict[str, Any] = {"kernels": (self.kernel,), "seed": self.seed, "costs": _base_costs(cfg)}
         ts = cfg.getoption("--mmlab-time-scale")
         if ts is not None:
             changes["time_scale"] = ts
@@ -586,7 +601,7 @@ class SuiteItem(pytest.Item):
             if rr.outcome in self._never(sub, k, cell.populator, cell.racer):
                 bad_rounds.append(race_replay_cmd(k, cell.populator, cell.racer, rr.seed,
                                                   self._section(sub, k, cell.populator, cell.racer).size,
-                                                  DEFAULT_COSTS.scaled(sub.time_scale)))
+                                                  sub.costs.scaled(sub.time_scale)))
 
         res = run_suite(sub, on_round=on_round)
         failed = res.status != "HELD"

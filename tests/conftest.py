@@ -23,6 +23,14 @@ def _switch_interval() -> Iterator[None]:
     sys.setswitchinterval(old)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_cost_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands resolve a cost profile from $MMLAB_COSTS or ~/.config/mmlab/costs.toml: tests see
+    neither the user's profile nor ever write there -- an empty config home of their own."""
+    monkeypatch.delenv("MMLAB_COSTS", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+
+
 @pytest.fixture
 def mm() -> MM:
     """A v6.18 model with zero costs."""

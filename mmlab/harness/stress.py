@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-from mmlab.clock import DEFAULT_COSTS
 from mmlab.current import set_task_name
 from mmlab.errors import Signal
 from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_LOCKED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
@@ -353,7 +352,7 @@ def _workload_populate_ms(suite: Suite, tasks: list[Task]) -> Optional[float]:
 
 def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optional[Callable[[str], None]],
                   check_live_ms: float = 0.0) -> WorkloadResult:
-    costs = DEFAULT_COSTS.scaled(suite.time_scale)
+    costs = suite.costs.scaled(suite.time_scale)
     mm = MM(kernel, costs)
     res = WorkloadResult(kernel)
     tasks = _build_tasks(suite, seed)
@@ -432,7 +431,7 @@ def run_suite(suite: Suite, live: Optional[Live] = None, stop: Optional[threadin
     res = SuiteResult(suite, skipped=missing_features(suite))
     t0 = time.monotonic()
     live.t0 = t0
-    costs = DEFAULT_COSTS.scaled(suite.time_scale)
+    costs = suite.costs.scaled(suite.time_scale)
     plan = []
     for k in suite.kernels:
         for i, sec in enumerate(suite.races):

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from mmlab.clock import DEFAULT_COSTS, Costs
 from mmlab.harness.oracle import GRADES
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.racers import DEFAULT_RACERS, RACERS
@@ -119,6 +120,7 @@ class Suite:
     races: list[RaceSection]
     tasks: list[TaskSpec]
     expect: dict[str, Expect]
+    costs: Costs = DEFAULT_COSTS  # at time scale 1: the command's cost profile (--costs), not the file's
 
     def expect_for(self, kernel: str, section: Optional[RaceSection] = None) -> Expect:
         for table in ((section.expect if section else {}), self.expect):

@@ -24,12 +24,15 @@ __all__ = ["VmaLocks"]
 class VmaLocks:
     def __init__(self) -> None:
         self.mm_lock_seq = 0
-        self._cond = threading.Condition(threading.Lock())
+        # taken as the plain lock (``with self._lock``): Condition.__enter__/__exit__ are Python
+        # frames around the same lock; wait() and notify_all() need only that it is held
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.read_fails = 0
 
     def start_read(self, vma: "Vma") -> bool:
         """vma_start_read(): a read lock on one vma, or False if it is (being) modified."""
-        with self._cond:
+        with self._lock:
             if vma.vm_lock_seq == self.mm_lock_seq or vma.detached:
                 self.read_fails += 1
                 return False
@@ -37,7 +40,7 @@ class VmaLocks:
             return True
 
     def end_read(self, vma: "Vma") -> None:
-        with self._cond:
+        with self._lock:
             vma.vm_refcnt -= 1
             if vma.vm_refcnt == 0:
                 self._cond.notify_all()
@@ -47,7 +50,7 @@ class VmaLocks:
         if vma.vm_lock_seq == self.mm_lock_seq:
             return
         while True:
-            with self._cond:
+            with self._lock:
                 if not vma.vm_refcnt:
                     vma.vm_lock_seq = self.mm_lock_seq
                     return

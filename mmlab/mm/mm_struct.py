@@ -115,6 +115,11 @@ class MM:
         self.costs = costs
         self.clock = clock or RealClock()
         self.mmap_sem = MmapSem(self.clock, history=history)
+        # the pure forwards below, bound once per mm: every syscall takes the lock, and a
+        # forwarding frame costs as much as a tenth of an uncontended down_write/up_write pair
+        self.mmap_read_lock = self.mmap_sem.down_read  # type: ignore[method-assign]
+        self.mmap_read_unlock = self.mmap_sem.up_read  # type: ignore[method-assign]
+        self.mmap_write_lock = self.mmap_sem.down_write  # type: ignore[method-assign]
         self.vma_locks = VmaLocks()
         self.vmas = VmaTree(MMAP_BASE)
         # 4.12+: stack_guard_gap pages stay free below a VM_GROWSDOWN vma; before, the one guard

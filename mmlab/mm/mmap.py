@@ -141,15 +141,21 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
             if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
                 raise err(EEXIST, "mmap")
-    elif file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
-        addr = mm.vmas.get_unmapped_area(length, addr)
+        hit = check_unmap(mm, addr, addr + length, extra=1)
     else:
-        addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
+        if file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
+            addr = mm.vmas.get_unmapped_area(length, addr)
+        else:
+            addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
+        # a gap get_unmapped_area() found (THP-aligned inside a padded gap or not): nothing in it
+        # to split or detach, so of check_unmap() only the map_count limit for the new vma is left
+        if mm.map_count + 1 > mm.max_map_count:
+            raise err(ENOMEM, "mmap")
+        hit = []
     if anon and maptype != MAP_SHARED:  # private or droppable
         pgoff = addr >> 12
     elif anon:
         pgoff = 0  # a shared anonymous mapping is offset 0 of its own shmem file
-    hit = check_unmap(mm, addr, addr + length, extra=1)
     if vm_flags & VM_LOCKONFAULT:
         populate = 0
     elif k.vm_populate:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from typing import Iterator, Optional
 
 from sortedcontainers import SortedDict
@@ -129,14 +129,63 @@ class _Keys:
     (another sortedcontainers), the same answers come from the public API.
     """
 
-    __slots__ = ("_lists", "_maxes", "_sl")
+    __slots__ = ("_lists", "_maxes", "_sl", "_d")
 
     def __init__(self, d: SortedDict) -> None:
         sl = d._list  # the SortedList of keys
         self._sl = sl
-        ok = isinstance(getattr(sl, "_lists", None), list) and isinstance(getattr(sl, "_maxes", None), list)
+        self._d = d
+        ok = all(isinstance(getattr(sl, a, None), list) for a in ("_lists", "_maxes", "_index")) and \
+            all(hasattr(sl, a) for a in ("_load", "_len", "_expand", "_delete"))
         self._lists: Optional[list[list[int]]] = sl._lists if ok else None
         self._maxes: Optional[list[int]] = sl._maxes if ok else None
+
+    # Updates: ``d[key] = value`` and ``del d[key]`` are three Python frames each in
+    # sortedcontainers (__setitem__ -> SortedList.add -> _expand); the common case -- no positional
+    # index built (``_index`` empty), no sublist to split or join -- is done here in one, the
+    # rest by the library's own code. Every syscall that maps or unmaps does two to four of them.
+
+    def put(self, key: int, value: object) -> None:
+        """``d[key] = value``."""
+        d = self._d
+        maxes = self._maxes
+        sl = self._sl
+        if maxes is None or not maxes or sl._index or key in d:
+            d[key] = value
+            return
+        pos = bisect_right(maxes, key)
+        if pos == len(maxes):
+            pos -= 1
+            lst = self._lists[pos]  # type: ignore[index]
+            lst.append(key)
+            maxes[pos] = key
+        else:
+            lst = self._lists[pos]  # type: ignore[index]
+            insort(lst, key)
+        if len(lst) > sl._load << 1:
+            sl._expand(pos)  # split the sublist
+        sl._len += 1
+        dict.__setitem__(d, key, value)
+
+    def drop(self, key: int) -> object:
+        """``d.pop(key)``: KeyError if absent."""
+        d = self._d
+        maxes = self._maxes
+        sl = self._sl
+        if maxes is None or sl._index:
+            return d.pop(key)
+        value = dict.pop(d, key)
+        pos = bisect_left(maxes, key)
+        lst = self._lists[pos]  # type: ignore[index]
+        idx = bisect_left(lst, key)
+        left = len(lst) - 1
+        if left > sl._load >> 1 or (left and len(maxes) == 1):  # _delete()'s cases with no join
+            del lst[idx]
+            sl._len -= 1
+            maxes[pos] = lst[-1]
+        else:
+            sl._delete(pos, idx)  # joins sublists, or drops the last one
+        return value
 
     def floor_higher(self, x: int) -> tuple[Optional[int], Optional[int]]:
         """(the greatest key <= x, the smallest key > x); None where there is none."""
@@ -295,11 +344,11 @@ class VmaTree:
     # ---------------------------------------------------------------- updates
     def insert(self, vma: Vma) -> None:
         with self.mt_lock:
-            self._d[vma.start] = vma
+            self._k.put(vma.start, vma)
 
     def remove(self, vma: Vma) -> None:
         with self.mt_lock:
-            del self._d[vma.start]
+            self._k.drop(vma.start)
         vma.detached = True
 
     def rekey(self, vma: Vma, new_start: int, new_end: int) -> None:
@@ -320,7 +369,7 @@ class VmaTree:
             vma.end = addr
             if vma.nonlinear is not None:
                 vma.nonlinear = {p: o for p, o in vma.nonlinear.items() if p < addr >> 12}
-            self._d[addr] = hi
+            self._k.put(addr, hi)
         return vma, hi
 
     def try_merge(self, vma: Vma) -> Vma:
@@ -373,6 +422,14 @@ class VmaTree:
             v0 = d.get(top)
             if v0 is not None and v0.flags & VM_GROWSDOWN:
                 hi = top - self.stack_guard_gap
+        # the walk's first step with one bisect (the gap right below top: the hole munmap just
+        # left, or the one under the lowest mapping), before starting the descending generator
+        k0 = self._k.lower(top)
+        if k0 is None:
+            return hi - length if hi - self.mmap_min_addr >= length else None
+        first: Vma = d[k0]
+        if first.end <= hi and hi - first.end >= length:
+            return hi - length
         for k in self._k.below(top):
             v: Vma = d[k]
             if v.end <= hi and hi - v.end >= length:
@@ -431,7 +488,7 @@ class OriginMap:
             del self.info[oid]
 
     def _add(self, s: int, e: int, oid: int) -> None:
-        self._d[s] = (e, oid)
+        self._k.put(s, (e, oid))
         self._refs[oid] += 1
 
     def clear(self, start: int, end: int) -> None:
@@ -447,7 +504,7 @@ class OriginMap:
         elif s is not None:  # an interval begins at start: often it is the whole range (munmap)
             e, oid = d[s]
             if e >= end:
-                del d[s]
+                self._k.drop(s)
                 if e > end:
                     self._add(end, e, oid)
                 self._drop_ref(oid)
@@ -456,7 +513,7 @@ class OriginMap:
             if s is None or s < start:
                 return
         for s in self._k.between(start, end):
-            e, oid = d.pop(s)
+            e, oid = self._k.drop(s)  # type: ignore[misc]
             self._refs[oid] -= 1
             if e > end:
                 self._add(end, e, oid)

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from mmlab.real.libc import unavailable_reason
+from mmlab.report.costs_arg import add_costs_argument
 from mmlab.report.real_cmd import (latency_tables, not_observed_lines, parse_sizes, pick, race_problems, race_table,
                                    verdict_cell)
 
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "models' window hits always come from their lock records)")
     p.add_argument("--quick", action="store_true", help="a reduced run that finishes within 2 minutes")
     p.add_argument("--json", metavar="FILE", help="write everything as JSON")
+    add_costs_argument(p)
     p.set_defaults(func=run)
 
 
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"mmlab compare: {refuse}")
         return 2
 
+    con.print(f"mmlab compare: real kernel vs {', '.join(kernels)}; models at {args.costs.header}", highlight=False)
     t_start = time.perf_counter()
     runs: list[dict[str, Any]] = []
     races: list[dict[str, Any]] = []
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     skipped: dict[tuple[str, str], str] = {}
     real = S.RealTarget(timing=args.timing)
     # the models' victim waits come from their lock records exactly when the real kernel's do
-    targets: list[Any] = [real] + [S.ModelTarget(k, lock_waits=real.lock_waits) for k in kernels]
+    targets: list[Any] = [real] + [S.ModelTarget(k, args.costs.costs, lock_waits=real.lock_waits) for k in kernels]
     names = [t.name for t in targets]
     interrupted = False
     try:
@@ -240,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"[bold red]{errors} race round(s) were ERROR[/]: they tested nothing (see above)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
+            json.dump({"costs": args.costs.as_dict(), "runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
                        "skipped": [{"target": n, "what": w_, "why": y} for (n, w_), y in skipped.items()],
                        "timing": {"latency": "traced" if real.lock_waits else "wall",
                                   "race": sorted({r["timing"] for r in races if r["kernel"] == "real"})},

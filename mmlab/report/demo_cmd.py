@@ -9,7 +9,8 @@ import time
 from typing import Any, Optional
 
 from mmlab import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, MM, PROT_READ, PROT_WRITE,
-                   DEFAULT_COSTS, parse_kernels, set_task_name)
+                   DEFAULT_COSTS, Costs, parse_kernels, set_task_name)
+from mmlab.report.costs_arg import add_costs_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,16 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=0.5, help="cost multiplier (default 0.5)")
     p.add_argument("--perfetto", metavar="FILE.json", help="write each kernel's run (calls, lock waits and "
                    "holds per thread) as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
+    add_costs_argument(p)
     p.set_defaults(func=run)
 
 
 def demo_once(kernel: str, size_mib: int, time_scale: float,
-              events: Optional[list[dict[str, Any]]] = None) -> dict[str, float]:
+              events: Optional[list[dict[str, Any]]] = None, costs: Costs = DEFAULT_COSTS) -> dict[str, float]:
     """One run; with *events*, the run's calls and lock records are appended to it as trace
     events (mmlab.report.perfetto), one process per run."""
     import sys
     sys.setswitchinterval(0.0005)  # as the measurements on the real kernel did
-    mm = MM(kernel, DEFAULT_COSTS.scaled(time_scale))
+    mm = MM(kernel, costs.scaled(time_scale))
     stop = threading.Event()
     start = threading.Barrier(3)
     worst = {"fault": 0.0, "mmap+munmap": 0.0}
@@ -93,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         t.add_column(c, justify="right")
     events: Optional[list[dict[str, Any]]] = [] if args.perfetto else None
     for k in kernels:
-        r = demo_once(k.name, args.size, args.time_scale, events)
+        r = demo_once(k.name, args.size, args.time_scale, events, args.costs.costs)
         t.add_row(k.name, f"{r['populate']:.1f}", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
-    console().print(t)
+    con = console()
+    con.print(args.costs.header, highlight=False)
+    con.print(t)
     if args.perfetto and events is not None:
         from mmlab.report.perfetto import write_events
         n = write_events(args.perfetto, events, {"source": "mmlab demo (model)"})

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.sizes import parse_size
 from mmlab.kernels import KERNELS, parse_kernels
+from mmlab.report.costs_arg import add_costs_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="report a STALL when an mmap_sem wait exceeds this (virtual ms; default off)")
     p.add_argument("--time-scale", type=float, default=None,
                    help="cost multiplier (default 1.0, or the suite's)")
+    add_costs_argument(p)
     p.add_argument("--reproduce", type=int, default=10, help="replays of a failure's token (default 10)")
     p.add_argument("--no-shrink", action="store_true", help="print the failing schedule as found")
     p.add_argument("--keep-going", action="store_true", help="count outcomes over every iteration")
@@ -113,7 +115,7 @@ def _cells(args: argparse.Namespace, seed: int) -> list[Cell]:
         pops = _names(args.populator, "populate-file", list(POPULATORS))
         racers = [r.name for r in get_racers(args.racer or "munmap-mmap")]
         size = parse_size(args.size)
-        return [Cell(RaceScenario(k, p, r, size, ts, stall, racer_seed=seed))
+        return [Cell(RaceScenario(k, p, r, size, ts, stall, racer_seed=seed, costs=args.costs.costs))
                 for k in kernels for p in pops for r in racers]
     from mmlab.harness.suite import load_suite
     want_k = set(_names(args.kernel, "all", list(KERNELS))) if args.kernel else None
@@ -137,7 +139,8 @@ def _cells(args: argparse.Namespace, seed: int) -> list[Cell]:
                 for pop in sec.populators:
                     for r in sec.racers:
                         if (want_p is None or pop in want_p) and (want_r is None or r in want_r):
-                            cells.append(Cell(RaceScenario(k, pop, r, sec.size, tsc, st, racer_seed=seed),
+                            cells.append(Cell(RaceScenario(k, pop, r, sec.size, tsc, st, racer_seed=seed,
+                                                           costs=args.costs.costs),
                                               tuple(e.never), tuple(e.reproduce), (suite.name, k, id(e))))
     if not cells:
         raise ValueError("the suites have no [[race]] cell that passes the --kernel/--populator/--racer filters")
@@ -162,7 +165,7 @@ def run_explore(args: argparse.Namespace) -> int:
     strat = {"pct": f"PCT depth {args.depth}", "random": "random walk",
              "dfs": f"DFS, preemption bound {args.max_preemptions}"}[args.strategy]
     con.print(f"mmlab explore: {strat}, seed {seed}, up to {args.iterations} executions per scenario; "
-              f"times are virtual (VirtualClock), rates are wall-clock")
+              f"times are virtual (VirtualClock), rates are wall-clock; {args.costs.header}")
     results = []
     status = 0
     seen: dict[tuple, set[str]] = {}  # group -> known bugs reproduced in it so far
@@ -199,7 +202,8 @@ def run_explore(args: argparse.Namespace) -> int:
     _summary(con, results)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"seed": seed, "strategy": args.strategy, "results": [_as_json(r) for r in results]},
+            json.dump({"seed": seed, "strategy": args.strategy, "costs": args.costs.as_dict(),
+                       "results": [_as_json(r) for r in results]},
                       fh, indent=2)
     return status
 

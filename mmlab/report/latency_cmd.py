@@ -26,7 +26,7 @@ import re
 import sys
 from typing import Optional
 
-from mmlab.clock import DEFAULT_COSTS
+from mmlab.report.costs_arg import add_costs_argument
 
 __all__ = ["register", "run", "parse_size", "parse_sizes"]
 
@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=None,
                    help=f"cost multiplier: 1 is the real kernel's speed (default 1; {QUICK_TIME_SCALE} with --quick)")
     p.add_argument("--quick", action="store_true", help="the default report at a reduced time scale (<= 60 s)")
+    add_costs_argument(p)
     p.add_argument("--stall-ms", type=float, default=100.0,
                    help="watchdog: report a task waiting longer than this for mmap_sem (default 100)")
     p.add_argument("--hang-ms", type=float, default=30_000.0,
@@ -192,7 +193,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
         if not args.quiet_stalls:
             err.print(text, markup=False, highlight=False)
 
-    cfg = LatencyConfig(kernels, populators, sizes, costs=DEFAULT_COSTS.scaled(ts), stall_ms=args.stall_ms,
+    cfg = LatencyConfig(kernels, populators, sizes, costs=args.costs.scaled(ts), stall_ms=args.stall_ms,
                         hang_ms=args.hang_ms, seed=seed, rounds=args.rounds, repeats=args.repeats,
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out,
@@ -211,6 +212,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                   f"time scale {ts:g}; victims "
                   f"{'closed loop' if args.closed_loop else f'open loop every {args.interval_us:g} us'}; seed {seed}",
                   highlight=False)
+    console.print(args.costs.header, highlight=False)
     console.print(dil.text(), highlight=False)  # type: ignore[attr-defined]
 
     def line(kind: str, r: RunResult, done: int, total: int) -> str:
@@ -256,7 +258,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                   + dilation_text(res.runs + res.noise + res.alone), style="dim", highlight=False)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res.as_dict(), f, indent=1, default=str)
+            json.dump({**res.as_dict(), "costs": args.costs.as_dict()}, f, indent=1, default=str)
         console.print(f"wrote {args.json}", highlight=False)
     if args.plot:
         from mmlab.report.latency_plot import plot_latency

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from mmlab.harness.latency import VICTIM_OPS, LatencyResult, RunResult
 
-__all__ = ["populator_table", "verdict_table", "fmt_us", "size_text"]
+__all__ = ["populator_table", "verdict_table", "fmt_us", "size_text", "percentile_cells"]
 
 _ROW_OPS = VICTIM_OPS + ("writer",)
 
@@ -24,6 +24,14 @@ def fmt_us(us: Optional[float]) -> str:
     if us < 100_000:
         return f"{us / 1e3:.2f}ms"
     return f"{us / 1e3:.0f}ms"
+
+
+def percentile_cells(s: dict) -> list[str]:  # type: ignore[type-arg]
+    """p50, p99, p99.9 and max of a summary as text, no percentile above the exact max: HDR gives
+    a bucket's highest equivalent value (and a wait recorded as at least 1 us reads 1us beside a
+    max of 0), so each is clamped to the max and a zero shows as 0 in every column."""
+    top = float(s["max_us"])
+    return [fmt_us(min(float(s[k]), top)) for k in ("p50_us", "p99_us", "p999_us")] + [fmt_us(top)]
 
 
 def size_text(n: int) -> str:
@@ -44,8 +52,7 @@ def _op_rows(t: Table, kernel: str, size: str, pop: str, r: RunResult, style: st
             continue
         wall = s.get("wall", {})
         t.add_row(kernel if first else "", size if first else "", pop if first else "",
-                  alone if first else "", slow if first else "", op, str(s["count"]), fmt_us(s["p50_us"]), fmt_us(s["p99_us"]),  # type: ignore[arg-type]
-                  fmt_us(s["p999_us"]), fmt_us(s["max_us"]),  # type: ignore[arg-type]
+                  alone if first else "", slow if first else "", op, str(s["count"]), *percentile_cells(s),
                   fmt_us(wall.get("max_us")) if isinstance(wall, dict) else "-",
                   style=style, end_section=False)
         first = False

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Optional
 
-from mmlab.clock import DEFAULT_COSTS
+from mmlab.report.costs_arg import add_costs_argument
 from mmlab.harness.live import DEFAULT_PERIOD_MS
 from mmlab.harness.populators import get_populators
 from mmlab.harness.race import CellResult, RoundHang, run_cell, run_round
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round-seed", type=int, help="replay: run one round with this round seed per cell")
     p.add_argument("--size", default="32M", help="populated range per round (default 32M)")
     p.add_argument("--time-scale", type=float, default=1.0, help="cost multiplier (default 1.0)")
+    add_costs_argument(p)
     p.add_argument("--show", type=int, default=1, help="FORBIDDEN rounds printed per cell (default 1)")
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
     p.add_argument("--check-live", action="store_true",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     rounds = args.rounds or 0
     duration = args.duration if args.duration is not None else (0 if rounds else DEFAULT_DURATION_S)
-    costs = DEFAULT_COSTS.scaled(args.time_scale)
+    costs = args.costs.scaled(args.time_scale)
     sys.setswitchinterval(0.0005)
 
     from mmlab.report.console import console
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     err = console(stderr=True)
     out.print(f"mmlab race: seed {seed}, size {format_size(size)}, time scale {args.time_scale}, "
               + (f"{rounds} rounds" if rounds else f"{duration:g} s") + " per cell"
-              + (f", live oracle every {live_ms:g} ms" if live_ms else ""))
+              + (f", live oracle every {live_ms:g} ms" if live_ms else "") + f"; {args.costs.header}")
     cells: list[CellResult] = []
     stop = threading.Event()
     status = 0
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     _print_table(out, cells, seed)
     _print_forbidden(out, cells, seed, args.show)
     if args.json:
-        _write_json(args.json, cells, seed, size, args.time_scale, rounds, duration, live_ms)
+        _write_json(args.json, cells, seed, size, args.time_scale, rounds, duration, live_ms, args.costs.as_dict())
     if status:
         return status
     if any(c.outcomes["FORBIDDEN"] for c in cells):
@@ -234,8 +235,8 @@ def _print_forbidden(out, cells: list[CellResult], seed: int, show: int) -> None
 
 
 def _write_json(path: str, cells: list[CellResult], seed: int, size: int, time_scale: float, rounds: int,
-                duration: float, live_ms: float = 0.0) -> None:
-    doc = {"seed": seed, "size": size, "time_scale": time_scale, "rounds_per_cell": rounds or None,
+                duration: float, live_ms: float = 0.0, costs: Optional[dict] = None) -> None:
+    doc = {"seed": seed, "size": size, "time_scale": time_scale, "costs": costs, "rounds_per_cell": rounds or None,
            "duration_per_cell_s": duration or None, "check_live_ms": live_ms or None,
            "results": [c.as_dict() for c in cells]}
     with open(path, "w") as f:

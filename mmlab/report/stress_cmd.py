@@ -19,6 +19,7 @@ from typing import Optional
 
 from mmlab.harness.live import DEFAULT_PERIOD_MS
 from mmlab.harness.suite import Suite, SuiteError, load_suite
+from mmlab.report.costs_arg import add_costs_argument
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "stress"
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", help="run only these kernels of each suite (comma-separated)")
     p.add_argument("--time-scale", type=float, help="override every suite's time_scale")
     p.add_argument("--seed", type=int, help="override every suite's seed")
+    add_costs_argument(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
     p.add_argument("--list", action="store_true", help="validate and list the suites, run nothing")
     p.add_argument("--check-live", action="store_true",
@@ -85,16 +87,18 @@ def run(args: argparse.Namespace) -> int:
             s = dataclasses.replace(s, time_scale=args.time_scale)
         if args.seed is not None:
             s = dataclasses.replace(s, seed=args.seed)
-        suites[i] = s
+        suites[i] = dataclasses.replace(s, costs=args.costs.costs)
     if args.list:
         for s in suites:
             print(f"{s.path}: {s.name} -- {s.description} (kernels {', '.join(s.kernels)}; "
                   f"{len(s.races)} race sections, {sum(t.count for t in s.tasks)} tasks)")
         return 0
-    return _run(suites, args.json, args.check_live_ms if args.check_live else 0.0)
+    print(f"mmlab stress: {len(suites)} suite(s); {args.costs.header}", file=sys.stderr, flush=True)
+    return _run(suites, args.json, args.check_live_ms if args.check_live else 0.0, args.costs.as_dict())
 
 
-def _run(suites: list[Suite], json_path: Optional[str], check_live_ms: float = 0.0) -> int:
+def _run(suites: list[Suite], json_path: Optional[str], check_live_ms: float = 0.0,
+         costs: Optional[dict] = None) -> int:
     from mmlab.harness.stress import Live, SuiteResult, run_suite
 
     sys.setswitchinterval(0.0005)
@@ -135,7 +139,7 @@ def _run(suites: list[Suite], json_path: Optional[str], check_live_ms: float = 0
     _summary(out, results)
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"suites": [r.as_dict() for r in results], "interrupted": interrupted,
+            json.dump({"costs": costs, "suites": [r.as_dict() for r in results], "interrupted": interrupted,
                        "check_live_ms": check_live_ms or None}, f, indent=1,
                       default=str)
     if any(r.hang for r in results):

@@ -27,6 +27,7 @@ from mmlab.harness.populators import get_populators
 from mmlab.harness.racers import get_racers
 from mmlab.harness.sizes import parse_size
 from mmlab.kernels import parse_kernels
+from mmlab.report.costs_arg import add_costs_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="1M", help="with --populator: the populated range (default 1M)")
     p.add_argument("--rounds", type=int, help="race rounds per seed (default: each suite's own)")
     p.add_argument("--time-scale", type=float, help="cost multiplier (default: each suite's own)")
+    add_costs_argument(p)
     p.add_argument("--hang-timeout", type=float, default=60.0, help="seconds before a seed counts as hung "
                    "(default 60)")
     p.add_argument("--json", metavar="FILE", help="write the merged results as JSON")
@@ -160,8 +162,10 @@ def _sweep(args: argparse.Namespace, paths: list[str], seeds: range) -> int:
         argv += ["--mmlab-time-scale", str(args.time_scale)]
     if args.json:
         argv += ["--mmlab-json", args.json]
-    print(f"mmlab sweep: seeds {format_seeds(seeds)}, {args.workers} worker(s): pytest {' '.join(argv)}",
-          flush=True)
+    if not args.costs.builtin:
+        argv += ["--mmlab-costs", args.costs.path]
+    print(f"mmlab sweep: seeds {format_seeds(seeds)}, {args.workers} worker(s); {args.costs.header}: "
+          f"pytest {' '.join(argv)}", flush=True)
     grab = _Grab()
     t0 = time.perf_counter()
     code = int(pytest.main(argv, plugins=[grab]))

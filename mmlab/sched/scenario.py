@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from mmlab.clock import DEFAULT_COSTS
+from mmlab.clock import DEFAULT_COSTS, Costs
 from mmlab.harness.oracle import check
 from mmlab.harness.populators import POPULATORS
 from mmlab.harness.racers import RACERS
@@ -127,6 +127,12 @@ def kernel_from_spec(name: str, switches: Optional[dict[str, Any]] = None) -> tu
     return k, notes
 
 
+def _cost_diff(c: Costs) -> dict[str, int]:
+    """The costs that differ from the built-in ones (a replay token carries them)."""
+    return {f.name: getattr(c, f.name) for f in dataclasses.fields(c)
+            if f.name != "time_scale" and getattr(c, f.name) != getattr(DEFAULT_COSTS, f.name)}
+
+
 class RaceScenario(Scenario):
     """A populator and a racer over the same range, under one kernel profile."""
 
@@ -134,7 +140,8 @@ class RaceScenario(Scenario):
 
     def __init__(self, kernel: str, populator: str, racer: str, size: int = 1 << 20,
                  time_scale: float = 1.0, stall_ns: int = 0,
-                 switches: Optional[dict[str, Any]] = None, racer_seed: int = 0) -> None:
+                 switches: Optional[dict[str, Any]] = None, racer_seed: int = 0,
+                 costs: Costs = DEFAULT_COSTS) -> None:
         self.kernel, self.notes = kernel_from_spec(kernel, switches)
         self.kernel_name = kernel
         if populator not in POPULATORS:
@@ -149,22 +156,25 @@ class RaceScenario(Scenario):
         self.time_scale = time_scale
         self.stall_ns = stall_ns
         self.racer_seed = racer_seed  # the racer's own choices (which part mprotect hits)
+        self.costs = costs.scaled(1.0)  # a cost profile (mmlab calibrate); time_scale applies on top
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "kernel": self.kernel_name, "switches": self.kernel.switches(),
                 "populator": self.populator, "racer": self.racer, "size": self.size,
-                "time_scale": self.time_scale, "stall_ns": self.stall_ns, "racer_seed": self.racer_seed}
+                "time_scale": self.time_scale, "stall_ns": self.stall_ns, "racer_seed": self.racer_seed,
+                **({"costs": _cost_diff(self.costs)} if self.costs != DEFAULT_COSTS else {})}
 
     @classmethod
     def from_spec(cls, d: dict[str, Any]) -> "RaceScenario":
         return cls(d["kernel"], d["populator"], d["racer"], int(d["size"]), float(d["time_scale"]),
-                   int(d.get("stall_ns", 0)), d.get("switches"), int(d.get("racer_seed", 0)))
+                   int(d.get("stall_ns", 0)), d.get("switches"), int(d.get("racer_seed", 0)),
+                   dataclasses.replace(DEFAULT_COSTS, **{k: int(v) for k, v in d.get("costs", {}).items()}))
 
     def title(self) -> str:
         return f"{self.kernel.name} / {self.populator} / {self.racer}"
 
     def build(self) -> tuple[MM, list[TaskSpec]]:
-        mm = MM.controlled(self.kernel, DEFAULT_COSTS.scaled(self.time_scale))
+        mm = MM.controlled(self.kernel, self.costs.scaled(self.time_scale))
         pop = POPULATORS[self.populator]
         st = pop.setup(mm, self.size)
         racer = RACERS[self.racer]

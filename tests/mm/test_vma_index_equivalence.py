@@ -38,6 +38,8 @@ def test_vma_tree_lookups_match_brute_force(first: set[int], seq: list[tuple[str
         live.append(v)
     for op, slot, n in [("check", 0, 0), *seq]:
         start, end = BASE + slot * P, BASE + min(SLOTS, slot + n) * P
+        if slot % 5 == 0 and len(t):  # a positional lookup builds sortedcontainers' _index: updates
+            t._d.peekitem(0)          # then go through the library until a split or join drops it
         hit = [v for v in live if v.start < end and v.end > start]
         if op == "insert" and not hit:
             v = Vma(start, end, 0x3)
@@ -55,6 +57,7 @@ def test_vma_tree_lookups_match_brute_force(first: set[int], seq: list[tuple[str
             live[:] = [x for x in live if not x.detached]
             assert survivor in live
         live.sort(key=lambda v: v.start)
+        _check_keys(t._d._list)  # the in-place updates (_Keys.put/drop) keep sortedcontainers' invariants
         assert list(t) == live
         for slot2 in range(-1, SLOTS + 1):
             a = BASE + slot2 * P
@@ -69,6 +72,17 @@ def test_vma_tree_lookups_match_brute_force(first: set[int], seq: list[tuple[str
             got = t._search_down(BASE + SLOTS * P, length)
             want = _search_down_brute(live, BASE + SLOTS * P, length, t.mmap_min_addr)
             assert got == want
+
+
+def _check_keys(sl: object) -> None:
+    """SortedList's invariants (its own _check() refuses the tiny loads used here)."""
+    lists, maxes = sl._lists, sl._maxes  # type: ignore[attr-defined]
+    assert len(lists) == len(maxes) and all(lists) and sl._len == sum(map(len, lists))  # type: ignore[attr-defined]
+    flat = [k for lst in lists for k in lst]
+    assert flat == sorted(flat) and maxes == [lst[-1] for lst in lists]
+    assert all(len(lst) <= 2 * sl._load for lst in lists)  # type: ignore[attr-defined]
+    if sl._index and sl._load >= 4:  # type: ignore[attr-defined]
+        sl._check()  # type: ignore[attr-defined]  # the positional index too
 
 
 def _search_down_brute(live: list[Vma], top: int, length: int, floor: int) -> Optional[int]:
@@ -102,6 +116,7 @@ def test_origin_map_matches_a_page_array(seq: list[tuple[bool, int, int]], load:
         else:
             om.clear(BASE + slot * P, BASE + end * P)
             pages[slot:end] = [None] * (end - slot)
+        _check_keys(om._d._list)
         for i in range(SLOTS):
             o = om.at(BASE + i * P + 5)
             assert (o.oid if o else None) == pages[i]
