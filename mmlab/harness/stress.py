@@ -324,7 +324,7 @@ def _populate_alone_ms(suite: Suite, kernel: str) -> Optional[float]:
         return None
     spec = specs[0]
     prot, flags, file_backed = _WORKLOAD_POPULATE[spec.populator]  # type: ignore[index]
-    mm = MM(kernel, DEFAULT_COSTS.scaled(suite.time_scale))
+    mm = MM(kernel, suite.costs.scaled(suite.time_scale))  # the workload's own costs
     set_task_name(spec.name)
     times = []
     for i in range(ALONE_CALLS):
