@@ -79,7 +79,7 @@ class Dilation:
         burn = f", burning {self.burn_ns / 1e3:g} us per syscall entry" if self.burn_ns else ""
         ho = (f"; a yield's overhead {self.handoff_ns / 1e3:.0f} us measured -> {self.handoff_residual_ns / 1e3:.2f} us"
               if self.handoff_ns else "")
-        return (f"time dilation k={self.k:.1f}{' (recalibrated before every run)' if self.auto else ''}: "
+        return (f"time dilation k={self.k:.1f}{' (recalibrated for each size)' if self.auto else ''}: "
                 f"interpreter {self.overhead_ns / 1e3:.1f} us/call measured{burn}; "
                 f"residual {self.residual_ns / 1e3:.2f} us of modelled time per call "
                 f"(target {self.target_ns / 1e3:.2f} us){ho}")
