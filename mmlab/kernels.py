@@ -81,6 +81,10 @@ class Kernel:
     """bounded: populate holds mmap_sem read for at most this many pages, then drops it if a writer waits (0: never)."""
     populate_checks_identity: bool = False
     """bounded: after every re-take, populate only vmas of the mappings the call asked to populate."""
+    populate_yield_after_us: int = 0
+    """bounded: at a batch boundary, yield only to a waiter queued at least this long (us of modelled time, scaled with the costs; 0: any waiter)."""
+    populate_batch_max_pages: int = 0
+    """bounded: the batch doubles after each check that finds nobody waiting, up to this many pages; back to populate_batch_pages after a yield (0: fixed)."""
 
     def with_switches(self, **changes: object) -> "Kernel":
         """A copy with some switches flipped; the name records what changed."""
@@ -134,6 +138,8 @@ SWITCH_DOCS: dict[str, str] = {
     "stack_guard_gap": "4.12: pages kept free below a VM_GROWSDOWN vma (256; 1 before)",
     "populate_batch_pages": "bounded: read hold at most N pages, dropped when a writer waits (0: never)",
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
+    "populate_yield_after_us": "bounded: yield only to a waiter queued at least N us (0: any waiter)",
+    "populate_batch_max_pages": "bounded: batch doubles while nobody waits, up to N pages (0: fixed)",
 }
 
 PATCH_ALIASES: dict[str, str] = {
@@ -182,6 +188,11 @@ V6_18 = Kernel(
     stack_guard_gap=256,
     fault_around_pages=16,
 )
+# bounded's policy, chosen with `mmlab tune` (README, docs/tune-batch.png): yield at every 512-page
+# boundary a writer waits at. On the Pareto front at a writer every 250 us (0.87 ms, 1.011x at
+# 256 MiB) and under a writer storm (1.25 ms, 1.004x: at most one yield per batch); a 500 us
+# threshold with 64-page checks (populate_yield_after_us) and a growing batch
+# (populate_batch_max_pages) did not beat it.
 BOUNDED = dataclasses.replace(
     V6_18,
     name="bounded",

@@ -9,7 +9,13 @@ Profile switches that change it:
   vm_populate               (patch 9) skip vmas without VM_POPULATE;
   populate_fault_retry      a disk wait drops the lock (else the read is done under it);
   populate_skips_inaccessible  (6.x) PROT_NONE vmas give -EFAULT, VM_LOCKONFAULT vmas are skipped;
-  populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits;
+  populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits
+                            (rwsem_is_contended(), the cond_resched()-style check of a long
+                            loop under a lock);
+  populate_yield_after_us   (bounded) ... but only for a waiter queued at least this long (the
+                            first waiter's age, as rwsem's handoff reads waiter->timeout);
+  populate_batch_max_pages  (bounded) the batch doubles after each check that finds nobody
+                            waiting, up to this many pages, and starts again after a re-take;
   populate_checks_identity  (bounded) populate only the mappings the call asked for.
 
 ``populate_range_locked()`` is the pre-3.9 make_pages_present()/mlock_vma_pages_range(): the same
@@ -147,6 +153,10 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     state = PTE_PRESENT | PTE_POPULATE | (PTE_WRITTEN if write else 0) | \
         (PTE_MLOCKED if vma.flags & VM_LOCKED else 0)
     since_check = 0
+    cap = mm.kernel.populate_batch_max_pages
+    if cap < batch:
+        cap = batch
+    min_age = mm.kernel.populate_yield_after_us * 1000 * mm.costs.time_scale if batch else 0
     addr = start
     hp = hooks.schedule_point
     prog = ctx.progress  # (what, pages done before this range, total): advanced per chunk
@@ -173,6 +183,8 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     guards = mm.guards
     while addr < end:
         stop = min(end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
+        if batch and addr + (batch - since_check) * PAGE_SIZE < stop:  # a batch smaller than a chunk
+            stop = addr + (batch - since_check) * PAGE_SIZE
         if guards:  # a guard marker faults with SIGSEGV: gup stops there (-EFAULT if first)
             g = first_guard(guards, addr, stop)
             if g == addr:
@@ -210,10 +222,15 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
         if batch and since_check >= batch and addr < end:  # bounded: yield to a waiting writer
             since_check = 0
-            if mm.mmap_sem.is_contended():
-                mm.mmap_read_unlock()
-                call.yields += 1
-                return (addr - start) >> 12, False
+            sem = mm.mmap_sem
+            if sem.is_contended():
+                first = sem.first_waiter_req_ns() if min_age else None
+                if first is None or clock.now_ns() - first >= min_age:
+                    mm.mmap_read_unlock()
+                    call.yields += 1
+                    return (addr - start) >> 12, False
+            elif batch < cap:  # nobody waits: check less often
+                batch = min(batch * 2, cap)
     return (addr - start) >> 12, True
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import threading
 from typing import Iterator, Optional, Union
 
-from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
+from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, burn, hooks
 from mmlab.current import current, next_call_id, task_local
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
@@ -163,6 +163,8 @@ class MM:
 
     # ------------------------------------------------------------------ calls
     def begin_call(self, name: str, args: tuple = ()) -> CallInfo:
+        if hooks.syscall_burn_ns:  # the test switch: a slower interpreter (mmlab.clock.burn)
+            burn(hooks.syscall_burn_ns)
         try:
             ctx = task_local.ctx  # current(), without the call: this runs on every syscall
         except AttributeError:

@@ -44,13 +44,15 @@ def size_text(n: int) -> str:
 
 def _op_rows(t: Table, kernel: str, size: str, pop: str, r: RunResult, style: str = "") -> None:
     first = True
+    alone = fmt_us(r.alone_ms * 1e3) if r.alone_ms is not None else "-"
+    slow = f"{r.slowdown:.2f}x" if r.slowdown is not None else "-"
     for op in _ROW_OPS:
         s = r.victim.get(op)
         if not s or not s.get("count"):
             continue
         wall = s.get("wall", {})
         t.add_row(kernel if first else "", size if first else "", pop if first else "",
-                  op, str(s["count"]), *percentile_cells(s),
+                  alone if first else "", slow if first else "", op, str(s["count"]), *percentile_cells(s),
                   fmt_us(wall.get("max_us")) if isinstance(wall, dict) else "-",
                   style=style, end_section=False)
         first = False
@@ -62,7 +64,8 @@ def populator_table(res: LatencyResult, populator: str) -> Table:
     The first rows of each kernel are its noise floor (the victims alone)."""
     ts = res.config.costs.time_scale
     t = Table(title=f"{populator}: victims' mmap_sem wait (time scale {ts:g})", title_justify="left")
-    for c in ("kernel", "size", "populate", "op", "n", "p50", "p99", "p99.9", "max wait", "max wall"):
+    for c in ("kernel", "size", "populate", "alone", "slowdown", "op", "n", "p50", "p99", "p99.9", "max wait",
+              "max wall"):
         t.add_column(c, justify="left" if c in ("kernel", "op") else "right")
     noise = {r.kernel: r for r in res.noise}
     kernels = [k.name for k in res.config.kernels]
