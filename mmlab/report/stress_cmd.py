@@ -219,7 +219,7 @@ def _summary(out, results) -> None:
         for run in r.runs:
             wl = run.workload
             if wl is not None and wl.slowdown is not None:
-                out.print(f"{r.suite.name} {run.kernel}: writer worst wait {wl.worst_wait_ms:.2f} ms "
+                out.print(f"{r.suite.name} {run.kernel}: worst wait {wl.worst_wait_ms:.2f} ms "
                           f"({wl.worst_wait_where or '-'}), populate {wl.slowdown:.2f}\u00d7 slower than alone "
                           f"({wl.populate_ms:.1f} vs {wl.alone_ms:.1f} ms, median calls)", highlight=False)
         if any(run.workload is not None and run.workload.slowdown is not None for run in r.runs):
