@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "mmlab.report.bench_cmd",
     "mmlab.report.explore_cmd",
     "mmlab.report.sweep_cmd",
+    "mmlab.report.tune_cmd",
     "mmlab.report.trace_cmd",
     "mmlab.report.calibrate_cmd",
 ]

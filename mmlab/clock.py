@@ -7,6 +7,16 @@ would hold at that point. A :class:`RealClock` pays the bill by sleeping (in chu
 released and the other task threads run meanwhile); a :class:`VirtualClock` advances virtual time
 instead, for controlled mode. Nothing else in mmlab calls ``time.sleep``.
 
+Time dilation (``RealClock(dilation=k)``): the model runs in Python, whose per-call overhead (tens
+of microseconds for a one-page mmap) would otherwise count as kernel time. A dilated clock pays
+every modelled cost k times over on the real clock and reports ``now_ns()`` divided by k, so
+modelled costs keep their size while the interpreter's time -- and the scheduler's and the GIL's
+-- shrinks k-fold in every reported wait and duration. ``k`` is chosen by
+:mod:`mmlab.harness.dilation` from the measured per-call overhead; what is left (overhead / k per
+call) is the *residual* every report prints. ``Costs.time_scale`` is independent of it: it shrinks
+the modelled costs (and the wall time) and so raises the residual's share by 1/time_scale unless k
+grows to match. Idle waits of tasks go through :meth:`Clock.real_s`.
+
 Schedule points: the clock and the recorded lock call :data:`hooks.schedule_point` when it is set,
 so controlled mode installs itself without changes anywhere else.
 """
@@ -19,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-__all__ = ["Costs", "DEFAULT_COSTS", "ZERO_COSTS", "Clock", "RealClock", "VirtualClock", "hooks"]
+__all__ = ["Costs", "DEFAULT_COSTS", "ZERO_COSTS", "Clock", "RealClock", "VirtualClock", "hooks", "burn"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,16 @@ class _Hooks:
     """Installed by controlled mode (mmlab.sched); None in free-running mode."""
 
     schedule_point: Optional[Callable[[str, object], object]] = None  # "lock_trylock" may answer False
+    syscall_burn_ns: int = 0
+    """Test switch: every syscall entry (MM.begin_call) spins this long on the real clock, holding
+    the GIL, to stand for a slower interpreter (see :func:`burn`)."""
+
+
+def burn(ns: int) -> None:
+    """Spin for *ns* of real time without releasing the GIL: extra interpreter time."""
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
 
 
 hooks = _Hooks()
@@ -94,6 +114,10 @@ class Clock:
         """Block for *ns* without holding the CPU (a disk wait): same as spend here."""
         self.spend(ns, why)
 
+    def real_s(self, ns: int) -> float:
+        """Seconds of real time that *ns* of this clock's time take (for an idle Event.wait)."""
+        return ns / 1e9
+
 
 class RealClock(Clock):
     """Wall-clock time; costs are paid by sleeping once a thread's debt passes ``quantum_ns``.
@@ -104,15 +128,40 @@ class RealClock(Clock):
     or waiting for the GIL while other task threads run Python) is credited against the thread's
     next costs until the next settle(), so a long populate runs at the modelled rate instead of
     paying one GIL switch interval per page-table chunk on top.
+
+    ``dilation`` k >= 1: costs take k times as long on the real clock and ``now_ns()`` runs k
+    times slower than it (see the module docstring); debts and credits are kept in clock ns.
+    ``carry_credit``: an overshoot earned under one lock hold is kept past its release for the
+    thread's next costs (a populate that yields pays its oversleeping once, as it does alone),
+    instead of being dropped at every release; a hold after it may then be shorter than its work
+    by at most one overshoot.
     """
 
-    def __init__(self, quantum_ns: int = 200_000) -> None:
+    def __init__(self, quantum_ns: int = 200_000, dilation: float = 1.0, carry_credit: bool = False) -> None:
+        if not dilation >= 1.0:
+            raise ValueError(f"dilation must be >= 1, not {dilation!r}")
         self.quantum_ns = quantum_ns
+        self.dilation = dilation
+        self.carry_credit = carry_credit
         self._debt = _Debt()
         self.deferring = False
+        if dilation != 1.0:
+            self._t0 = time.perf_counter_ns()
+            self.now_ns = self._dilated_now  # type: ignore[method-assign]
 
     # the C function itself: every lock record stamps it, a Python wrapper would double its cost
     now_ns = staticmethod(time.perf_counter_ns)
+
+    def _dilated_now(self) -> int:
+        t0 = self._t0
+        return t0 + int((time.perf_counter_ns() - t0) / self.dilation)
+
+    def _sleep(self, ns: int) -> int:
+        """Sleep *ns* of clock time; returns the overshoot in clock ns."""
+        k = self.dilation
+        if k == 1.0:
+            return _sleep_ns(ns)
+        return int(_sleep_ns(int(ns * k)) / k)
 
     def spend(self, ns: int, why: str = "") -> None:
         if ns <= 0:
@@ -121,20 +170,25 @@ class RealClock(Clock):
         d = self._debt.ns + ns
         if d >= self.quantum_ns:
             # oversleeping (timer slack, waiting for the GIL) is credit against the next costs
-            self._debt.ns = -_sleep_ns(d)
+            self._debt.ns = -self._sleep(d)
         else:
             self._debt.ns = d
 
     def settle(self) -> None:
         d = self._debt.ns
-        self._debt.ns = 0  # credit does not outlive the lock hold it was earned in
         if d > 0:
-            _sleep_ns(d)
+            self._debt.ns = 0
+            self._debt.ns = -self._sleep(d) if self.carry_credit else 0
+        elif not self.carry_credit:
+            self._debt.ns = 0  # credit does not outlive the lock hold it was earned in
 
     def wait(self, ns: int, why: str = "") -> None:
         self.settle()
         if ns > 0:
-            _sleep_ns(ns)
+            self._sleep(ns)
+
+    def real_s(self, ns: int) -> float:
+        return ns * self.dilation / 1e9
 
 
 class _Debt(threading.local):

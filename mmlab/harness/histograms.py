@@ -45,11 +45,15 @@ def summarize(h: HdrHistogram, exact_max_ns: Optional[int] = None) -> dict[str, 
     if not n:
         return {"count": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0}
     mx = exact_max_ns if exact_max_ns is not None else h.get_max_value()
-
-    def pct(p: float) -> float:
-        v = h.get_value_at_percentile(p)
-        return (min(v, mx) if exact_max_ns is not None else v) / 1e3
-    return {"count": n, "p50_us": pct(50.0), "p99_us": pct(99.0), "p999_us": pct(99.9), "max_us": mx / 1e3}
+    # a bucket's highest equivalent value can pass the exact maximum (all-zero waits read 0.511 us)
+    cap = mx if exact_max_ns is not None else h.get_max_value()
+    return {
+        "count": n,
+        "p50_us": min(h.get_value_at_percentile(50.0), cap) / 1e3,
+        "p99_us": min(h.get_value_at_percentile(99.0), cap) / 1e3,
+        "p999_us": min(h.get_value_at_percentile(99.9), cap) / 1e3,
+        "max_us": mx / 1e3,
+    }
 
 
 def decode(blob: bytes | str) -> HdrHistogram:

@@ -10,18 +10,30 @@ whole matrix and hands each (kernel, populator, victim op) to :func:`mmlab.harne
 Waits are the model's own lock-record waits (exact; ``acq_ns - req_ns`` of each mmap_sem
 acquisition), so verdicts do not depend on a stopwatch around Python code; wall-clock totals are
 kept beside them.
+
+The populating thread's own cost: every (kernel, populator, size) also runs the populate alone
+(no victims, same kernel and size; :func:`run_alone`), and each run carries ``alone_ms`` and
+``slowdown`` = populate_ms / alone_ms -- what yielding to the victims costs the populate.
+
+Time: with ``LatencyConfig.dilation`` every run's MM gets a dilated RealClock (see
+:mod:`mmlab.harness.dilation`), so the interpreter's per-call time counts only 1/k in the waits
+and populate times; the residual is in the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from mmlab.clock import DEFAULT_COSTS, ZERO_COSTS, Costs
+import statistics
+
+from mmlab.clock import DEFAULT_COSTS, ZERO_COSTS, Costs, RealClock
 from mmlab.current import set_task_name
+from mmlab.harness.dilation import Dilation
 from mmlab.harness.populators import Populator, PopState
 from mmlab.harness.tasks import GroupResult, LockSpan, OpStats, Step, Task, TaskGroup
 from mmlab.harness.verdict import Verdict, judge
@@ -30,8 +42,9 @@ from mmlab.harness.watchdog import Watchdog
 from mmlab.kernels import Kernel
 from mmlab.mm.mm_struct import MM
 
-__all__ = ["LatencyConfig", "RunResult", "LatencyResult", "run_one", "run_noise_floor", "run_latency",
-           "populator_available", "VICTIM_OPS", "VERDICT_OPS"]
+__all__ = ["LatencyConfig", "RunResult", "LatencyResult", "PolicyCost", "run_one", "run_alone", "dilation_text",
+           "run_noise_floor", "run_latency", "populator_available", "policy_costs", "VICTIM_OPS",
+           "VERDICT_OPS"]
 
 VICTIM_OPS = ("fault", "mmap", "mprotect", "munmap")
 DEFAULT_INTERVAL_NS = 250_000
@@ -62,6 +75,12 @@ class LatencyConfig:
     watchdog_out: Optional[Callable[[str], None]] = None
     # Called with each finished run and its MM (e.g. to write its lock and call records out).
     on_run: Optional[Callable[["RunResult", MM], None]] = None
+    dilation: Optional[Dilation] = None  # None: an undilated clock (interpreter time counts in full)
+    alone_repeats: Optional[int] = None  # populate-alone runs per size (default: repeats)
+
+    def run_dilation(self) -> Optional[Dilation]:
+        """The dilation of the next run: an automatic one measured again now."""
+        return self.dilation.recalibrated() if self.dilation is not None else None
 
 
 @dataclass
@@ -79,11 +98,24 @@ class RunResult:
     spans: list[LockSpan] = field(default_factory=list)
     elapsed_ms: float = 0.0
     repeat: int = 0
+    alone_ms: Optional[float] = None  # the same populate with no victims (median of its runs)
+    yields: int = 0                   # times the populate dropped the lock for a waiter (worst round)
+    dilation: Optional[Dilation] = None  # this run's clock (k, residuals)
+
+    @property
+    def slowdown(self) -> Optional[float]:
+        """populate_ms / alone_ms: what the victims cost the populating thread."""
+        if self.alone_ms is None or self.alone_ms <= 0 or not self.populator:
+            return None
+        return self.populate_ms / self.alone_ms
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"kernel": self.kernel, "populator": self.populator,
                                 "size_bytes": self.size_bytes, "populate_ms": self.populate_ms,
                                 "populate_hold_ms": self.populate_hold_ms, "victim": self.victim}
+        if self.populator:
+            d.update(alone_ms=self.alone_ms, slowdown=self.slowdown, yields=self.yields)
+        d["time"] = _time_dict(self.dilation)
         if self.stalls:
             d["stalls"] = self.stalls
         if self.errors:
@@ -106,6 +138,7 @@ class LatencyResult:
     noise: list[RunResult]
     verdicts: list[Verdict]
     skipped: dict[str, str]
+    alone: list[RunResult] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         c = self.config
@@ -115,7 +148,12 @@ class LatencyResult:
                        "victims": list(c.victims), "interval_ns": c.interval_ns, "rounds": c.rounds,
                        "repeats": c.repeats,
                        "stall_ms": c.stall_ms},
+            "time": _time_dict(c.dilation),
+            "time_per_run": dilation_range(self.runs + self.noise + self.alone),
             "runs": [r.as_dict() for r in self.runs],
+            "alone": [{"kernel": r.kernel, "populator": r.populator, "size_bytes": r.size_bytes,
+                       "populate_ms": r.populate_ms, "repeat": r.repeat} for r in self.alone],
+            "policies": [p.as_dict() for p in policy_costs(self)],
             "noise_floor": [r.as_dict() for r in self.noise],
             "verdicts": [{"kernel": v.kernel, "populator": v.populator, "op": v.op, "growth": v.growth,
                           "bounded": v.bounded, "slope": v.slope, "share": v.share, "worst_us": v.worst_us,
@@ -128,11 +166,100 @@ class LatencyResult:
 
     @property
     def hung(self) -> bool:
-        return any(r.reason == "hang" for r in self.runs + self.noise)
+        return any(r.reason == "hang" for r in self.runs + self.noise + self.alone)
 
     @property
     def failed(self) -> list[RunResult]:
-        return [r for r in self.runs + self.noise if r.errors]
+        return [r for r in self.runs + self.noise + self.alone if r.errors]
+
+
+def dilation_range(runs: list["RunResult"]) -> dict[str, object]:
+    """k and the residuals over a report's runs (an automatic k is measured before each)."""
+    ds = [r.dilation for r in runs if r.dilation is not None]
+    if not ds:
+        return {"k_min": 1.0, "k_max": 1.0, "residual_ns_max": None, "handoff_residual_ns_max": None}
+    return {"k_min": min(d.k for d in ds), "k_median": statistics.median(d.k for d in ds),
+            "k_max": max(d.k for d in ds), "residual_ns_max": max(d.residual_ns for d in ds),
+            "handoff_residual_ns_max": max(d.handoff_residual_ns for d in ds)}
+
+
+def dilation_text(runs: list["RunResult"]) -> str:
+    d = dilation_range(runs)
+    if d["residual_ns_max"] is None:
+        return "undilated: the interpreter's time counts in full as modelled time"
+    return (f"per run: dilation k {d['k_min']:.1f}-{d['k_max']:.1f} (median {d['k_median']:.1f}); residual at "
+            f"most {d['residual_ns_max'] / 1e3:.2f} us of modelled time per call, "  # type: ignore[operator]
+            f"a thread hand-off at most {d['handoff_residual_ns_max'] / 1e3:.2f} us")  # type: ignore[operator]
+
+
+def _time_dict(d: Optional[Dilation]) -> dict[str, object]:
+    if d is None:
+        return {"dilation": 1.0, "residual_ns": None,
+                "note": "undilated: the interpreter's time per call counts in full as modelled time"}
+    return d.as_dict()
+
+
+@dataclass
+class PolicyCost:
+    """One kernel and populator at its largest size: the writer's bound and the populate's price.
+
+    ``text`` is the verdict line: "writer bounded (<= x ms), populate y x slower"."""
+
+    kernel: str
+    populator: str
+    size_bytes: int
+    writer_bounded: Optional[bool]
+    writer_worst_ms: Optional[float]   # worst wait over every size (smallest over repeats)
+    slowdown: Optional[float]          # at the largest size, median over repeats
+    populate_ms: Optional[float]
+    alone_ms: Optional[float]
+
+    @property
+    def text(self) -> str:
+        if self.writer_bounded is None:
+            w = "writer ?"
+        elif self.writer_bounded:
+            w = f"writer bounded (\u2264 {self.writer_worst_ms:.2f} ms)"
+        else:
+            w = f"writer UNBOUNDED (waits {self.writer_worst_ms:.2f} ms, growing with the size)"
+        if self.slowdown is None:
+            sl = "populate slowdown ?"
+        elif self.slowdown < 0.95:  # faster beside the victims than alone: say so, not "0.5x slower"
+            sl = f"populate {self.slowdown:.2f}\u00d7 its time alone"
+        else:
+            sl = f"populate {self.slowdown:.2f}\u00d7 slower"
+        return f"{w}, {sl}"
+
+    def as_dict(self) -> dict[str, object]:
+        d = dataclasses.asdict(self)
+        d["text"] = self.text
+        return d
+
+
+def median_slowdown(runs: list[RunResult]) -> Optional[float]:
+    xs = [r.slowdown for r in runs if r.slowdown is not None]
+    return statistics.median(xs) if xs else None
+
+
+def policy_costs(res: "LatencyResult") -> list[PolicyCost]:
+    """Per (kernel, populator): the writer verdict and the slowdown at the largest size run."""
+    out = []
+    verd = {(v.kernel, v.populator, v.op): v for v in res.verdicts}
+    keys = list(dict.fromkeys((r.kernel, r.populator) for r in res.runs))
+    for kname, pname in keys:
+        mine = [r for r in res.runs if r.kernel == kname and r.populator == pname
+                and r.reason == "done" and not r.errors]
+        if not mine:
+            continue
+        size = max(r.size_bytes for r in mine)
+        top = [r for r in mine if r.size_bytes == size]
+        v = verd.get((kname, pname, "writer"))
+        worst = max(v.worst_us) / 1e3 if v is not None else None
+        pops = [r.populate_ms for r in top]
+        alone = next((r.alone_ms for r in top if r.alone_ms is not None), None)
+        out.append(PolicyCost(kname, pname, size, v.bounded if v is not None else None, worst,
+                              median_slowdown(top), statistics.median(pops), alone))
+    return out
 
 
 def populator_available(p: Populator) -> Optional[str]:
@@ -183,16 +310,24 @@ def _restore_process(old_switchinterval: float) -> None:
 
 
 def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: LatencyConfig,
-            seed: int, duration_s: Optional[float] = None, timeline: bool = False) -> RunResult:
+            seed: int, duration_s: Optional[float] = None, timeline: bool = False,
+            victims_on: bool = True, dilation: Optional[Dilation] = None) -> RunResult:
     """One run on a fresh MM: victims start, then (once they run) the populator populates
-    *size* bytes ``cfg.rounds`` times; without a populator, the victims run ``duration_s``."""
-    mm = MM(kernel, cfg.costs)
+    *size* bytes ``cfg.rounds`` times; without a populator, the victims run ``duration_s`` of
+    clock time; without victims (*victims_on* False) the populate runs alone. *dilation*: this
+    run's clock (default: ``cfg.run_dilation()``, measured now)."""
+    dil = dilation if dilation is not None else cfg.run_dilation()
+    k = dil.k if dil is not None else 1.0
+    # dilated runs keep a sleep's overshoot as credit past a lock release (RealClock.carry_credit):
+    # a populate that yields then pays its oversleeping once, as it does alone
+    mm = MM(kernel, cfg.costs, RealClock(dilation=k, carry_credit=dil is not None))
     rng = random.Random(seed)
     set_task_name("mmlab-main")
     st: Optional[PopState] = None
     if populator is not None:
         st = populator.setup(mm, size)
-    victims = make_victims(list(cfg.victims), seed=rng.randrange(1 << 30), interval_ns=cfg.interval_ns)
+    victims = make_victims(list(cfg.victims), seed=rng.randrange(1 << 30), interval_ns=cfg.interval_ns) \
+        if victims_on else []
     tasks = list(victims)
     pop_task: Optional[Task] = None
     if populator is not None and st is not None:
@@ -213,8 +348,8 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
         pop_task = Task("populator", steps)
         tasks.append(pop_task)
     wd = Watchdog(mm, stall_ms=cfg.stall_ms, hang_ms=cfg.hang_ms, out=cfg.watchdog_out)
-    group = TaskGroup(mm, tasks, duration_s=duration_s, watchdog=wd, timeline=timeline,
-                      timeout_s=max(60.0, cfg.hang_ms / 1e3 + 10))
+    group = TaskGroup(mm, tasks, duration_s=duration_s * k if duration_s is not None else None,
+                      watchdog=wd, timeline=timeline, timeout_s=max(60.0, cfg.hang_ms / 1e3 + 10) * k)
     old_si = _prepare_process()
     try:
         res: GroupResult = group.run()
@@ -230,6 +365,7 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
         s = pop_task.stats["populate"]
         pop_ms = s.max_total_ns / 1e6
         hold_ms = s.max_hold_ns / 1e6
+    yields = max((c.yields for c in mm.call_history if c.task == "populator" and c.populates), default=0)
     spans: list[LockSpan] = []
     if timeline:
         for t in tasks:
@@ -240,7 +376,8 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
     result = RunResult(kernel.name, populator.name if populator else "", size if populator else 0,
                        pop_ms, hold_ms, _victim_summary(victims), stalls=res.stalls,
                        errors=[str(e) for e in res.errors] + ([f"tasks did not stop: {res.hung}"] if res.hung else []),
-                       reason=res.reason, hang=res.hang_report, spans=spans, elapsed_ms=res.elapsed_ns / 1e6)
+                       reason=res.reason, hang=res.hang_report, spans=spans, elapsed_ms=res.elapsed_ns / 1e6,
+                       yields=yields, dilation=dil)
     if cfg.on_run is not None:
         cfg.on_run(result, mm)
     return result
@@ -249,6 +386,14 @@ def run_one(kernel: Kernel, populator: Optional[Populator], size: int, cfg: Late
 def _resetup(p: Populator, mm: MM, st: PopState, size: int) -> None:
     new = p.setup(mm, size)
     st.addr, st.length, st.file, st.extra = new.addr, new.length, new.file, new.extra
+
+
+def run_alone(kernel: Kernel, populator: Populator, size: int, cfg: LatencyConfig, seed: int,
+              dilation: Optional[Dilation] = None) -> RunResult:
+    """The populate with nobody beside it: the baseline of its slowdown. Give it the *dilation*
+    of the runs it is the baseline of: the populate's own interpreter time per page (a file
+    populate's page-cache walk) is divided by k, so a different k would be a different baseline."""
+    return run_one(kernel, populator, size, cfg, seed, victims_on=False, dilation=dilation)
 
 
 def run_noise_floor(kernel: Kernel, cfg: LatencyConfig, seed: int) -> RunResult:
@@ -269,11 +414,13 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
             pops.append(p)
         else:
             skipped[p.name] = why
-    total = len(cfg.kernels) * (1 + len(pops) * len(cfg.sizes) * cfg.repeats)
+    n_alone = cfg.alone_repeats if cfg.alone_repeats is not None else cfg.repeats
+    total = len(cfg.kernels) * (1 + len(pops) * len(cfg.sizes) * (cfg.repeats + n_alone))
     done = 0
     rng = random.Random(cfg.seed)
     runs: list[RunResult] = []
     noise: list[RunResult] = []
+    alone: list[RunResult] = []
     verdicts: list[Verdict] = []
     for k in cfg.kernels:
         nf = run_noise_floor(k, cfg, rng.randrange(1 << 30))
@@ -285,10 +432,28 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
             mine: list[RunResult] = []
             hung = False
             for size in sorted(cfg.sizes):
+                dil = cfg.run_dilation()  # one k for a size's alone and beside-the-victims runs
+                base: list[RunResult] = []
+                for rep in range(n_alone):
+                    a = run_alone(k, p, size, cfg, rng.randrange(1 << 30), dilation=dil)
+                    a.repeat = rep
+                    base.append(a)
+                    alone.append(a)
+                    done += 1
+                    if progress:
+                        progress("alone", a, done, total)
+                    if a.reason == "hang":
+                        hung = True
+                        break
+                if hung:
+                    break
+                ok_base = [a.populate_ms for a in base if a.reason == "done" and not a.errors]
+                alone_ms = statistics.median(ok_base) if ok_base else None
                 for rep in range(cfg.repeats):
                     tl = rep == 0 and cfg.timeline_for == (k.name, p.name, size)
-                    r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl)
+                    r = run_one(k, p, size, cfg, rng.randrange(1 << 30), timeline=tl, dilation=dil)
                     r.repeat = rep
+                    r.alone_ms = alone_ms
                     mine.append(r)
                     runs.append(r)
                     done += 1
@@ -300,7 +465,7 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
                 if hung:
                     break
             verdicts.extend(_judge_all(k.name, p.name, mine, nf))
-    return LatencyResult(cfg, runs, noise, verdicts, skipped)
+    return LatencyResult(cfg, runs, noise, verdicts, skipped, alone)
 
 
 def _judge_all(kernel: str, populator: str, runs: list[RunResult], nf: RunResult) -> list[Verdict]:

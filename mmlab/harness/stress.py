@@ -93,6 +93,15 @@ class WorkloadResult:
     stalls: int = 0
     live: Optional[LiveResult] = None  # --check-live: the live oracle's record, merged into verdict
     final_outcome: Optional[str] = None  # the after-the-run check alone
+    populate_ms: Optional[float] = None  # the populator tasks' median populate call in the workload
+    alone_ms: Optional[float] = None     # the same populate with nothing beside it (median)
+
+    @property
+    def slowdown(self) -> Optional[float]:
+        """populate_ms / alone_ms: what the other tasks cost the populating thread."""
+        if self.populate_ms is None or not self.alone_ms:
+            return None
+        return self.populate_ms / self.alone_ms
 
     def as_dict(self) -> dict[str, object]:
         v = self.verdict
@@ -102,6 +111,7 @@ class WorkloadResult:
                 "pages": dict(v.pages) if v else None,
                 "findings": [f.as_dict() for f in v.findings] if v else [], "errors": self.errors,
                 "reason": self.reason, "final_outcome": self.final_outcome,
+                "populate_ms": self.populate_ms, "alone_ms": self.alone_ms, "slowdown": self.slowdown,
                 "live": self.live.as_dict() if self.live is not None else None}
 
 
@@ -303,6 +313,43 @@ def _build_tasks(suite: Suite, seed: int) -> list[Task]:
     return tasks
 
 
+ALONE_CALLS = 3
+
+
+def _populate_alone_ms(suite: Suite, kernel: str) -> Optional[float]:
+    """The workload's populating mmap with nothing beside it: same kernel, costs and size, on a
+    fresh MM, ALONE_CALLS times on this thread; the median call (ms of clock time)."""
+    specs = [t for t in suite.tasks if t.populator and _missing(t.populator) is None]
+    if not specs:
+        return None
+    spec = specs[0]
+    prot, flags, file_backed = _WORKLOAD_POPULATE[spec.populator]  # type: ignore[index]
+    mm = MM(kernel, suite.costs.scaled(suite.time_scale))  # the workload's own costs
+    set_task_name(spec.name)
+    times = []
+    for i in range(ALONE_CALLS):
+        f = File(f"alone{i}.dat", spec.size) if file_backed else None
+        t0 = mm.clock.now_ns()
+        a = mm.mmap(0, spec.size, prot, flags, f)
+        times.append((mm.clock.now_ns() - t0) / 1e6)
+        mm.munmap(a, spec.size)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _workload_populate_ms(suite: Suite, tasks: list[Task]) -> Optional[float]:
+    pops = {s.name for s in suite.tasks if s.populator}
+    stats = [st for t in tasks if t.name.startswith(tuple(pops)) for op, st in t.stats.items() if op == "populate"]
+    stats = [st for st in stats if st.count]
+    if not stats:
+        return None
+    merged = stats[0].total.__class__(stats[0].total.lowest_trackable_value, stats[0].total.highest_trackable_value,
+                                      stats[0].total.significant_figures)
+    for st in stats:
+        merged.add(st.total)
+    return merged.get_value_at_percentile(50.0) / 1e6
+
+
 def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optional[Callable[[str], None]],
                   check_live_ms: float = 0.0) -> WorkloadResult:
     costs = suite.costs.scaled(suite.time_scale)
@@ -364,6 +411,9 @@ def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optiona
     res.verdict = check(mm)
     res.final_outcome = res.verdict.outcome
     merge_live(res.verdict, res.live)
+    res.populate_ms = _workload_populate_ms(suite, tasks)
+    if res.populate_ms is not None:
+        res.alone_ms = _populate_alone_ms(suite, kernel)
     return res
 
 

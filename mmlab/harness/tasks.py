@@ -10,7 +10,8 @@ of :class:`Step` s -- syscalls or user accesses against one shared :class:`~mmla
   numbers are the model's own (``acq_ns - req_ns``), not a stopwatch around the call. A fault
   served under the per-VMA lock takes no mmap_sem and waits 0;
 * **hold**: time spent holding mmap_sem (any mode) in the step;
-* **total**: wall-clock time of the step (interpreter and GIL included).
+* **total**: the step's time on the group's clock, interpreter and GIL included (on a dilated
+  clock, divided by the dilation like every other time).
 
 Each goes into an HDR histogram (:mod:`mmlab.harness.histograms`). A task runs closed loop (the
 next step starts when the last one returns) or open loop (``interval_ns``: steps are scheduled at
@@ -300,7 +301,7 @@ class Task:
                 now = clock.now_ns()
                 if now < next_slot:
                     # idle until the slot; an event wait, so stop() ends it at once
-                    if stop.wait((next_slot - now) / 1e9):
+                    if stop.wait(clock.real_s(next_slot - now)):
                         return
                 else:
                     missed = (now - next_slot) // interval
@@ -310,7 +311,6 @@ class Task:
             self._wait = self._hold = self._nlocks = 0
             self.op = step.op
             st = self.op_stats(step.op)
-            t0 = time.perf_counter_ns()
             c0 = clock.now_ns()
             self.op_start_ns = c0
             if self.t_first_ns < 0:
@@ -323,11 +323,10 @@ class Task:
                 failed = True
             finally:
                 self._in_step = False
-            t1 = time.perf_counter_ns()
-            self.t_last_ns = clock.now_ns()
+            t1 = self.t_last_ns = clock.now_ns()
             if failed:
                 st.errors += 1
-            st.add(self._wait, self._hold, t1 - t0, c0, interval)
+            st.add(self._wait, self._hold, t1 - c0, c0, interval)
             st.lock_acquisitions += self._nlocks
             self.steps_done += 1
 

@@ -384,6 +384,11 @@ class MmapSem:
         """rwsem_is_contended(): somebody waits for this lock."""
         return bool(self.waiters)
 
+    def first_waiter_req_ns(self) -> Optional[int]:
+        """When the longest-waiting task asked (rwsem_first_waiter()'s entry; clock ns), or None."""
+        ws = list(self.waiters.values())
+        return min(r.req_ns for r in ws) if ws else None
+
     def writer_waiting(self) -> bool:
         return any(r.mode is WRITE for r in list(self.waiters.values()))
 

@@ -29,16 +29,20 @@ class File:
     (``mapping_cap_account_dirty()`` is false), which is what lets v3.x remap_file_pages() make
     its vmas truly VM_NONLINEAR; on a regular file v3.x emulates the remap with a linear vma.
     Its pages still come from ``disk`` when not cached (think: swapped out).
+
+    ``holes``: a fresh shmem object (memfd_create() + ftruncate()) whose pages do not exist yet:
+    shmem_fault() allocates just the faulting page, with no read-around and no disk wait.
     """
 
     def __init__(self, name: str, size: int, mode: str = "rw", cached: bool = False,
-                 tmpfs: bool = False) -> None:
+                 tmpfs: bool = False, holes: bool = False) -> None:
         if mode not in ("r", "w", "rw"):
             raise ValueError(f"file mode must be 'r', 'w' or 'rw', not {mode!r}")
         if size < 0:
             raise ValueError("file size must be >= 0")
         self.name = name
-        self.tmpfs = tmpfs
+        self.tmpfs = tmpfs or holes
+        self.holes = holes
         self.ino = next(_inos)
         self.mode = mode
         self._size = size
@@ -94,11 +98,18 @@ def filemap_read(file: File, pgoff: int, costs: Costs, clock: Clock,
                  unlock: Optional[Callable[[], None]] = None) -> bool:
     """Bring file page *pgoff* into the page cache (page_cache_sync_readahead() + wait).
 
-    Returns False if the page was already cached. Otherwise reads a read-ahead window of
-    ``readahead_pages`` starting at *pgoff*; with *unlock* given, calls it first (the mmap_sem is
-    dropped for the wait) and returns True: the caller must report VM_FAULT_RETRY.
+    Returns False if the page was already cached. Otherwise reads a window from the disk: the
+    mmap read-around of do_sync_mmap_readahead() starts ``readahead_pages / 2`` before *pgoff*
+    (``ra->start = index - ra_pages / 2``), and the window reaches ``readahead_pages`` past
+    *pgoff* (the asynchronous read-ahead that PG_readahead starts is folded into the same read).
+    With *unlock* given, calls it first (the mmap_sem is dropped for the wait) and returns True:
+    the caller must report VM_FAULT_RETRY. A hole of a ``holes`` shmem object is allocated on the
+    spot (shmem_fault()): that page only, no wait.
     """
     if file.cache[pgoff]:
+        return False
+    if file.holes:
+        file.cache[pgoff] = 1
         return False
     if unlock is not None:
         unlock()
@@ -107,8 +118,9 @@ def filemap_read(file: File, pgoff: int, costs: Costs, clock: Clock,
         hp("page_lock", file.io_lock)
     with file.io_lock:  # another task may have read it while we waited for the page lock
         if not file.cache[pgoff]:
+            start = max(0, pgoff - costs.readahead_pages // 2)
             end = min(file.npages, pgoff + costs.readahead_pages)
             clock.wait(costs.cost("disk_window"), "disk")
-            file.cache[pgoff:end] = b"\x01" * (end - pgoff)
+            file.cache[start:end] = b"\x01" * (end - start)
             file.disk_reads += 1
     return unlock is not None

@@ -22,7 +22,7 @@ Populating, the part the series changed:
 
 * v3.7 (no ``fremap_fixes``): the nonlinear path populates iff !MAP_NONBLOCK -- so a VM_LOCKED vma
   remapped with MAP_NONBLOCK is left with its remapped range not present (bug 2 of patch 2). The
-  emulated path populates iff the vma is VM_LOCKED, ignoring MAP_NONBLOCK, because mmap_region()
+  emulated path populates iff the vma is VM_LOCKED, ignoring MAP_ANONYMOUS, MAP_NONBLOCK, because mmap_region()
   was never passed MAP_POPULATE (the same bug's other half). And on an already nonlinear
   VM_LOCKED vma, munlock_vma_pages_range() clears VM_LOCKED for a moment with only the read lock
   held (bug 1): a fault racing with it maps a page that is never mlocked.
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from mmlab.clock import hooks
 from mmlab.errors import EINVAL, err
-from mmlab.flags import (MAP_FIXED, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE, MAP_SHARED, PAGE_SIZE,
+from mmlab.flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE, MAP_SHARED, PAGE_SIZE,
                          PROT_EXEC, PROT_READ, PROT_WRITE, VM_EXEC, VM_LOCKED, VM_NONLINEAR,
                          VM_POPULATE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.mm.gup import mm_populate, populate_range_locked
@@ -84,12 +84,17 @@ def sys_remap_file_pages(mm: "MM", start: int, size: int, prot: int, pgoff: int,
 
 # ---------------------------------------------------------------------------- 4.0+ emulation
 def _remap_emulated(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: int, flags: int) -> None:
-    """The 4.0+ syscall: look up under the read lock, re-check under the write lock, do_mmap()."""
+    """The 4.0+ syscall: look up under the read lock, re-check under the write lock, do_mmap().
+
+    A MAP_SHARED|MAP_ANONYMOUS vma has a file too in Linux (its shmem object, shmem_zero_setup()),
+    so it can be remapped: the model maps the range shared and anonymous again and gives it the
+    old vma's shmem identity (``anon_vma``) at the new page offset."""
     mm.mmap_read_lock()
     try:
         vma = mm.vmas.vma_lookup(start)
-        if vma is None or not vma.flags & VM_SHARED or vma.file is None:
+        if vma is None or not vma.flags & VM_SHARED:
             raise err(EINVAL, "remap_file_pages")
+        shmem_id = vma.anon_vma if vma.file is None else None
         prot = (PROT_READ if vma.flags & VM_READ else 0) | (PROT_WRITE if vma.flags & VM_WRITE else 0) | \
             (PROT_EXEC if vma.flags & VM_EXEC else 0)
         mflags = (flags & MAP_NONBLOCK) | MAP_SHARED | MAP_FIXED | MAP_POPULATE
@@ -109,12 +114,25 @@ def _remap_emulated(mm: "MM", call: "CallInfo", start: int, size: int, pgoff: in
         if start + size > vma.end:  # the range may span several vmas of the same file and flags
             prev = vma
             for nxt in mm.vmas.range(vma.end, start + size):
-                if nxt.start != prev.end or nxt.file is not file or nxt.flags != vm_flags:
+                if nxt.start != prev.end or nxt.file is not file or nxt.flags != vm_flags or \
+                        (file is None and nxt.anon_vma != shmem_id):
                     raise err(EINVAL, "remap_file_pages")
                 prev = nxt
             if prev.end < start + size:
                 raise err(EINVAL, "remap_file_pages")
-        ret, populate = do_mmap(mm, call, start, size, prot, mflags, file, pgoff)
+        if file is None:
+            ret, populate = do_mmap(mm, call, start, size, prot, mflags | MAP_ANONYMOUS, None, 0)
+            new = mm.vmas.vma_lookup(start)
+            new.anon_vma, new.pgoff = shmem_id, pgoff
+            merged = mm.vmas.try_merge(new)
+            if merged is not new:
+                mm.vma_start_write(merged)
+            # the populate faults only pages inside the shmem object; beyond its size: SIGBUS,
+            # which populate ignores
+            inside = mm.shmem_pages.get(shmem_id, 0) - pgoff
+            populate = min(populate, max(0, inside) * PAGE_SIZE)
+        else:
+            ret, populate = do_mmap(mm, call, start, size, prot, mflags, file, pgoff)
     finally:
         mm.mmap_write_unlock()
     if populate:

@@ -9,7 +9,13 @@ Profile switches that change it:
   vm_populate               (patch 9) skip vmas without VM_POPULATE;
   populate_fault_retry      a disk wait drops the lock (else the read is done under it);
   populate_skips_inaccessible  (6.x) PROT_NONE vmas give -EFAULT, VM_LOCKONFAULT vmas are skipped;
-  populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits;
+  populate_batch_pages      (bounded) after this many pages, drop the lock if anybody waits
+                            (rwsem_is_contended(), the cond_resched()-style check of a long
+                            loop under a lock);
+  populate_yield_after_us   (bounded) ... but only for a waiter queued at least this long (the
+                            first waiter's age, as rwsem's handoff reads waiter->timeout);
+  populate_batch_max_pages  (bounded) the batch doubles after each check that finds nobody
+                            waiting, up to this many pages, and starts again after a re-take;
   populate_checks_identity  (bounded) populate only the mappings the call asked for.
 
 Every pte a populate makes present carries its grade, fixed then (:func:`populate_marks`): was
@@ -205,12 +211,17 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     state = PTE_PRESENT | PTE_POPULATE | (PTE_WRITTEN if write else 0) | \
         (PTE_MLOCKED if vma.flags & VM_LOCKED else 0)
     since_check = 0
+    cap = mm.kernel.populate_batch_max_pages
+    if cap < batch:
+        cap = batch
+    min_age = mm.kernel.populate_yield_after_us * 1000 * mm.costs.time_scale if batch else 0
     addr = start
     hp = hooks.schedule_point
     prog = ctx.progress  # (what, pages done before this range, total): advanced per chunk
     file = vma.file
     if file is not None and vma.nonlinear is not None:
         return _get_user_pages_slow(mm, vma, start, end, write, call, task, allow_retry)
+    shm = mm.shmem_cache.setdefault(vma.anon_vma, set()) if file is None and vma.flags & VM_SHARED else None
     if file is None:
         cost = mm.costs.cost("anon_page")
     elif write:  # a private file page written: read it, then break COW into an anonymous copy
@@ -218,7 +229,7 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     else:
         state |= PTE_FILE
         cost = mm.costs.cost("file_page")
-    if file is None or write:
+    if write:  # a read populate of anonymous memory maps the zero page: no anon_vma yet
         anon_vma_prepare(vma)
     if file is None and vma.flags & VM_SHARED:  # shmem_fault() beyond the object's size: SIGBUS
         size = mm.shmem_pages.get(vma.anon_vma)
@@ -236,6 +247,8 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             si += 1
             span_end, mark, origin = spans[si][1], spans[si][2], spans[si][3]
         stop = min(end, span_end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE)
+        if batch and addr + (batch - since_check) * PAGE_SIZE < stop:  # a batch smaller than a chunk
+            stop = addr + (batch - since_check) * PAGE_SIZE
         if guards:  # a guard marker faults with SIGSEGV: gup stops there (-EFAULT if first)
             g = first_guard(guards, addr, stop)
             if g == addr:
@@ -259,6 +272,9 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         made = pt.fill_absent(addr, stop, state | mark, task, cid)
         if mark and made:
             note_replaced(call, origin, mark, made)
+        if shm is not None:  # the pages now exist in the shmem object of shared anon memory
+            p0 = vma.file_pgoff(addr)
+            shm.update(range(p0, p0 + ((stop - addr) >> 12)))
         if write and made < (stop - addr) >> 12:
             _break_cow(mm, vma, addr, stop, call, task, mark, origin)
         call.pages += made
@@ -272,10 +288,15 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
         if batch and since_check >= batch and addr < end:  # bounded: yield to a waiting writer
             since_check = 0
-            if mm.mmap_sem.is_contended():
-                mm.mmap_read_unlock()
-                call.yields += 1
-                return (addr - start) >> 12, False
+            sem = mm.mmap_sem
+            if sem.is_contended():
+                first = sem.first_waiter_req_ns() if min_age else None
+                if first is None or clock.now_ns() - first >= min_age:
+                    mm.mmap_read_unlock()
+                    call.yields += 1
+                    return (addr - start) >> 12, False
+            elif batch < cap:  # nobody waits: check less often
+                batch = min(batch * 2, cap)
     return (addr - start) >> 12, True
 
 

@@ -295,6 +295,8 @@ def _pageout(mm: "MM", vma: Vma, start: int, end: int) -> int:
         zap_detached(mm, [Vma(addr, addr + PAGE_SIZE, vma.flags, f)])
         if f is not None:
             f.cache[pgoff] = 0
+        else:  # a clean page of shared anonymous memory leaves its shmem object too
+            mm.shmem_cache.get(vma.anon_vma, set()).discard(pgoff)
     return 0
 
 
@@ -344,6 +346,8 @@ def _remove(mm: "MM", vma: Vma, start: int, end: int) -> int:
             if a < b:
                 pieces.append(Vma(a, b, v.flags, v.file))
     zap_detached(mm, pieces)
+    if f is None:  # shared anonymous memory: the pages leave its shmem object
+        mm.shmem_cache.get(vma.anon_vma, set()).difference_update(range(lo, hi))
     if f is not None:
         for p in range(lo, min(hi, f.npages)):
             f.data.pop(p, None)
@@ -438,9 +442,21 @@ def sys_mincore(mm: "MM", start: int, length: int) -> bytes:
         for v in vmas:
             if v.file is not None:
                 vec = _page_cache(vec, start, v, max(start, v.start), min(end, v.end))
+            elif v.flags & VM_SHARED:
+                vec = _shmem_cache(vec, start, mm.shmem_cache.get(v.anon_vma, set()), v,
+                                   max(start, v.start), min(end, v.end))
         return vec
     finally:
         mm.mmap_read_unlock()
+
+
+def _shmem_cache(vec: bytes, base: int, pages: set[int], vma: Vma, start: int, end: int) -> bytes:
+    """OR in the pages of a shared anonymous vma's shmem object (mincore_page() of its file):
+    they stay after MADV_DONTNEED or a partial munmap took their ptes."""
+    i, n = (start - base) >> 12, (end - start) >> 12
+    lo = vma.file_pgoff(start)
+    part = bytes(vec[i + k] | (lo + k in pages) for k in range(n))
+    return vec[:i] + part + vec[i + n:]
 
 
 def _page_cache(vec: bytes, base: int, vma: Vma, start: int, end: int) -> bytes:

@@ -73,11 +73,14 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         raise SIGSEGV(addr, "guard marker (MADV_GUARD_INSTALL)")
     file = vma.file
     if file is None:
-        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 52):
-            raise SIGBUS(addr, "beyond the shmem object of a shared anonymous mapping (grown by mremap)")
-        anon_vma_prepare(vma)
+        if shared and vma.file_pgoff(addr) >= mm.shmem_pages.get(vma.anon_vma, 1 << 62):
+            raise SIGBUS(addr, "beyond the end of the shmem object of shared anonymous memory")
+        if write:  # do_anonymous_page(): a read fault maps the zero page, no anon_vma yet
+            anon_vma_prepare(vma)
         mm.clock.spend(costs.cost("anon_page"))
         pt.set(addr, PTE_PRESENT | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
+        if shared:  # shmem_fault(): the page now exists in the shmem object
+            mm.shmem_cache.setdefault(vma.anon_vma, set()).add(vma.file_pgoff(addr))
         return 1
     pgoff = vma.file_pgoff(addr)
     if pgoff >= file.npages:
@@ -91,7 +94,35 @@ def handle_mm_fault(mm: "MM", vma: Vma, addr: int, write: bool, call_id: int, ta
         pt.set(addr, PTE_PRESENT | PTE_WRITTEN | locked | extra, task, call_id)
     else:
         pt.set(addr, PTE_PRESENT | PTE_FILE | (PTE_WRITTEN if write else 0) | locked | extra, task, call_id)
+        if not write and mm.kernel.fault_around_pages:
+            fault_around(mm, vma, addr, task, call_id, extra)
     return 1
+
+
+def fault_around(mm: "MM", vma: Vma, addr: int, task: int, call_id: int, extra: int = 0) -> int:
+    """do_fault_around() + filemap_map_pages(): after a read fault on a file vma, map every page
+    of the file that is in the page cache in the window of ``fault_around_pages`` ptes that
+    starts at the faulting pte rounded down to the window size -- clamped up to the vma's start
+    -- and ends at the window's length from there, the vma's end, or the page table's end
+    (``from_pte``/``to_pte``); pages beyond EOF are not mapped. Returns the pages mapped."""
+    n = mm.kernel.fault_around_pages
+    pte_off = (addr >> 12) & 511
+    lo = max((pte_off & ~(n - 1)), pte_off - ((addr - vma.start) >> 12))
+    hi = min(lo + n, 512, pte_off + ((vma.end - addr) >> 12))
+    table = addr & ~((512 << 12) - 1)
+    f = vma.file
+    state = PTE_PRESENT | PTE_FILE | (PTE_MLOCKED if vma.flags & VM_LOCKED else 0) | extra
+    pt = mm.pt
+    made = 0
+    for i in range(lo, hi):
+        a = table + (i << 12)
+        if pt.get(a) & PTE_PRESENT or (mm.guards and first_guard(mm.guards, a, a + PAGE_SIZE) is not None):
+            continue
+        p = vma.file_pgoff(a)
+        if p < f.npages and f.cache[p]:
+            pt.set(a, state, task, call_id)
+            made += 1
+    return made
 
 
 def do_user_addr_fault(mm: "MM", addr: int, write: bool) -> None:

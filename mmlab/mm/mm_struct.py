@@ -13,16 +13,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
-from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, hooks
+from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock, VirtualClock, burn, hooks
 from mmlab.current import current, next_call_id, task_local
 from mmlab.flags import (DEFAULT_MAX_MAP_COUNT, PAGE_SIZE, TASK_SIZE, VM_ACCOUNT, VM_GROWSDOWN, VM_LOCKED,
                          VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from mmlab.kernels import Kernel, get_kernel
 from mmlab.locking import MmapSem, VmaLocks
 from mmlab.mm.filemap import File
-from mmlab.mm.pagetable import PTE_MLOCKED, PTE_WRITTEN, PageTable
+from mmlab.mm.pagetable import PTE_FILE, PTE_MLOCKED, PTE_WRITTEN, PageTable
 from mmlab.mm.vma import OriginMap, Vma, VmaTree, vm_flags_str
 # the syscalls' kernel files (they import this module only for type checking): imported
 # here once, since an import statement in each MM method cost as much as the rest of a small mmap
@@ -141,6 +141,7 @@ class MM:
         self.rlimit_stack = 8 << 20  # RLIMIT_STACK: how far [stack] may grow down
         self.cap_ipc_lock = cap_ipc_lock
         self.max_map_count = max_map_count
+        self.shmem_cache: dict[int, set[int]] = {}  # the pages that exist in it (by page offset)
         self.start_brk = self.brk_cur = START_BRK
         self.anon_vma_lock = threading.Lock()  # stack growth under the read lock (anon_vma_lock_write)
         self.calls: dict[int, CallInfo] = {}  # calls that populated: the oracle needs them
@@ -166,6 +167,8 @@ class MM:
 
     # ------------------------------------------------------------------ calls
     def begin_call(self, name: str, args: tuple = ()) -> CallInfo:
+        if hooks.syscall_burn_ns:  # the test switch: a slower interpreter (mmlab.clock.burn)
+            burn(hooks.syscall_burn_ns)
         try:
             ctx = task_local.ctx  # current(), without the call: this runs on every syscall
         except AttributeError:
@@ -307,12 +310,39 @@ class MM:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def smaps(self) -> list[dict[str, object]]:
-        """Per-vma Size, Rss and Locked in kB and VmFlags, like /proc/self/smaps."""
+        """Per-vma Size, Rss and Locked in kB and VmFlags, like /proc/self/smaps.
+
+        ``Locked`` is the proportional share (smaps_account(): ``pss_locked``) of a VM_LOCKED
+        vma's pages: a page-cache or shmem page mapped by n ptes counts 4 kB / n in each."""
         out = []
+        mapcount = self._shared_mapcount() if any(v.flags & VM_LOCKED for v in self.vmas) else None
         for v in self.maps():
+            locked = v.locked_pages * 4
+            if mapcount and v.flags & VM_LOCKED:
+                shared = list(self._shared_pages(self.vmas.vma_lookup(v.start)))
+                pss = sum((PAGE_SIZE << 12) // mapcount.get(k, 1) for k in shared)  # PSS_SHIFT 12
+                locked = (pss + ((v.locked_pages - len(shared)) * PAGE_SIZE << 12)) >> 22
             out.append({"start": v.start, "end": v.end, "Size": (v.end - v.start) >> 10,
-                        "Rss": v.rss_pages * 4, "Locked": v.locked_pages * 4, "VmFlags": _smaps_flags(v.flags)})
+                        "Rss": v.rss_pages * 4, "Locked": locked, "VmFlags": _smaps_flags(v.flags)})
         return out
+
+    def _shared_pages(self, v: Vma) -> Iterator[tuple]:
+        """An identity per present pte of *v* that maps a page others may map too: a page-cache
+        page (file inode, page offset) or a page of a shared anonymous vma's shmem object."""
+        shm = v.file is None and v.flags & VM_SHARED
+        for addr, st, _, _ in self.pt.iter_present(v.start, v.end):
+            if st & PTE_FILE and v.file is not None:
+                yield (v.file.ino, v.file_pgoff(addr))
+            elif shm:
+                yield ("shm", v.anon_vma, v.file_pgoff(addr))
+
+    def _shared_mapcount(self) -> dict[tuple, int]:
+        """folio_mapcount() of every page :meth:`_shared_pages` names, over the whole mm."""
+        n: dict[tuple, int] = collections.Counter()
+        for v in self.vmas:
+            if v.file is not None or v.flags & VM_SHARED:
+                n.update(self._shared_pages(v))
+        return n
 
     def file_page(self, addr: int) -> Optional[tuple[File, int]]:
         """(file, page offset) that the mapping at *addr* maps -- after remap_file_pages() the

@@ -32,6 +32,7 @@ from mmlab.mm.pagetable import PTE_MLOCKED
 from mmlab.mm.vma import Vma, shmem_zero_setup
 
 if TYPE_CHECKING:
+    from mmlab.kernels import Kernel
     from mmlab.mm.mm_struct import MM, CallInfo
 
 __all__ = ["sys_mmap", "sys_munmap", "sys_brk", "do_mmap", "check_unmap", "detach_range",
@@ -40,6 +41,12 @@ __all__ = ["sys_mmap", "sys_munmap", "sys_brk", "do_mmap", "check_unmap", "detac
 PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC
 MAP_KNOWN = (0x0F | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN | 0x0800 | 0x1000 | MAP_LOCKED |
              MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x80000 | MAP_FIXED_NOREPLACE)
+# LEGACY_MAP_MASK: what MAP_SHARED_VALIDATE accepts of a file without mmap_supported_flags (no
+# MAP_SYNC, no MAP_FIXED_NOREPLACE): SHARED, PRIVATE, FIXED, ANONYMOUS, 32BIT, DENYWRITE,
+# EXECUTABLE, GROWSDOWN, LOCKED, NORESERVE, POPULATE, NONBLOCK, STACK, HUGETLB, UNINITIALIZED,
+# and the MAP_HUGE_ size bits
+LEGACY_MAP_MASK = (0x03 | MAP_FIXED | MAP_ANONYMOUS | 0x40 | 0x0800 | 0x1000 | MAP_GROWSDOWN | MAP_LOCKED |
+                   MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000 | 0x4000000 | (0x3F << 26))
 PMD_SIZE = 1 << 21
 _VM_DATA_DEFAULT = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
@@ -82,13 +89,6 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     if prot & ~(PROT_KNOWN | 0x03000000):
         raise err(EINVAL, "mmap")
     maptype = flags & 0x0F
-    if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE) and \
-            not (maptype == MAP_DROPPABLE and k.map_droppable):
-        raise err(EINVAL, "mmap")
-    if maptype == MAP_SHARED_VALIDATE and flags & MAP_ANONYMOUS:
-        raise err(EINVAL, "mmap")  # anonymous mappings know only MAP_SHARED and MAP_PRIVATE
-    if maptype == MAP_SHARED_VALIDATE and flags & ~MAP_KNOWN:
-        raise err(EOPNOTSUPP_, "mmap")
     length = page_align(length)
     if not length or length > TASK_SIZE:
         raise err(ENOMEM, "mmap")
@@ -100,10 +100,6 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
     if not anon:
         if file is None:
             raise err(EBADF, "mmap")
-        if not file.readable:
-            raise err(EACCES, "mmap")
-        if maptype != MAP_PRIVATE and prot & PROT_WRITE and not file.writable:
-            raise err(EACCES, "mmap")
     else:
         file = None
     vm_flags = calc_vm_prot_bits(prot) | mm.def_flags | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | vm_extra
@@ -117,10 +113,26 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         vm_flags |= VM_POPULATE
     if not k.mlock_onfault:
         vm_flags &= ~VM_LOCKONFAULT
+    # placement (__get_unmapped_area(), then the MAP_FIXED_NOREPLACE check), before the
+    # MAP_LOCKED, RLIMIT_MEMLOCK and map type / file mode checks, as do_mmap() orders them
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        if addr & (PAGE_SIZE - 1):
+            raise err(EINVAL, "mmap")
+        if addr + length > TASK_SIZE or addr < mm.vmas.mmap_min_addr:
+            raise err(ENOMEM if addr + length > TASK_SIZE else EPERM, "mmap")
+        if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
+            if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
+                raise err(EEXIST, "mmap")
+    else:
+        if file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
+            addr = mm.vmas.get_unmapped_area(length, addr)
+        else:
+            addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
     if flags & MAP_LOCKED and not mm.can_do_mlock():
         raise err(EPERM, "mmap")
     if not mm.mlock_future_ok(vm_flags, length):
         raise err(EAGAIN, "mmap")
+    _check_map_type(k, maptype, flags, prot, file)
     if maptype == MAP_DROPPABLE:
         _droppable_checks(flags, vm_flags, anon)
         vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
@@ -132,21 +144,9 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
         vm_flags |= VM_NORESERVE
     if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE:  # accountable_mapping()
         vm_flags |= VM_ACCOUNT
-    # placement
-    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
-        if addr & (PAGE_SIZE - 1):
-            raise err(EINVAL, "mmap")
-        if addr + length > TASK_SIZE or addr < mm.vmas.mmap_min_addr:
-            raise err(ENOMEM if addr + length > TASK_SIZE else EPERM, "mmap")
-        if flags & MAP_FIXED_NOREPLACE and not flags & MAP_FIXED:
-            if mm.vmas.find_vma_intersection(addr, addr + length) is not None:
-                raise err(EEXIST, "mmap")
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):  # mmap_region(): what it replaces, or ENOMEM
         hit = check_unmap(mm, addr, addr + length, extra=1)
     else:
-        if file is None and length & (PMD_SIZE - 1):  # small anonymous: no THP alignment, one call less
-            addr = mm.vmas.get_unmapped_area(length, addr)
-        else:
-            addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
         # a gap get_unmapped_area() found (THP-aligned inside a padded gap or not): nothing in it
         # to split or detach, so of check_unmap() only the map_count limit for the new vma is left
         if mm.map_count + 1 > mm.max_map_count:
@@ -172,6 +172,24 @@ def do_mmap(mm: "MM", call: "CallInfo", addr: int, length: int, prot: int, flags
 
 
 EOPNOTSUPP_ = 95
+
+
+def _check_map_type(k: "Kernel", maptype: int, flags: int, prot: int, file: Optional[File]) -> None:
+    """do_mmap()'s switch on the map type, after placement: for a file, MAP_SHARED_VALIDATE
+    refuses flags outside LEGACY_MAP_MASK (EOPNOTSUPP), and the open mode must allow the
+    mapping (EACCES); anonymous memory knows MAP_SHARED, MAP_PRIVATE and (``map_droppable``)
+    MAP_DROPPABLE (else EINVAL)."""
+    if file is not None:
+        if maptype not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+            raise err(EINVAL, "mmap")
+        if maptype == MAP_SHARED_VALIDATE and flags & ~LEGACY_MAP_MASK:
+            raise err(EOPNOTSUPP_, "mmap")
+        if maptype != MAP_PRIVATE and prot & PROT_WRITE and not file.writable:
+            raise err(EACCES, "mmap")
+        if not file.readable:
+            raise err(EACCES, "mmap")
+    elif maptype not in (MAP_SHARED, MAP_PRIVATE) and not (maptype == MAP_DROPPABLE and k.map_droppable):
+        raise err(EINVAL, "mmap")
 
 
 def _droppable_checks(flags: int, vm_flags: int, anon: bool) -> None:

@@ -680,14 +680,7 @@ def real_steps_from_trace(tr: Any, steps: list[Step]) -> None:
         if lost:
             st.error = f"the trace lost {lost} events"
             continue
-        if st.call == "fault":  # exceptions:page_fault_user at the page touched
-            cands = [c for c in tr.faults if c.tid == st.tid and c.args[0] >> 12 == st.args[0] >> 12
-                     and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
-        else:
-            cands = [c for c in tr.calls if c.tid == st.tid and c.name == st.call
-                     and st.t0 - _SLACK_NS <= c.enter_ns <= st.t1 + _SLACK_NS]
-        if len(cands) > 1 and st.call != "fault":
-            cands = [c for c in cands if tuple(c.args[:2]) == tuple(st.args[:2])] or cands
+        cands = tr.calls_in(st.tid, st.call, st.t0, st.t1, args=st.args[:2], slack_ns=_SLACK_NS)
         if len(cands) != 1:
             st.error = f"{len(cands)} traced {st.call} calls in the step's window (expected one)"
             continue

@@ -1,16 +1,20 @@
 """Differential testing: random call sequences on the real kernel and on the model, step by step.
 
 A *case* is a short single-threaded sequence of :class:`Op` (mmap with any combination of the
-supported flags, munmap, mprotect, mremap, mlock, mlock2, munlock, mlockall, munlockall,
-madvise, touches). Addresses in an Op are byte offsets into a small region; the real side runs
+supported flags, anonymous or of a file, munmap, mprotect, mremap, mlock, mlock2, munlock,
+mlockall, munlockall, madvise, remap_file_pages, touches). Each case has its own files (see
+:data:`FILES`): a regular file on the disk's file system, written and then dropped from the page
+cache, opened twice (read-write and read-only), and a fresh memfd (shmem) of the same size. Addresses in an Op are byte offsets into a small region; the real side runs
 them inside a :class:`~mmlab.real.backend.Region` (a reserved area, unmapped inside, with a
 PROT_NONE guard page at each end), the model side inside the same layout at ``MODEL_BASE`` of an
 ``MM("v6.18", layout="bare")``. After every call both sides are observed the same way:
 
 * ``result``  the return value (an address as a region offset, or "outside" when the kernel
   placed the mapping elsewhere) or the errno, or the signal of a touch;
-* ``layout``  vma boundaries and protections over the region, as /proc/self/maps shows them;
-* ``mincore`` residency of every page of every vma, from mincore();
+* ``layout``  vma boundaries, protections, and for a file mapping which file and the page offset,
+  as /proc/self/maps shows them;
+* ``mincore`` residency of every page of every vma, from mincore() (for a file mapping: the
+  file's page cache, as Linux reports it);
 * ``pte``     whether each page is in the page table (/proc/self/pagemap on the real side);
 * ``locked``  per vma: smaps ``Locked`` (kB) and whether VmFlags has ``lo``; and the sum of
   the sizes of the real side's ``lo`` vmas against the model's locked_vm (mm->locked_vm, which
@@ -26,7 +30,9 @@ runnable Python snippet.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import importlib.util
 import random
 from dataclasses import dataclass, field
@@ -36,19 +42,25 @@ from mmlab.clock import ZERO_COSTS
 from mmlab.errors import Signal
 from mmlab.flags import (MADV_DONTNEED, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MAP_ANONYMOUS,
                          MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_NONBLOCK, MAP_NORESERVE,
-                         MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT,
+                         MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT,
                          MLOCK_ONFAULT, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE,
                          PROT_NONE, PROT_READ, PROT_WRITE)
+from mmlab.mm.filemap import File
 from mmlab.mm.mm_struct import MM
 
-__all__ = ["Op", "Obs", "Mismatch", "CaseResult", "Side", "ModelSide", "RealSide", "generate_case",
-           "run_case", "shrink", "snippet", "observe", "tally", "fails", "MODEL_BASE", "REGION_PAGES",
-           "model_ops_missing"]
+__all__ = ["Op", "Obs", "FILES", "FILE_PAGES", "Mismatch", "CaseResult", "Side", "ModelSide", "RealSide",
+           "generate_case", "run_case", "shrink", "snippet", "observe", "tally", "fails", "MODEL_BASE",
+           "REGION_PAGES", "model_ops_missing"]
 
 P = PAGE_SIZE
 MODEL_BASE = 0x1000_0000_0000
 REGION_PAGES = 16
 OUTSIDE = "outside"
+
+# the files of a case, by the number an mmap Op names in ``file`` (0: anonymous):
+# (tag, how): "disk" a regular file opened O_RDWR, the same file again O_RDONLY, "memfd" a memfd
+FILES = {1: ("disk", "rw"), 2: ("disk", "r"), 3: ("memfd", "rw")}
+FILE_PAGES = 8
 
 
 # ---------------------------------------------------------------------------- ops
@@ -62,13 +74,18 @@ class Op:
     def arg(self, key: str) -> int:
         return dict(self.args)[key]
 
-    def call(self, mm: Any, base: int) -> Any:
-        """Issue this call on *mm* (real or model) whose region starts at *base*."""
+    def call(self, mm: Any, base: int, files: Optional[dict[int, Any]] = None) -> Any:
+        """Issue this call on *mm* (real or model) whose region starts at *base*; *files* maps
+        the numbers of :data:`FILES` to that side's file objects."""
         a = dict(self.args)
         n = self.name
         if n == "mmap":
             addr = base + a["off"] if a["hint"] or a["flags"] & (MAP_FIXED | MAP_FIXED_NOREPLACE) else 0
+            if a.get("file"):
+                return mm.mmap(addr, a["len"], a["prot"], a["flags"], (files or {})[a["file"]], a["foff"])
             return mm.mmap(addr, a["len"], a["prot"], a["flags"])
+        if n == "remap_file_pages":
+            return mm.remap_file_pages(base + a["off"], a["len"], a["prot"], a["pgoff"], 0)
         if n == "mremap":
             new = base + a["new_off"] if a["flags"] & MREMAP_FIXED else 0
             return mm.mremap(base + a["off"], a["old_len"], a["new_len"], a["flags"], new)
@@ -102,7 +119,10 @@ class Op:
             return f"{v // P}*P" + (f" + {v % P}" if v % P else "") if v >= P else str(v)
         if n == "mmap":
             addr = off("off") if a["hint"] or a["flags"] & (MAP_FIXED | MAP_FIXED_NOREPLACE) else "0"
-            return f"{mm}.mmap({addr}, {ln('len')}, {prot_str(a['prot'])}, {map_str(a['flags'])})"
+            fa = f", f{a['file']}, {ln('foff')}" if a.get("file") else ""
+            return f"{mm}.mmap({addr}, {ln('len')}, {prot_str(a['prot'])}, {map_str(a['flags'])}{fa})"
+        if n == "remap_file_pages":
+            return f"{mm}.remap_file_pages({off('off')}, {ln('len')}, {a['prot']}, {a['pgoff']}, 0)"
         if n == "mremap":
             new = f", {off('new_off')}" if a["flags"] & MREMAP_FIXED else ""
             return f"{mm}.mremap({off('off')}, {ln('old_len')}, {ln('new_len')}, {mremap_str(a['flags'])}{new})"
@@ -147,7 +167,8 @@ def prot_str(p: int) -> str:
 
 
 def map_str(f: int) -> str:
-    t = {MAP_SHARED: "MAP_SHARED", MAP_PRIVATE: "MAP_PRIVATE"}.get(f & 0xF, hex(f & 0xF))
+    t = {MAP_SHARED: "MAP_SHARED", MAP_PRIVATE: "MAP_PRIVATE",
+         MAP_SHARED_VALIDATE: "MAP_SHARED_VALIDATE"}.get(f & 0xF, hex(f & 0xF))
     rest = _names(f & ~0xF, [(MAP_ANONYMOUS, "MAP_ANONYMOUS"), (MAP_FIXED, "MAP_FIXED"),
                              (MAP_FIXED_NOREPLACE, "MAP_FIXED_NOREPLACE"), (MAP_POPULATE, "MAP_POPULATE"),
                              (MAP_LOCKED, "MAP_LOCKED"), (MAP_NORESERVE, "MAP_NORESERVE"),
@@ -174,7 +195,7 @@ def model_ops_missing() -> dict[str, str]:
 
 
 _WEIGHTS = {"mmap": 8, "munmap": 3, "mprotect": 4, "mremap": 3, "mlock": 2, "mlock2": 2, "munlock": 2,
-            "mlockall": 1, "munlockall": 1, "madvise": 2, "touch": 6}
+            "mlockall": 1, "munlockall": 1, "madvise": 2, "touch": 6, "remap_file_pages": 1}
 _PROTS = [PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_READ | PROT_WRITE, PROT_WRITE]
 
 
@@ -203,7 +224,11 @@ def generate_case(rng: random.Random, steps: int, pages: int = REGION_PAGES,
         n = rng.choices(names, weights)[0]
         off, length = _span(rng, pages)
         if n == "mmap":
-            flags = rng.choice((MAP_PRIVATE, MAP_PRIVATE, MAP_PRIVATE, MAP_SHARED)) | MAP_ANONYMOUS
+            fno = rng.choice((0, 0, 0, 1, 1, 2, 3, 3))  # half anonymous, half of a file
+            if fno:
+                flags = rng.choice((MAP_PRIVATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED, MAP_SHARED_VALIDATE))
+            else:
+                flags = rng.choice((MAP_PRIVATE, MAP_PRIVATE, MAP_PRIVATE, MAP_SHARED)) | MAP_ANONYMOUS
             place = rng.random()
             if place < 0.6:
                 flags |= MAP_FIXED
@@ -213,7 +238,17 @@ def generate_case(rng: random.Random, steps: int, pages: int = REGION_PAGES,
                 if rng.random() < p:
                     flags |= bit
             hint = int(place >= 0.75 and rng.random() < 0.9)
-            out.append(op("mmap", off=off, len=length, prot=rng.choice(_PROTS), flags=flags, hint=hint))
+            if not fno:
+                out.append(op("mmap", off=off, len=length, prot=rng.choice(_PROTS), flags=flags, hint=hint))
+                continue
+            # offsets mostly inside the file, now and then past its end (a touch there: SIGBUS)
+            # or not page-aligned (EINVAL)
+            foff = rng.randrange(FILE_PAGES + 2) * P + (rng.choice((1, P // 2)) if rng.random() < 0.03 else 0)
+            out.append(op("mmap", off=off, len=length, prot=rng.choice(_PROTS), flags=flags, hint=hint,
+                          file=fno, foff=foff))
+        elif n == "remap_file_pages":
+            out.append(op(n, off=off, len=length, prot=0 if rng.random() < 0.95 else PROT_READ,
+                          pgoff=rng.randrange(FILE_PAGES + 1)))
         elif n in ("munmap", "mlock", "munlock"):
             out.append(op(n, off=off, len=length))
         elif n == "mprotect":
@@ -251,11 +286,12 @@ class Side:
     mm: Any
     base: int
     pages: int
+    files: dict[int, Any] = {}
 
     def run(self, o: Op) -> tuple:
         """Issue the call; return the comparable result and clean up a mapping placed outside."""
         try:
-            r = o.call(self.mm, self.base)
+            r = o.call(self.mm, self.base, self.files)
         except OSError as e:
             return ("errno", e.errno)
         except Signal as s:
@@ -272,8 +308,9 @@ class Side:
     def unmap_outside(self, addr: int, length: int) -> None:
         self.mm.munmap(addr, length)
 
-    def vmas(self) -> list[tuple[int, int, str, int, bool]]:
-        """(start, end, perms, Locked kB, lo) per vma over the region and its guards."""
+    def vmas(self) -> list[tuple[int, int, str, int, bool, str, int]]:
+        """(start, end, perms, Locked kB, lo, file tag, file page offset of start) per vma over
+        the region and its guards; the tag is "" and the offset 0 for anonymous memory."""
         raise NotImplementedError
 
     def mincore(self, start: int, length: int) -> bytes:
@@ -288,20 +325,30 @@ class ModelSide(Side):
 
     def __init__(self, pages: int = REGION_PAGES, kernel: str = "v6.18") -> None:
         self.mm = MM(kernel, ZERO_COSTS, layout="bare")
-        self.base = MODEL_BASE
+        # where the real side's region starts within a 2 MiB page table: a Region is reserved at a
+        # 2 MiB-aligned hint and starts one guard page in (fault-around windows, THP alignment)
+        self.base = MODEL_BASE + P
         self.pages = pages
+        disk = File("disk", FILE_PAGES * P, "rw")  # cold: written, then dropped from the page cache
+        ro = copy.copy(disk)  # the same file (inode, page cache) through an O_RDONLY fd
+        ro.mode = "r"
+        self.files = {1: disk, 2: ro, 3: File("memfd", FILE_PAGES * P, "rw", holes=True)}
         # the same reservation the real side makes: reserve, then unmap the inside
         self.mm.mmap(self.base - P, (pages + 2) * P, PROT_NONE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED)
         self.mm.munmap(self.base, pages * P)
 
-    def vmas(self) -> list[tuple[int, int, str, int, bool]]:
+    def vmas(self) -> list[tuple[int, int, str, int, bool, str, int]]:
         lo, hi = self.base - P, self.base + (self.pages + 1) * P
         out = []
         for s in self.mm.smaps():
             if s["end"] > lo and s["start"] < hi:
-                out.append((max(s["start"], lo), min(s["end"], hi), _model_perms(self.mm, s["start"]),
-                            int(s["Locked"]), "lo" in str(s["VmFlags"]).split()))
+                v = self.mm.vmas.vma_lookup(s["start"])
+                start = max(s["start"], lo)
+                tag = v.file.name if v is not None and v.file is not None else ""
+                pgoff = v.file_pgoff(start) if tag else 0
+                out.append((start, min(s["end"], hi), _model_perms(self.mm, s["start"]),
+                            int(s["Locked"]), "lo" in str(s["VmFlags"]).split(), tag, pgoff))
         return out
 
     def locked_vm_kb(self) -> Optional[int]:
@@ -317,16 +364,63 @@ def _model_perms(mm: MM, addr: int) -> str:
 class RealSide(Side):
     name = "real"
 
-    def __init__(self, region: Any) -> None:
+    def __init__(self, region: Any, files: Optional["RealFiles"] = None) -> None:
         self.region = region
         self.mm = region.mm
         self.base = region.base
         self.pages = region.size // P
+        self.real_files = files
+        self.files = files.by_number if files is not None else {}
 
-    def vmas(self) -> list[tuple[int, int, str, int, bool]]:
+    def vmas(self) -> list[tuple[int, int, str, int, bool, str, int]]:
         lo, hi = self.base - P, self.base + (self.pages + 1) * P
-        return [(max(e.start, lo), min(e.end, hi), e.perms, e.locked_kb, "lo" in e.vmflags)
-                for e in self.mm.maps(lo, hi)]
+        out = []
+        for e in self.mm.maps(lo, hi):
+            start = max(e.start, lo)
+            tag = self.real_files.tag(e.name) if self.real_files is not None else ""
+            pgoff = (e.offset + start - e.start) // P if tag else 0
+            out.append((start, min(e.end, hi), e.perms, e.locked_kb, "lo" in e.vmflags, tag, pgoff))
+        return out
+
+
+class RealFiles:
+    """The real files of one case (see :data:`FILES`): a file on the disk's file system under
+    *directory*, written, fsync'ed and dropped from the page cache, opened O_RDWR and O_RDONLY,
+    and a memfd ftruncate'd to the same size. Closed (and the file removed) on exit."""
+
+    def __init__(self, directory: str) -> None:
+        import os
+        import tempfile
+
+        from mmlab.real.backend import RealFile
+        fd, path = tempfile.mkstemp(prefix="mmlab-diff-", dir=directory)
+        os.close(fd)
+        self.disk = RealFile(path, FILE_PAGES * P, "rw")
+        self.disk.drop_cache()
+        self.ro = os.open(path, os.O_RDONLY)
+        self.memfd = os.memfd_create("mmlab-diff")
+        os.ftruncate(self.memfd, FILE_PAGES * P)
+        self.by_number: dict[int, Any] = {1: self.disk.fd, 2: self.ro, 3: self.memfd}
+
+    def tag(self, maps_name: str) -> str:
+        """The tag of :data:`FILES` for the name /proc/self/maps shows; "" for anything else."""
+        if maps_name == self.disk.path:
+            return "disk"
+        if maps_name.startswith("/memfd:mmlab-diff"):
+            return "memfd"
+        return ""
+
+    def close(self) -> None:
+        import os
+        for fd in (self.ro, self.memfd):
+            os.close(fd)
+        self.disk.close()
+
+    def __enter__(self) -> "RealFiles":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def locked_vm_kb(self) -> Optional[int]:
         return None  # VmLck counts the whole interpreter; the sum of `lo` vmas is compared instead
@@ -351,23 +445,46 @@ class Obs:
 def observe(side: Side, result: tuple) -> Obs:
     vmas = side.vmas()
     b = side.base
-    layout = tuple(((s - b) // P, (e - b) // P, perms) for s, e, perms, _, _ in vmas)
-    mincore = tuple(side.mincore(s, e - s) for s, e, _, _, _ in vmas)
+    layout = tuple(((s - b) // P, (e - b) // P, perms) + ((tag, pgoff) if tag else ())
+                   for s, e, perms, _, _, tag, pgoff in vmas)
+    mincore = tuple(side.mincore(s, e - s) for s, e, *_ in vmas)
     lo_kb = side.locked_vm_kb()  # the model: its mm->locked_vm
     if lo_kb is None:  # the real side: the sizes of its `lo` vmas
-        lo_kb = sum((e - s) >> 10 for s, e, _, _, lo in vmas if lo)
-    locked = (tuple((lk, lo) for _, _, _, lk, lo in vmas), lo_kb)
+        lo_kb = sum((e - s) >> 10 for s, e, _, _, lo, *_ in vmas if lo)
+    locked = (tuple((lk, lo) for _, _, _, lk, lo, *_ in vmas), lo_kb)
     if isinstance(side, RealSide):
         # mincore() of shared memory reports its page cache; pagemap reports the ptes, which
         # is what the model's page table holds (and what MADV_DONTNEED changes)
         from mmlab.real.procfs import read_pagemap_present
-        pte = tuple(read_pagemap_present(s, e) for s, e, _, _, _ in vmas)
-    else:
-        pte = mincore
+        pte = tuple(read_pagemap_present(s, e) for s, e, *_ in vmas)
+    else:  # the model's page table (its mincore reports the page cache of file mappings)
+        from mmlab.mm.pagetable import PTE_PRESENT
+        pt = side.mm.pt
+        pte = tuple(bytes(1 if pt.get(a) & PTE_PRESENT else 0 for a in range(s, e, P)) for s, e, *_ in vmas)
     return Obs(result, layout, mincore, locked, pte)
 
 
 # ---------------------------------------------------------------------------- running
+@functools.lru_cache(maxsize=None)
+def file_dir() -> str:
+    """Where a case's disk file goes: $MMLAB_DIFF_DIR, else the temporary directory when it is
+    not tmpfs (a disk file's page cache must be dropped and read back from a disk), else the
+    working directory."""
+    import os
+    import tempfile
+    d = os.environ.get("MMLAB_DIFF_DIR")
+    if d:
+        return d
+    t = tempfile.gettempdir()
+    try:
+        import subprocess
+        fs = subprocess.run(["stat", "-f", "-c", "%T", t], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        fs = ""
+    return os.getcwd() if fs in ("tmpfs", "ramfs", "") else t
+
+
+
 @dataclass
 class Mismatch:
     step: int
@@ -426,8 +543,8 @@ def run_case(ops: list[Op], pages: int = REGION_PAGES, known: Optional[list] = N
     known = known_mod.KNOWN if known is None else known
     res = CaseResult(list(ops))
     make = region_factory or (lambda n: Region(n * P, keep_reserved=False))
-    with make(pages) as reg:
-        real = RealSide(reg)
+    with make(pages) as reg, RealFiles(file_dir()) as files:
+        real = RealSide(reg, files)
         model = ModelSide(pages, kernel)
         actions: list[ModelAction] = []  # what the model side did, step by step (for replays)
         for i, o in enumerate(ops):
@@ -522,12 +639,13 @@ def snippet(ops: list[Op], pages: int = REGION_PAGES, header: str = "", kernel: 
 from mmlab import *
 from mmlab.errors import Signal
 from mmlab.real.backend import Region
-from mmlab.real.diff import ModelSide, RealSide, observe
+from mmlab.real.diff import ModelSide, RealFiles, RealSide, file_dir, observe
 
 P = PAGE_SIZE
 
 
-def calls(mm, b):
+def calls(mm, b, f1, f2, f3):
+    """f1: the disk file (O_RDWR), f2: the same file O_RDONLY, f3: a memfd."""
 {body}
 
 
@@ -545,9 +663,9 @@ def result(side, call):
     return ("ok", v or 0)
 
 
-with Region({pages} * P, keep_reserved=False) as reg:
-    sides = [RealSide(reg), ModelSide({pages}, {kernel!r})]
-    steps = [list(calls(s.mm, s.base)) for s in sides]
+with Region({pages} * P, keep_reserved=False) as reg, RealFiles(file_dir()) as files:
+    sides = [RealSide(reg, files), ModelSide({pages}, {kernel!r})]
+    steps = [list(calls(s.mm, s.base, *(s.files[i] for i in (1, 2, 3)))) for s in sides]
     for i in range(len(steps[0])):
         obs = [observe(s, result(s, st[i])) for s, st in zip(sides, steps)]
         print(f"step {{i}}:")

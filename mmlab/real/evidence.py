@@ -226,11 +226,9 @@ class TracedEvidence(Evidence):
         locks = self.lock_records() or []
         out = []
         for m in marks:
-            pcs = [c for c in tr.calls if c.tid == m.pop_tid and _in(c.enter_ns, m.t0, m.t1)
-                   and c.args and c.args[0] == m.target]
+            pcs = tr.calls_in(m.pop_tid, None, m.t0, m.t1, args=(m.target,), exact=True)
             pc = CallRec("populator", pcs[-1].call_id, pcs[-1].enter_ns, pcs[-1].exit_ns) if pcs else None
-            rc = [CallRec("racer", c.call_id, c.enter_ns, c.exit_ns) for c in tr.calls
-                  if c.tid == m.racer_tid and _in(c.enter_ns, m.r0, m.r1)]
+            rc = [CallRec("racer", c.call_id, c.enter_ns, c.exit_ns) for c in tr.calls_in(m.racer_tid, None, m.r0, m.r1)]
             ids = {c.call_id for c in rc} | ({pc.call_id} if pc else set())
             out.append((pc, rc, [r for r in locks if r.call_id in ids]))
         return out

@@ -696,7 +696,8 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     call are kept. ``worst_us`` per op is the median over rounds of each round's p99.9 of the
     wall-clock samples (see _summary), so one vCPU steal in one round does not make a verdict; of
     lock waits (``timing`` traced or model: ``victim``; wall-clock beside them in ``victim_wall``)
-    it is the round's longest, a lock wait having no deschedule of the victim in it."""
+    it is the round's longest, a lock wait having no deschedule of the victim in it. Then *rounds*
+    populates alone: ``alone_ms`` and ``slowdown`` (medians), what the victims cost the populate."""
     per_round: dict[str, list[float]] = {op: [] for op in VERDICT_OPS}
     per_round_wall: dict[str, list[float]] = {op: [] for op in VERDICT_OPS}
     all_samples: list[tuple[str, int, int]] = []
@@ -708,6 +709,7 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     seen_ops: set[str] = set()
     pop_tid = threading.get_native_id()  # the populating call runs on this thread
     pop_ms: list[float] = []
+    alone_ms: list[float] = []
     st = PopState(0, size)
     if not t.reader_base:
         # before any populator's setup: mlockall(MCL_FUTURE) would lock (and populate) a region
@@ -769,6 +771,17 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                 for op in VERDICT_OPS:
                     if op in worst:
                         per_round[op].append(worst[op])
+            for _ in range(rounds):  # the same populate with no victims: the baseline of its slowdown
+                pop.setup(t, st)
+                try:
+                    a0 = time.perf_counter_ns()
+                    try:
+                        pop.populate(t, st)
+                    except OSError as e:
+                        st.error = f"{pop.name}: {e}"
+                    alone_ms.append((time.perf_counter_ns() - a0) / 1e6)
+                finally:
+                    pop.teardown(t, st)
         finally:
             if st.file is not None:
                 t.close_file(st.file)
@@ -780,8 +793,11 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     not_observed.update(op for op in called if op not in seen_ops)
     for op in not_observed:  # its waits are some rounds' only: no worst wait of the cell
         summ[op] = dict(summ[op], observed=False)
+    med = sorted(pop_ms)[len(pop_ms) // 2]
+    alone = sorted(alone_ms)[len(alone_ms) // 2] if alone_ms else None
     return {"kernel": t.name, "populator": pop.name, "size_bytes": size,
-            "populate_ms": sorted(pop_ms)[len(pop_ms) // 2], "victim": summ, "victim_wall": wall,
+            "populate_ms": med, "alone_ms": alone, "slowdown": med / alone if alone else None,
+            "victim": summ, "victim_wall": wall,
             "timing": label, "lost_events": lost, "error": st.error,
             "not_observed": [op for op in VERDICT_OPS if op in not_observed], "reruns_unobserved": reruns}
 

@@ -59,6 +59,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def slowdown_table(con: Any, runs: list[dict[str, Any]], names: list[str]) -> None:
+    """The populating thread's cost: populate beside the victims / the same populate alone
+    (medians of the rounds), per populator and size, one column per target. Model profiles run
+    on an undilated clock here: their interpreter time counts in full (see `mmlab latency`)."""
+    from rich.table import Table
+    t = Table(title="populate slowdown beside the victims (populate / alone, medians)",
+              caption="model rows: undilated clock, interpreter time included")
+    t.add_column("populator")
+    t.add_column("size", justify="right")
+    for n in names:
+        t.add_column(n, justify="right", no_wrap=True)
+    index = {(r["kernel"], r["populator"], r["size_bytes"]): r for r in runs}
+    for p, size in dict.fromkeys((r["populator"], r["size_bytes"]) for r in runs):
+        cells = []
+        for n in names:
+            r = index.get((n, p, size))
+            sl = r.get("slowdown") if r else None
+            cells.append("-" if sl is None else f"{sl:.2f}x ({r['populate_ms']:.0f}/{r['alone_ms']:.0f} ms)")  # type: ignore[index]
+        t.add_row(p, f"{size >> 20}M", *cells)
+    con.print(t)
+
+
 def run(args: argparse.Namespace) -> int:
     from mmlab.report.console import console
     from rich.table import Table
@@ -154,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if not real.lock_waits:
         con.print(f"[dim]real kernel: victim waits and window hits from wall-clock timing around the calls "
                   f"({real.timing_note()}); the models' from wall-clock time around their calls too[/]")
+    slowdown_table(con, runs, names)
 
     # verdicts lined up: populator x op -> one column per target; real vs each marked profile
     note = f" (!= : real and {ref} disagree)" if ref else " (no profile claims this kernel: nothing marked)"

@@ -22,9 +22,14 @@ from mmlab.real.libc import unavailable_reason
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diff", help="differential testing: the v6.18 model against the real kernel",
                        description="Run random call sequences (mmap with every supported flag combination, "
-                       "munmap, mprotect, mremap, mlock/mlock2/munlock, mlockall/munlockall, madvise, touches) "
+                       "anonymous or of a file -- a disk file opened read-write and read-only, and a memfd, "
+                       "shared, private or MAP_SHARED_VALIDATE, at any offset --, munmap, mprotect, mremap, "
+                       "mlock/mlock2/munlock, mlockall/munlockall, madvise, remap_file_pages, touches) "
                        "inside a reserved region on the real kernel and on the v6.18 model, compare after "
-                       "every call, and shrink any disagreement to a runnable snippet.")
+                       "every call (result or errno, layout with each vma's file and offset, mincore -- the "
+                       "page cache for file mappings --, ptes, smaps Locked), and shrink any disagreement "
+                       "to a runnable snippet. The disk file goes to $MMLAB_DIFF_DIR, else the temporary "
+                       "directory unless it is tmpfs, else the working directory.")
     p.add_argument("--cases", type=int, default=200, help="number of random sequences (default 200)")
     p.add_argument("--seed", type=int, default=1, help="seed of the sequence generator (default 1)")
     p.add_argument("--case", type=int, default=None, help="run only this case number of the seed")

@@ -4,7 +4,14 @@ For each kernel profile, populator and populate size, run a populating thread be
 reader thread and an mmap/mprotect/munmap writer thread on one MM, and print -- per populator --
 the victims' mmap_sem waits (p50/p99/p99.9/max, from the model's lock records) with the
 populator's own time, a noise floor (the victims alone), and a verdict per kernel, populator and
-victim: bounded or unbounded, from how the worst wait grows with the populate size.
+victim: bounded or unbounded, from how the worst wait grows with the populate size. Each populate
+also runs alone (no victims): its slowdown beside the victims is what bounding the writer costs
+the populating thread, and each policy's line reads "writer bounded (<= x ms), populate y x slower".
+
+Times are modelled time on a dilated clock: modelled costs run k times slower than the real
+clock and every time is divided by k, so the interpreter's per-call overhead counts only 1/k
+(the "residual" printed first; k is calibrated at start, see --dilation). --time-scale shrinks
+the modelled costs; the residual target shrinks with it, so k grows by the same factor.
 
 Exit status: 0 done; 1 with ``--expect-bounded`` when any verdict is unbounded, or when a task
 raised; 2 bad arguments (nothing run); 3 a hang (the watchdog's hard limit).
@@ -17,6 +24,8 @@ import json
 import random
 import re
 import sys
+from typing import Optional
+
 from mmlab.report.costs_arg import add_costs_argument
 
 __all__ = ["register", "run", "parse_size", "parse_sizes"]
@@ -73,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--closed-loop", action="store_true",
                    help="victims call back to back instead (as the real-kernel measurement did)")
     p.add_argument("--noise-ms", type=float, default=250.0, help="length of each noise-floor run (default 250)")
+    add_time_args(p)
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
     p.add_argument("--perfetto", metavar="FILE.json",
@@ -81,6 +91,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expect-bounded", action="store_true", help="exit 1 if any verdict is unbounded")
     p.add_argument("--quiet-stalls", action="store_true", help="record watchdog reports without printing them")
     p.set_defaults(func=run)
+
+
+def add_time_args(p: argparse.ArgumentParser) -> None:
+    """--dilation, --residual-us, --burn-us: shared with `mmlab tune` and `mmlab stress`."""
+    p.add_argument("--dilation", default="auto", metavar="auto|K|off",
+                   help="time dilation: modelled costs run K times slower on the real clock and times are "
+                   "divided by K, so interpreter time counts 1/K; auto (default) calibrates K from the "
+                   "measured per-call overhead and --residual-us; off: K=1 (interpreter time counts in full)")
+    p.add_argument("--residual-us", type=float, default=None,
+                   help="auto dilation: interpreter time per call allowed into modelled time at time scale 1 "
+                   "(default 1; 8 with --quick); a yield's overhead is allowed 10x as much")
+    p.add_argument("--burn-us", type=float, default=0.0,
+                   help="test switch: spin this long (holding the GIL) at every syscall entry, as a slower "
+                   "interpreter would; auto dilation measures it with the rest")
+
+
+def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> object:
+    """The Dilation for *args*, or a ValueError (then nothing is changed). Sets the burn switch
+    (mmlab.clock.hooks.syscall_burn_ns) before calibrating; the caller resets it."""
+    from mmlab.clock import DEFAULT_COSTS, hooks
+    from mmlab.harness.dilation import HANDOFF_TARGET_NS, RESIDUAL_TARGET_NS, choose_dilation
+
+    if args.burn_us < 0:
+        raise ValueError("--burn-us must be >= 0")
+    res_us = args.residual_us if args.residual_us is not None else (8.0 if quick else RESIDUAL_TARGET_NS / 1e3)
+    if not res_us > 0:
+        raise ValueError("--residual-us must be > 0")
+    text = str(args.dilation).strip().lower()
+    k: Optional[float] = None
+    if text == "off":
+        k = 1.0
+    elif text != "auto":
+        try:
+            k = float(text)
+        except ValueError:
+            raise ValueError(f"--dilation takes auto, off or a number >= 1, not {args.dilation!r}") from None
+        if not k >= 1:
+            raise ValueError(f"--dilation must be >= 1, not {args.dilation!r}")
+    hooks.syscall_burn_ns = int(args.burn_us * 1e3)
+    loose = res_us * 1e3 / RESIDUAL_TARGET_NS  # --residual-us (and --quick) loosen both targets alike
+    return choose_dilation(DEFAULT_COSTS.scaled(ts), k=k, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns,
+                           handoff_target_ns=HANDOFF_TARGET_NS * loose * ts)
 
 
 def _bad(msg: str) -> int:
@@ -110,7 +162,15 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and not _have_plot():
         return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
-    return _report(args, kernels, populators, sizes, ts, seed)
+    try:
+        dil = make_dilation(args, ts, args.quick)
+    except ValueError as e:
+        return _bad(str(e))
+    try:
+        return _report(args, kernels, populators, sizes, ts, seed, dil)
+    finally:
+        from mmlab.clock import hooks
+        hooks.syscall_burn_ns = 0
 
 
 def _have_plot() -> bool:
@@ -119,8 +179,8 @@ def _have_plot() -> bool:
 
 
 def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: list[int], ts: float,
-            seed: int) -> int:
-    from mmlab.harness.latency import LatencyConfig, RunResult, run_latency
+            seed: int, dil: object) -> int:
+    from mmlab.harness.latency import LatencyConfig, RunResult, dilation_text, policy_costs, run_latency
     from mmlab.report.latency_tables import fmt_us, populator_table, size_text, verdict_table
 
     from mmlab.report.console import console as report_console
@@ -136,7 +196,8 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
     cfg = LatencyConfig(kernels, populators, sizes, costs=args.costs.scaled(ts), stall_ms=args.stall_ms,
                         hang_ms=args.hang_ms, seed=seed, rounds=args.rounds, repeats=args.repeats,
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
-                        noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out)
+                        noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out,
+                        dilation=dil)  # type: ignore[arg-type]
     perfetto: list[dict] = []
     if args.perfetto:
         from mmlab.report.perfetto import model_events
@@ -152,10 +213,16 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                   f"{'closed loop' if args.closed_loop else f'open loop every {args.interval_us:g} us'}; seed {seed}",
                   highlight=False)
     console.print(args.costs.header, highlight=False)
+    console.print(dil.text(), highlight=False)  # type: ignore[attr-defined]
 
     def line(kind: str, r: RunResult, done: int, total: int) -> str:
+        if kind == "alone":
+            return f"[{done}/{total}] {r.kernel} {r.populator} {size_text(r.size_bytes)} alone: " \
+                f"populate {fmt_us(r.populate_ms * 1e3)}"
         what = f"{r.kernel} noise floor" if kind == "noise floor" else \
             f"{r.kernel} {r.populator} {size_text(r.size_bytes)}: populate {fmt_us(r.populate_ms * 1e3)}"
+        if r.slowdown is not None:
+            what += f" ({r.slowdown:.2f}x alone)"
         worst = ", ".join(f"{op} {fmt_us(r.worst_wait_us(op))}" for op in ("fault", "writer") if op in r.victim)
         extra = "" if r.reason in ("done", "duration") else f" [{r.reason}]"
         return f"[{done}/{total}] {what}; worst wait {worst}{extra}"
@@ -183,9 +250,12 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
             continue
         console.print(populator_table(res, p.name))
     console.print(verdict_table(res))
+    for pc in policy_costs(res):
+        console.print(f"{pc.kernel} {pc.populator} {size_text(pc.size_bytes)}: {pc.text}", highlight=False)
     console.print("waits are the model's lock-record waits (acquired - requested); 'max wall' is the "
-                  "victim call's wall-clock time, interpreter included; 'noise' rows are the victims alone.",
-                  style="dim", highlight=False)
+                  "victim call's time, interpreter included; 'noise' rows are the victims alone; 'alone' is "
+                  "the populate with no victims, 'slowdown' populate / alone. All in modelled time: "
+                  + dilation_text(res.runs + res.noise + res.alone), style="dim", highlight=False)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**res.as_dict(), "costs": args.costs.as_dict()}, f, indent=1, default=str)

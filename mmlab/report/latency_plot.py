@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional
 
-from mmlab.harness.latency import LatencyResult, RunResult
+from mmlab.harness.latency import LatencyResult, RunResult, dilation_range
 
 __all__ = ["have_matplotlib", "plot_latency"]
 
@@ -41,12 +41,21 @@ def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = 
             for op, ls in (("writer", "-"), ("fault", "--")):
                 ys = [max(r.worst_wait_us(op) or 0.0, 1.0) / 1e3 for r in rs]
                 ax.plot(xs, ys, ls, marker="o", color=colors[k], label=f"{k} {op}")
+            top = [r for r in rs if r.size_bytes == rs[-1].size_bytes and r.slowdown is not None]
+            if top:  # the populate's own price at the largest size, beside the writer's point
+                sl = sorted(r.slowdown for r in top)[len(top) // 2]  # type: ignore[type-var]
+                w = max(top[0].worst_wait_us("writer") or 0.0, 1.0) / 1e3
+                ax.annotate(f"populate {sl:.2f}\u00d7", (xs[-1], w), textcoords="offset points", xytext=(-4, 5),
+                            ha="right", fontsize=7, color=colors[k])
         ax.set_xscale("log")
         ax.set_yscale("log")
         sizes = sorted({r.size_bytes / (1 << 20) for r in res.runs if r.populator == p})
         ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(p)
+        d = dilation_range(res.runs)
+        ax.set_title(p + (f"\n(dilation k {d['k_min']:.0f}-{d['k_max']:.0f}, residual <= "
+                          f"{d['residual_ns_max'] / 1e3:.1f} us/call)" if d["residual_ns_max"] is not None
+                          else "\n(undilated)"), fontsize=9)
         ax.set_xlabel("populate size (MiB)")
         if i == 0:
             ax.set_ylabel("worst mmap_sem wait (ms; no wait drawn at 1 us)")

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from mmlab.harness.latency import VICTIM_OPS, LatencyResult, RunResult
 
-__all__ = ["populator_table", "verdict_table", "fmt_us", "size_text"]
+__all__ = ["populator_table", "verdict_table", "fmt_us", "size_text", "percentile_cells"]
 
 _ROW_OPS = VICTIM_OPS + ("writer",)
 
@@ -26,6 +26,14 @@ def fmt_us(us: Optional[float]) -> str:
     return f"{us / 1e3:.0f}ms"
 
 
+def percentile_cells(s: dict) -> list[str]:  # type: ignore[type-arg]
+    """p50, p99, p99.9 and max of a summary as text, no percentile above the exact max: HDR gives
+    a bucket's highest equivalent value (and a wait recorded as at least 1 us reads 1us beside a
+    max of 0), so each is clamped to the max and a zero shows as 0 in every column."""
+    top = float(s["max_us"])
+    return [fmt_us(min(float(s[k]), top)) for k in ("p50_us", "p99_us", "p999_us")] + [fmt_us(top)]
+
+
 def size_text(n: int) -> str:
     if n >= 1 << 30 and n % (1 << 30) == 0:
         return f"{n >> 30}G"
@@ -36,14 +44,15 @@ def size_text(n: int) -> str:
 
 def _op_rows(t: Table, kernel: str, size: str, pop: str, r: RunResult, style: str = "") -> None:
     first = True
+    alone = fmt_us(r.alone_ms * 1e3) if r.alone_ms is not None else "-"
+    slow = f"{r.slowdown:.2f}x" if r.slowdown is not None else "-"
     for op in _ROW_OPS:
         s = r.victim.get(op)
         if not s or not s.get("count"):
             continue
         wall = s.get("wall", {})
         t.add_row(kernel if first else "", size if first else "", pop if first else "",
-                  op, str(s["count"]), fmt_us(s["p50_us"]), fmt_us(s["p99_us"]),  # type: ignore[arg-type]
-                  fmt_us(s["p999_us"]), fmt_us(s["max_us"]),  # type: ignore[arg-type]
+                  alone if first else "", slow if first else "", op, str(s["count"]), *percentile_cells(s),
                   fmt_us(wall.get("max_us")) if isinstance(wall, dict) else "-",
                   style=style, end_section=False)
         first = False
@@ -55,7 +64,8 @@ def populator_table(res: LatencyResult, populator: str) -> Table:
     The first rows of each kernel are its noise floor (the victims alone)."""
     ts = res.config.costs.time_scale
     t = Table(title=f"{populator}: victims' mmap_sem wait (time scale {ts:g})", title_justify="left")
-    for c in ("kernel", "size", "populate", "op", "n", "p50", "p99", "p99.9", "max wait", "max wall"):
+    for c in ("kernel", "size", "populate", "alone", "slowdown", "op", "n", "p50", "p99", "p99.9", "max wait",
+              "max wall"):
         t.add_column(c, justify="left" if c in ("kernel", "op") else "right")
     noise = {r.kernel: r for r in res.noise}
     kernels = [k.name for k in res.config.kernels]

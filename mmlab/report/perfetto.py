@@ -102,7 +102,8 @@ def trace_events(tr: Any, process: str = "traced process", pid: Optional[int] = 
 def write_trace(path: str, tr: Any, process: str = "traced process") -> int:
     """Write a real trace; returns the number of trace events."""
     return write_events(path, trace_events(tr, process),
-                        {"source": "mmlab trace (kernel mmap_lock tracepoints)", "lost_events": tr.lost,
+                        {"source": "mmlab trace (kernel mmap_lock tracepoints)",
+                         "lost_events": None if getattr(tr, "lost_unknown", None) else tr.lost,
                          "counts": tr.counts})
 
 

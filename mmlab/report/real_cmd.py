@@ -169,7 +169,8 @@ def _worst(s: Optional[dict[str, Any]]) -> float:
 def _cell(s: Optional[dict[str, Any]]) -> str:
     if not s:
         return "-"
-    return f"{_fmt_us(s['p50_us'])} / {_fmt_us(s['p99_us'])} / {_fmt_us(s['p999_us'])} / {_fmt_us(s['max_us'])}"
+    from mmlab.report.latency_tables import percentile_cells  # no percentile shown above the max
+    return " / ".join(percentile_cells(s))
 
 
 def _check_real(con: Any) -> bool:

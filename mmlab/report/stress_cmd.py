@@ -184,7 +184,7 @@ def _summary(out, results) -> None:
     from rich.table import Table
     t = Table(title="stress suites")
     for c in ("suite", "kernel", "race rounds", "window hits", "OK", "INTERESTING", "FORBIDDEN", "wrong pages",
-              "workload calls", "worst wait ms", "status"):
+              "workload calls", "worst wait ms", "populate ms", "alone ms", "slowdown", "status"):
         t.add_column(c, justify="left" if c in ("suite", "kernel", "status") else "right", no_wrap=True)
     for r in results:
         first = True
@@ -202,6 +202,9 @@ def _summary(out, results) -> None:
                       str(hits) if run.cells else "-", str(o["OK"]), str(o["INTERESTING"]),
                       f"[bold red]{o['FORBIDDEN']}[/]" if o["FORBIDDEN"] else "0", str(wrong),
                       str(wl.calls) if wl else "-", f"{wl.worst_wait_ms:.1f}" if wl else "-",
+                      f"{wl.populate_ms:.1f}" if wl and wl.populate_ms is not None else "-",
+                      f"{wl.alone_ms:.1f}" if wl and wl.alone_ms is not None else "-",
+                      f"{wl.slowdown:.2f}x" if wl and wl.slowdown is not None else "-",
                       "[bold red]VIOLATED[/]" if bad else "[green]held[/]")
             first = False
         t.add_section()
@@ -213,6 +216,15 @@ def _summary(out, results) -> None:
             out.print(f"[bold red]VIOLATION[/] {r.suite.name}: {v}", highlight=False)
         for d in r.details[:3]:
             out.print(d, highlight=False, markup=False)
+        for run in r.runs:
+            wl = run.workload
+            if wl is not None and wl.slowdown is not None:
+                out.print(f"{r.suite.name} {run.kernel}: worst wait {wl.worst_wait_ms:.2f} ms "
+                          f"({wl.worst_wait_where or '-'}), populate {wl.slowdown:.2f}\u00d7 slower than alone "
+                          f"({wl.populate_ms:.1f} vs {wl.alone_ms:.1f} ms, median calls)", highlight=False)
+        if any(run.workload is not None and run.workload.slowdown is not None for run in r.runs):
+            out.print("workload times are undilated (interpreter time counts in full as modelled time; "
+                      "`mmlab latency` dilates and prints its residual)", style="dim", highlight=False)
         status = {"HELD": "[green]every expectation held[/]", "VIOLATED": "[bold red]expectations violated[/]",
                   "HANG": "[bold red]hang[/]", "INTERRUPTED": "[yellow]interrupted: partial results[/]"}[r.status]
         out.print(f"{r.suite.name}: {status} ({r.elapsed_s:.1f} s)")

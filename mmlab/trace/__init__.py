@@ -6,10 +6,10 @@ call records), :mod:`capture` (the reader), :mod:`decode` (arguments as text), :
 (waits, holders, per-thread statistics).
 """
 
-from mmlab.trace.capture import Capture, TraceUnavailable, process_tids
+from mmlab.trace.capture import Capture, CaptureError, TraceUnavailable, process_tids
 from mmlab.trace.records import CallRecord, Trace, TracedLock, TracedTask, build_trace, records_from_lines
-from mmlab.trace.tracefs import LOCK_EVENTS, MM_SYSCALLS, instances_of_mine, unavailable_reason
+from mmlab.trace.tracefs import LOCK_EVENTS, MM_SYSCALLS, instances_of_mine, reap_dead_instances, unavailable_reason
 
-__all__ = ["Capture", "TraceUnavailable", "Trace", "TracedLock", "TracedTask", "CallRecord", "build_trace",
+__all__ = ["Capture", "CaptureError", "TraceUnavailable", "Trace", "TracedLock", "TracedTask", "CallRecord", "build_trace",
            "records_from_lines", "unavailable_reason", "instances_of_mine", "process_tids", "LOCK_EVENTS",
-           "MM_SYSCALLS"]
+           "MM_SYSCALLS", "reap_dead_instances"]

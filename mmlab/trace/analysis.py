@@ -270,7 +270,7 @@ class Analysis:
     worst: list[Wait]
     stalls: list[Wait]
     counts: dict[str, int]
-    lost: int
+    lost: Optional[int]           # None: unknown (Trace.lost_unknown)
     stall_ms: Optional[float] = None
 
     def as_dict(self) -> dict[str, object]:
@@ -280,7 +280,8 @@ class Analysis:
 
 def analyse(tr: Trace, worst: int = 10, stall_ms: Optional[float] = None) -> Analysis:
     st = worst_waits(tr, n=1 << 30, min_us=stall_ms * 1e3) if stall_ms is not None else []
-    return Analysis(thread_stats(tr), worst_waits(tr, worst), st, tr.counts, tr.lost, stall_ms)
+    return Analysis(thread_stats(tr), worst_waits(tr, worst), st, tr.counts,
+                    None if tr.lost_unknown else tr.lost, stall_ms)
 
 
 # ---------------------------------------------------------------------- the verdict, from traces

@@ -18,8 +18,17 @@ what arrives between two reads. By default it reads the binary pages of
 the kernel to format); ``raw=False`` reads the ``trace_pipe`` text (:mod:`mmlab.trace.parse`). When the traced process is another process it parses as it
 reads; when it is this process (``pid=os.getpid()``), it only collects the text and parses after
 the capture, so that the capture does not take the GIL from the very threads it watches (and its
-own thread is left out of the pid filter). Lost events (``overrun`` and ``dropped events`` of
-``per_cpu/cpuN/stats``) are always in :attr:`Trace.lost`.
+own thread is left out of the pid filter). Lost events are always in :attr:`Trace.lost`, per CPU
+the larger of what ``per_cpu/cpuN/stats`` says (``overrun`` + ``dropped events``) and what the
+kernel marked missed in what was read (RB_MISSED_EVENTS in a raw page's header, ``CPU:n [LOST m
+EVENTS]`` in the text): the marks count overwritten events that ``overrun`` counts too, so the two
+are not added. A CPU whose stats cannot be read leaves the loss unknown
+(:attr:`Trace.lost_unknown`); :meth:`Capture.stop` then raises :class:`CaptureError` unless
+``allow_unknown_lost`` (a command that only reports says "unknown"; one that judges must not judge).
+
+:meth:`Capture.stop` also raises :class:`CaptureError` when the reader thread did not stop (no
+trace is built then: its events would be incomplete), when the reader failed, and when the
+instance could not be removed (the trace is in :attr:`Capture.trace` except in the first case).
 
 The instance is removed on every exit path: the with-block's exceptions and KeyboardInterrupt
 (:meth:`stop` runs in ``__exit__``), and :func:`atexit` for a process that exits while a capture
@@ -32,6 +41,7 @@ import atexit
 import errno
 import os
 import select
+import sys
 import threading
 import time
 import weakref
@@ -42,7 +52,7 @@ from mmlab.trace.raw import EventTable, RawParser
 from mmlab.trace.records import Trace, build_trace
 from mmlab.trace.tracefs import FAULT_EVENT, LOCK_EVENTS, MM_SYSCALLS, Instance, unavailable_reason
 
-__all__ = ["Capture", "TraceUnavailable", "process_tids"]
+__all__ = ["Capture", "CaptureError", "TraceUnavailable", "process_tids", "combine_lost"]
 
 _open: "weakref.WeakSet[Capture]" = weakref.WeakSet()
 
@@ -52,13 +62,20 @@ def _remove_all() -> None:
     for c in list(_open):
         try:
             c.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception as e:  # noqa: BLE001 - best effort at exit, and said
             if c.instance is not None:
                 c.instance.remove()
+            print(f"mmlab: tracing capture {c.name} at exit: {e}", file=sys.stderr)
 
 
 class TraceUnavailable(RuntimeError):
     """Tracing cannot run here; the message is unavailable_reason()."""
+
+
+class CaptureError(RuntimeError):
+    """The capture's result cannot be trusted as it is (lost events unknown, the reader failed or
+    did not stop), or its instance could not be removed. :attr:`Capture.trace` holds the trace
+    where one could be built."""
 
 
 def process_tids(pid: int) -> list[int]:
@@ -66,6 +83,21 @@ def process_tids(pid: int) -> list[int]:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return []
+
+
+def combine_lost(stats: dict[int, Optional[int]], missed: dict[int, int]) -> tuple[dict[int, int], list[int]]:
+    """Events lost per CPU, and the CPUs whose loss is unknown. *stats*: what per_cpu/cpuN/stats
+    says (None: unreadable); *missed*: what the kernel marked missed in what was read. The marks
+    (rb_get_reader_page: the overrun since the last read) are events ``overrun`` counts too, so
+    per CPU it is the larger of the two, not their sum; for an unknown CPU, a lower bound."""
+    lost: dict[int, int] = {}
+    unknown = []
+    for c in sorted(set(stats) | set(missed)):
+        n = stats.get(c)
+        if c in stats and n is None:
+            unknown.append(c)
+        lost[c] = max(n or 0, missed.get(c, 0))
+    return lost, unknown
 
 
 def _events(syscalls: bool, faults: bool, extra: Iterable[str]) -> list[str]:
@@ -85,12 +117,17 @@ class Capture:
     pid: the process (tgid); None: this process. ``tids``: trace only these threads of it
     (new threads they create still follow). ``buffer_kb``: per-CPU ring buffer size.
     ``parse_live``: parse while reading (default: yes for another process, no for this one).
+    ``allow_unknown_lost``: do not raise when a CPU's lost-event count cannot be read (the trace
+    says so in :attr:`Trace.lost_unknown`).
     """
+
+    start_timeout_s = 5.0   # the reader thread must be running within this
+    join_timeout_s = 30.0   # and must have drained and stopped within this after stop()
 
     def __init__(self, pid: Optional[int] = None, buffer_kb: int = 4096, syscalls: bool = True,
                  faults: bool = True, name: str = "capture", tids: Optional[Iterable[int]] = None,
                  parse_live: Optional[bool] = None, extra_events: Iterable[str] = (),
-                 keep_text: bool = False, raw: bool = True) -> None:
+                 keep_text: bool = False, raw: bool = True, allow_unknown_lost: bool = False) -> None:
         if buffer_kb < 4:
             raise ValueError("buffer_kb must be at least 4")
         self.pid = os.getpid() if pid is None else int(pid)
@@ -105,11 +142,12 @@ class Capture:
         self.keep_text = keep_text
         self.text: list[bytes] = []  # what was read (text, or binary pages with raw), with keep_text
         self.raw = raw
+        self.allow_unknown_lost = allow_unknown_lost
         self.instance: Optional[Instance] = None
         self.enabled: list[str] = []
         self.trace: Optional[Trace] = None
         self.parser: "Parser | RawParser" = Parser()
-        self._chunks: list[bytes] = []
+        self._chunks: list = []  # text: bytes; raw: (cpu, page)
         self._tail = b""
         self._fd = -1
         self._raw_fds: dict[int, int] = {}
@@ -163,7 +201,8 @@ class Capture:
                 self._fd = os.open(inst.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
             self._reader = threading.Thread(target=self._read_main, name="mmlab-trace-reader", daemon=True)
             self._reader.start()
-            self._started.wait(5.0)
+            if not self._started.wait(self.start_timeout_s):
+                raise RuntimeError(f"the trace reader thread did not start within {self.start_timeout_s:g} s")
             self._set_pids()
             self._refresh_names()
             self.enabled = inst.enable_events(want)
@@ -171,8 +210,11 @@ class Capture:
             inst.write("tracing_on", "1")
             if self.tids is None:
                 self._set_pids(append=True)  # threads born while the filter was being written
-        except BaseException:
-            self.stop()
+        except BaseException as e:
+            try:
+                self.stop()
+            except CaptureError as e2:  # the instance left behind, say: worth knowing, after the cause
+                e.add_note(f"and stopping the capture: {e2}")
             raise
         return self
 
@@ -191,11 +233,14 @@ class Capture:
             self.instance.set_pids(want)
 
     def stop(self) -> Optional[Trace]:
-        """Tracing off, drain trace_pipe, count the lost events, remove the instance, build the
-        trace. Idempotent; the instance is removed even when something here fails."""
+        """Tracing off, drain the buffers, count the lost events, remove the instance, build the
+        trace. Idempotent; the instance is removed even when something here fails. Raises
+        :class:`CaptureError` (see the module's docstring) after doing all that."""
         inst = self.instance
         if inst is None:
             return self.trace
+        lost_stats: dict[int, Optional[int]] = {}
+        stuck = False
         try:
             if inst.created:
                 try:
@@ -204,10 +249,11 @@ class Capture:
                     pass
             self.t_stop_ns = time.monotonic_ns()
             self._stop.set()
-            if self._reader is not None:
-                self._reader.join(30.0)
-            lost = inst.overruns() if inst.created else {}
-            if self.raw and inst.created:
+            if self._reader is not None and self._reader.ident is not None:
+                self._reader.join(self.join_timeout_s)
+                stuck = self._reader.is_alive()
+            lost_stats = inst.overruns() if inst.created else {}
+            if self.raw and inst.created and not stuck:
                 self._refresh_names(force=True)
                 self._saved_maps(inst.root)
         finally:
@@ -222,14 +268,20 @@ class Capture:
             inst.remove()
             self.instance = None
             _open.discard(self)
+        problems = []
+        if inst.created:
+            problems.append(f"the tracing instance {inst.name} could not be removed: {inst.remove_error}")
+        if stuck:
+            raise CaptureError("; ".join([f"the trace reader did not stop within {self.join_timeout_s:g} s: "
+                                          "no trace (what it read is incomplete)", *problems]))
         if self._tail:
             self._feed(self._tail + b"\n", final=True)
             self._tail = b""
         p = self.parser
         if self._chunks:
             if isinstance(p, RawParser):
-                for page in self._chunks:
-                    p.feed_page(page)
+                for cpu, page in self._chunks:
+                    p.feed_page(page, cpu)
             else:
                 p.feed(b"".join(self._chunks).decode("utf-8", "replace").splitlines(True))
             self._chunks = []
@@ -240,8 +292,12 @@ class Capture:
             tr.anomalies.update({"pages with missed events": p.missed_pages} if p.missed_pages else {})
         else:
             tr = build_trace(p.events, p.thread_names(), self.pid, p.all_counts())
+        missed = dict(p.missed_per_cpu)
+        lost, unknown = combine_lost(lost_stats, missed)
         tr.lost_per_cpu = lost
         tr.lost = sum(lost.values())
+        tr.lost_unknown = unknown
+        tr.missed = sum(missed.values())
         tr.bad_lines = p.bad
         tr.instance = inst.name
         if self.t_start_ns >= 0:
@@ -249,7 +305,12 @@ class Capture:
             tr.t1_ns = max(tr.t1_ns, self.t_stop_ns)
         self.trace = tr
         if self._error is not None:
-            raise RuntimeError(f"trace reader failed: {self._error!r}")
+            problems.insert(0, f"trace reader failed: {self._error!r}")
+        if unknown and not self.allow_unknown_lost:
+            problems.append(f"events lost: unknown (the stats of CPU {', '.join(map(str, unknown))} could not "
+                            f"be read; at least {tr.lost:,})")
+        if problems:
+            raise CaptureError("; ".join(problems))
         return tr
 
     # ------------------------------------------------------------------ the reader
@@ -305,9 +366,9 @@ class Capture:
 
     def _read_raw(self) -> None:
         """The binary reader: every CPU's pages, until the buffers are empty."""
-        fds = list(self._raw_fds.values())
+        fds = list(self._raw_fds.items())
         poll = select.poll()
-        for fd in fds:
+        for _, fd in fds:
             poll.register(fd, select.POLLIN)
         size = self._page
         p = self.parser
@@ -317,7 +378,7 @@ class Capture:
         while True:
             stopping = self._stop.is_set()
             got = 0
-            for fd in fds:
+            for cpu, fd in fds:
                 while True:
                     try:
                         data = os.read(fd, size)
@@ -329,9 +390,9 @@ class Capture:
                     if keep:
                         self.text.append(data)
                     if live:
-                        p.feed_page(data)  # type: ignore[union-attr]
+                        p.feed_page(data, cpu)  # type: ignore[union-attr]
                     else:
-                        chunks.append(data)
+                        chunks.append((cpu, data))
             self.bytes_read += got
             self._refresh_names()
             if stopping:

@@ -37,6 +37,9 @@ KIND_NAMES = {START: "mmap_lock_start_locking", ACQUIRED: "mmap_lock_acquire_ret
 
 _SLOW = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
                    r"(?:\S{4,5}\s+)?(?P<ts>\d+\.\d+):\s(?P<rest>.*)$")
+# print_trace_line() (kernel/trace/trace.c) before the first event read after a loss:
+# "CPU:%d [LOST %lu EVENTS]", or "CPU:%d [LOST EVENTS]" when the count is not known.
+_LOST = re.compile(r"^CPU:(?P<cpu>\d+) \[LOST (?:(?P<n>\d+) )?EVENTS\]")
 _U64 = 1 << 64
 _S64 = 1 << 63
 
@@ -56,7 +59,9 @@ def _args(s: str) -> tuple[int, ...]:
 
 class Parser:
     """Parses lines into :attr:`events`; keeps per-tracepoint :attr:`counts`, the latest thread
-    name per tid (:attr:`comms`) and the lines it could not read (:attr:`bad`)."""
+    name per tid (:attr:`comms`), the lines it could not read (:attr:`bad`) and the events the
+    kernel said were lost (``CPU:n [LOST m EVENTS]``, in :attr:`missed_per_cpu`; "at least one"
+    where the kernel did not give the count)."""
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
@@ -66,6 +71,7 @@ class Parser:
         self.bad_examples: list[str] = []
         self.n = [0] * 6
         self._sys: dict[str, int] = {}  # "sys_enter_mmap" -> count (folded into counts on read)
+        self.missed_per_cpu: dict[int, int] = {}
 
     def feed(self, lines: Iterable[str]) -> None:
         """The hot loop: fixed offsets, one character to dispatch on, one tuple per event."""
@@ -149,6 +155,11 @@ class Parser:
 
     def _slow(self, line: str) -> None:
         """A line outside the fixed layout: the same fields, found by a regular expression."""
+        lost = _LOST.match(line)
+        if lost:
+            c = int(lost.group("cpu"))
+            self.missed_per_cpu[c] = self.missed_per_cpu.get(c, 0) + max(1, int(lost.group("n") or 1))
+            return
         m = _SLOW.match(line.rstrip("\n"))
         if not m:
             self._bad(line)

@@ -94,7 +94,9 @@ class EventTable:
 
 class RawParser:
     """Pages of one or more CPUs -> event tuples; counts by tracepoint name; pages that say
-    events were missed (RB_MISSED_EVENTS) are counted in :attr:`missed_pages`."""
+    events were missed (RB_MISSED_EVENTS) are counted in :attr:`missed_pages`, and the events
+    they say were missed (the count stored after the data with RB_MISSED_STORED, else at least
+    one) in :attr:`missed_per_cpu` (by the *cpu* given to :meth:`feed_page`)."""
 
     def __init__(self, table: EventTable) -> None:
         self.table = table
@@ -106,6 +108,7 @@ class RawParser:
         self.bad_examples: list[str] = []
         self.missed_pages = 0
         self.missed_events = 0
+        self.missed_per_cpu: dict[int, int] = {}
         self.pages = 0
         self._mm: dict[int, str] = {}
         self._key = os.urandom(16)
@@ -115,16 +118,19 @@ class RawParser:
         h = self._mm[mm] = hashlib.blake2b(mm.to_bytes(8, "little"), key=self._key, digest_size=8).hexdigest()
         return h
 
-    def feed_page(self, page: bytes) -> None:
-        """One page as read from trace_pipe_raw (the hot loop)."""
+    def feed_page(self, page: bytes, cpu: int = -1) -> None:
+        """One page as read from per_cpu/cpu<cpu>/trace_pipe_raw (the hot loop)."""
         if len(page) < 16:
             return
         ts, commit = _PAGE.unpack_from(page, 0)
         size = commit & 0x3FFFFFFF
-        if commit & _MISSED:
+        if commit & _MISSED:  # ring_buffer_read_page(): events lost before this page
             self.missed_pages += 1
+            missed = 1  # RB_MISSED_EVENTS without room to store the count: at least one
             if commit & (1 << 30) and 16 + size + 8 <= len(page):
-                self.missed_events += struct.unpack_from("<Q", page, 16 + size)[0]
+                missed = max(1, struct.unpack_from("<Q", page, 16 + size)[0])
+            self.missed_events += missed
+            self.missed_per_cpu[cpu] = self.missed_per_cpu.get(cpu, 0) + missed
         self.pages += 1
         end = min(16 + size, len(page))
         off = 16

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from mmlab.locking.rwsem import READ, WRITE, LockRecord
 from mmlab.trace.parse import ACQUIRED, ENTER, EXIT, FAULT, RELEASED, START
@@ -114,7 +114,12 @@ class CallRecord:
 
 @dataclass
 class Trace:
-    """A finished capture. Times are CLOCK_MONOTONIC ns (microsecond resolution)."""
+    """A finished capture. Times are CLOCK_MONOTONIC ns (nanosecond resolution from the binary
+    reader; multiples of 1000 from the text reader, whose timestamps are microseconds).
+
+    ``lost``: events lost, summed over ``lost_per_cpu`` (per CPU the larger of the kernel's stats
+    and its missed-event marks, ``missed`` of them in all); ``lost_unknown``: the CPUs whose loss
+    could not be read, so that ``lost`` is only a lower bound (see :meth:`lost_text`)."""
 
     locks: list[TracedLock] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
@@ -122,12 +127,16 @@ class Trace:
     counts: dict[str, int] = field(default_factory=dict)
     lost: int = 0
     lost_per_cpu: dict[int, int] = field(default_factory=dict)
+    lost_unknown: list[int] = field(default_factory=list)  # CPUs whose stats could not be read
+    missed: int = 0                   # events the kernel marked missed in the pages/text read
     threads: dict[int, str] = field(default_factory=dict)  # tid -> thread name (comm)
     tgid: int = -1
     mm: Optional[str] = None          # the traced process's mm (hashed pointer)
     foreign: int = 0                  # lock events on other mms (dropped)
     other_processes: dict[int, int] = field(default_factory=dict)  # tgid -> events (dropped)
     anomalies: dict[str, int] = field(default_factory=dict)
+    # releases of holds taken before the capture began (no acquire seen): (ts, tid, mode), own mm
+    early_releases: list[tuple[int, int, str]] = field(default_factory=list)
     bad_lines: int = 0
     t0_ns: int = -1
     t1_ns: int = -1
@@ -150,6 +159,40 @@ class Trace:
                 out.append(r)
         return out
 
+    def calls_in(self, tid: int, name: Optional[str], t0: int, t1: int, args: Sequence[int] = (),
+                 slack_ns: int = 0, exact: bool = False) -> list[CallRecord]:
+        """The traced calls of thread *tid* that entered inside [t0 - slack_ns, t1 + slack_ns] (a
+        call stamped by wall clock around it, in CLOCK_MONOTONIC ns), in entry order.
+
+        *name*: the syscall ("mmap"), None for any, or "fault" for the user faults, whose *args*
+        ``(address,)`` must be on the same page. For syscalls, *args* are leading arguments: with
+        ``exact`` every call returned has them; otherwise they only choose among several calls in
+        the window (all of them stay when none has them)."""
+        lo, hi = t0 - slack_ns, t1 + slack_ns
+        if name == "fault":
+            page = args[0] >> 12 if args else None
+            return [c for c in self.faults if c.tid == tid and lo <= c.enter_ns <= hi
+                    and (page is None or c.args[0] >> 12 == page)]
+        out = [c for c in self.calls if c.tid == tid and lo <= c.enter_ns <= hi and (name is None or c.name == name)]
+        if args and (exact or len(out) > 1):
+            k = len(args)
+            same = [c for c in out if tuple(c.args[:k]) == tuple(args)]
+            out = same if (exact or same) else out
+        return out
+
+    def call_in(self, tid: int, name: Optional[str], t0: int, t1: int, args: Sequence[int] = (),
+                slack_ns: int = 0, exact: bool = False) -> Optional[CallRecord]:
+        """The one call :meth:`calls_in` finds; None when it finds none or several."""
+        cs = self.calls_in(tid, name, t0, t1, args, slack_ns, exact)
+        return cs[0] if len(cs) == 1 else None
+
+    def lost_text(self) -> str:
+        """``"0"``, ``"12"``, or ``"unknown (... at least 12)"`` when a CPU's count was unreadable."""
+        if self.lost_unknown:
+            return (f"unknown (the stats of CPU {', '.join(map(str, self.lost_unknown))} could not be read; "
+                    f"at least {self.lost:,})")
+        return f"{self.lost:,}"
+
     def call_by_id(self) -> dict[int, CallRecord]:
         return {c.call_id: c for c in self.calls + self.faults}
 
@@ -159,7 +202,7 @@ class Trace:
 
     def summary(self) -> str:
         return (f"{len(self.locks):,} lock records, {len(self.calls):,} calls, {len(self.faults):,} faults, "
-                f"{self.events:,} events, lost {self.lost:,}")
+                f"{self.events:,} events, lost {self.lost_text()}")
 
 
 def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
@@ -178,6 +221,7 @@ def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
     pending: dict[tuple[int, str], tuple[int, bool]] = {}  # (tid, mm) -> (start ts, write)
     held: dict[tuple[int, str], dict[bool, TracedLock]] = {}
     recs: list[TracedLock] = []
+    early: list[tuple[int, int, str, str]] = []
     calls: list[CallRecord] = []
     faults: list[CallRecord] = []
     nid = 0
@@ -251,6 +295,7 @@ def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
         r = h.pop(b, None) if h else None
         if r is None:
             an["release without acquire"] += 1  # acquired before the capture began
+            early.append((ts, tid, mode, a))
             continue
         r.rel_ns = ts
         if owner is not None and owner.name == "fault" and ts > owner.exit_ns:
@@ -262,6 +307,7 @@ def build_trace(events: list[tuple], names: dict[int, str], tgid: int = -1,
     tr.mm = mm
     tr.locks = [r for r in recs if r.mm == mm]
     tr.foreign = len(recs) - len(tr.locks)
+    tr.early_releases = [(ts, tid, mode) for ts, tid, mode, m in early if m == mm or mm is None]
     tr.calls = calls
     tr.faults = faults
     tr.threads = {t: x.name for t, x in ctxs.items()}

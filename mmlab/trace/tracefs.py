@@ -14,10 +14,11 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from typing import Iterable, Optional
 
 __all__ = ["TRACEFS", "LOCK_EVENTS", "MM_SYSCALLS", "FAULT_EVENT", "tracefs_root", "unavailable_reason",
-           "Instance", "instances_of_mine"]
+           "Instance", "instances_of_mine", "instance_pid", "reap_dead_instances"]
 
 TRACEFS = "/sys/kernel/tracing"
 _FALLBACK = "/sys/kernel/debug/tracing"
@@ -30,6 +31,7 @@ MM_SYSCALLS = ("mmap", "munmap", "mprotect", "mremap", "brk", "mlock", "mlock2",
 FAULT_EVENT = "exceptions:page_fault_user"
 
 _seq = itertools.count(1)
+_INIT_PID_NS = 0xEFFFFFFC  # PROC_PID_INIT_INO: /proc/self/ns/pid's inode in the initial pid namespace
 
 
 def _is_tracefs(path: str) -> bool:
@@ -81,11 +83,71 @@ def instances_of_mine(root: Optional[str] = None) -> list[str]:
         return []
 
 
+def instance_pid(name: str) -> Optional[int]:
+    """The pid in an instance name ``mmlab-<name>-<pid>-<n>`` (<name> has no dash); None if not one."""
+    parts = name.split("-")
+    if len(parts) != 4 or parts[0] != "mmlab" or not parts[2].isdigit() or not parts[3].isdigit():
+        return None
+    return int(parts[2])
+
+
+def _rmdir_instance(path: str) -> Optional[str]:
+    """Tracing off, events off, pid filter cleared, rmdir (retrying EBUSY for 1 s: a reader that
+    still has a pipe open). None when the directory is gone, else why it is not."""
+    for rel, text in (("tracing_on", "0"), ("set_event", ""), ("set_event_pid", "")):
+        fd = -1
+        try:
+            fd = os.open(os.path.join(path, rel), os.O_WRONLY | os.O_TRUNC)
+            if text:  # O_TRUNC alone clears set_event and set_event_pid
+                os.write(fd, text.encode())
+        except OSError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    why = None
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # EBUSY while a reader still has trace_pipe open
+            why = f"rmdir {path}: {e.strerror or e} (errno {e.errno})"
+            if e.errno != errno.EBUSY:
+                break
+            time.sleep(0.02)
+    return why if os.path.isdir(path) else None
+
+
+def reap_dead_instances(root: Optional[str] = None) -> list[str]:
+    """Remove the ``mmlab-*-<pid>-<n>`` instances whose process is gone (an mmlab killed by
+    SIGKILL runs no cleanup). Returns the names removed; an instance of a live pid is left alone,
+    and nothing is reaped from inside a child pid namespace (another namespace's pids are not in
+    its /proc: their owners would look dead)."""
+    root = root or tracefs_root(False)
+    out: list[str] = []
+    try:
+        if os.stat("/proc/self/ns/pid").st_ino != _INIT_PID_NS:
+            return out
+    except OSError:
+        return out
+    for n in instances_of_mine(root):
+        pid = instance_pid(n)
+        if pid is None or pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        if _rmdir_instance(os.path.join(root, "instances", n)) is None:  # type: ignore[arg-type]
+            out.append(n)
+    return out
+
+
 class Instance:
     """One private tracing instance: ``instances/mmlab-<name>-<pid>-<n>``.
 
     Created by :meth:`create` (mkdir), configured with :meth:`write`, removed by :meth:`remove`
-    (tracing off, events off, rmdir; idempotent, never raises)."""
+    (tracing off, events off, rmdir; idempotent, never raises: :attr:`created` stays true and
+    :attr:`remove_error` says why when the directory is still there). :meth:`create` first removes
+    the instances that dead mmlab processes left (:func:`reap_dead_instances`)."""
 
     def __init__(self, name: str = "capture", root: Optional[str] = None) -> None:
         r = root or tracefs_root()
@@ -96,8 +158,11 @@ class Instance:
         self.name = f"mmlab-{safe}-{os.getpid()}-{next(_seq)}"
         self.path = os.path.join(r, "instances", self.name)
         self.created = False
+        self.remove_error: Optional[str] = None
+        self.reaped: list[str] = []
 
     def create(self) -> "Instance":
+        self.reaped = reap_dead_instances(self.root)
         os.mkdir(self.path)
         self.created = True
         return self
@@ -140,45 +205,37 @@ class Instance:
                 out.append(int(n[3:]))
         return sorted(out)
 
-    def overruns(self) -> dict[int, int]:
+    def overruns(self) -> dict[int, Optional[int]]:
         """Events lost per CPU: ``overrun`` (overwritten, or never written) plus ``dropped events``
-        (per_cpu/cpuN/stats, kernel/trace/trace.c tracing_stats_read)."""
-        lost: dict[int, int] = {}
+        (per_cpu/cpuN/stats, kernel/trace/trace.c tracing_stats_read). None for a CPU whose stats
+        could not be read (or lack both lines): its loss is unknown, never 0."""
+        lost: dict[int, Optional[int]] = {}
         for c in self.cpus():
             try:
                 text = self.read(f"per_cpu/cpu{c}/stats")
             except OSError:
+                lost[c] = None
                 continue
-            n = 0
+            n: Optional[int] = None
             for line in text.splitlines():
                 k, _, v = line.partition(":")
                 k = k.strip()
                 if k in ("overrun", "dropped events"):
                     try:
-                        n += int(v.strip())
+                        n = (n or 0) + int(v.strip())
                     except ValueError:
-                        pass
+                        n = None
+                        break
             lost[c] = n
         return lost
 
     def remove(self) -> None:
-        """Tracing off, events off, pid filter cleared, rmdir. Never raises; idempotent."""
+        """Tracing off, events off, pid filter cleared, rmdir. Never raises; idempotent. When the
+        directory is still there afterwards, :attr:`created` stays true and :attr:`remove_error`
+        says why (the caller reports it)."""
         if not self.created:
             return
-        for rel, text in (("tracing_on", "0"), ("set_event", ""), ("set_event_pid", "")):
-            try:
-                self.write(rel, text)
-            except OSError:
-                pass
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:  # EBUSY while a reader still has trace_pipe open
-                if e.errno != errno.EBUSY:
-                    break
-                import time
-                time.sleep(0.02)
+        self.remove_error = _rmdir_instance(self.path)
         self.created = os.path.isdir(self.path)
+        if self.created and self.remove_error is None:
+            self.remove_error = f"{self.path} is still there after rmdir"

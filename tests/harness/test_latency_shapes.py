@@ -30,7 +30,7 @@ MISSING = sorted(set(POPULATORS) - {p.name for p in AVAILABLE})
 def _run(kernel: str, pops: list[Populator], seed: int, costs: Costs = DEFAULT_COSTS,
          time_scale: float = TIME_SCALE) -> LatencyResult:
     cfg = LatencyConfig([get_kernel(kernel)], pops, SIZES, costs=costs.scaled(time_scale), seed=seed,
-                        stall_ms=1e9, noise_s=0.2, repeats=REPEATS)
+                        stall_ms=1e9, noise_s=0.2, repeats=REPEATS, alone_repeats=0)
     res = run_latency(cfg)
     assert not res.failed, [r.errors for r in res.failed]
     assert not res.hung

@@ -142,3 +142,42 @@ def test_cli_interrupt_exits_130_with_what_was_measured(tmp_path: Path, monkeypa
     assert main(["stress", str(_write(tmp_path, GOOD))]) == 130
     out = capsys.readouterr().out
     assert "v3.9" in out and "interrupted" in out  # the first kernel's cell is in the summary
+
+
+WORKLOAD = '''\
+[suite]
+name = "tinywork"
+kernels = ["v6.18", "bounded"]
+seed = 5
+time_scale = 0.25
+duration = "300ms"
+
+[[task]]
+name = "populator"
+populator = "populate-anon"
+size = "16M"
+
+[[task]]
+name = "writer"
+victim = "writer"
+interval = "250us"
+
+[expect.default]
+never = ["FORBIDDEN"]
+'''
+
+
+def test_workload_reports_the_populates_slowdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each kernel's workload carries the populate's median call, the same populate alone, and
+    their ratio; the report says it in words."""
+    out = tmp_path / "w.json"
+    assert main(["stress", str(_write(tmp_path, WORKLOAD)), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    import json
+    runs = json.loads(out.read_text())["suites"][0]["kernels"]
+    assert [r["kernel"] for r in runs] == ["v6.18", "bounded"]
+    for r in runs:
+        wl = r["workload"]
+        assert wl["populate_ms"] > 0 and wl["alone_ms"] > 0
+        assert wl["slowdown"] == pytest.approx(wl["populate_ms"] / wl["alone_ms"])
+    assert "slower than alone" in text and "undilated" in text

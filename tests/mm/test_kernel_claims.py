@@ -16,7 +16,7 @@ def _without(*switches: str) -> Kernel:
 
 @pytest.mark.parametrize("release,profile", [
     ("6.18.44-fc-v595", "v6.18"), ("6.17.0", "v6.18"), ("7.1-rc2", "v6.18"),
-    ("3.9.11", "v3.9"), ("3.19.8", "v3.9"), ("3.8.13", "v3.7"), ("3.7.0", "v3.7"), ("3.6.11", None), ("2.6.32-754", None),
+    ("3.9.11", "v3.9"), ("3.14.79", "v3.9"), ("3.8.13", "v3.7"), ("3.7.0", "v3.7"), ("3.6.11", None), ("2.6.32-754", None),
 ])
 def test_a_release_is_claimed_by_the_profile_of_its_behaviour(release: str, profile: str | None) -> None:
     assert claiming_profile(release) == profile
@@ -48,6 +48,12 @@ def test_a_kernel_older_than_a_behaviour_is_held_to_a_profile_without_it(switch:
     assert getattr(get_kernel(claiming_profile(at)), switch) == getattr(V6_18, switch)
     if claiming_profile(before) is not None:
         assert getattr(get_kernel(claiming_profile(before)), switch) == getattr(Kernel("default"), switch)
+
+
+def test_3_15_to_3_19_is_v3_9_with_fault_around() -> None:
+    """Fault-around (do_fault_around(), 3.15) is the one switch between v3.9 and 4.0."""
+    k = get_kernel(claiming_profile("3.19.8"))
+    assert k.diff(get_kernel("v3.9")) == {"fault_around_pages": (16, 0)}
 
 
 def test_every_behaviour_v6_18_adds_has_a_release() -> None:

@@ -15,7 +15,7 @@ from mmlab.report.latency_cmd import parse_size, parse_sizes
 pytestmark = pytest.mark.timeout(120)
 
 SMALL = ["--populator", "populate-anon", "--sizes", "16M,128M", "--time-scale", "0.5", "--noise-ms", "100",
-         "--repeats", "2", "--quiet-stalls"]
+         "--repeats", "2", "--quiet-stalls", "--residual-us", "8"]
 
 
 def test_parse_sizes() -> None:
@@ -39,6 +39,10 @@ def test_parse_sizes() -> None:
     (["--stall-ms", "-1"], "stall-ms"),
     (["--rounds", "0"], "rounds"),
     (["--repeats", "0"], "repeats"),
+    (["--dilation", "0.5"], "--dilation"),
+    (["--dilation", "fast"], "--dilation"),
+    (["--residual-us", "0"], "--residual-us"),
+    (["--burn-us", "-1"], "--burn-us"),
 ])
 def test_bad_arguments_exit_2_and_run_nothing(args: list[str], msg: str, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,8 +90,11 @@ def test_json_shape_and_expect_bounded(tmp_path: Path, capsys: pytest.CaptureFix
     d = json.loads(out.read_text())
     assert {"runs", "verdicts"} <= set(d)
     assert [r["size_bytes"] for r in d["runs"]] == [16 << 20, 16 << 20, 128 << 20, 128 << 20]
+    assert d["time"]["k"] >= 1 and d["time"]["residual_ns"] > 0 and "residual" in text
+    assert len(d["alone"]) == 4  # each size's populate alone, once per repeat
     for r in d["runs"]:
         assert {"kernel", "populator", "size_bytes", "populate_ms", "victim"} <= set(r)
+        assert r["alone_ms"] > 0 and r["slowdown"] == pytest.approx(r["populate_ms"] / r["alone_ms"])
         assert r["kernel"] == "v3.7" and r["populator"] == "populate-anon" and r["populate_ms"] > 0
         for op in ("fault", "mmap", "munmap"):
             assert {"count", "p50_us", "p99_us", "p999_us", "max_us"} <= set(r["victim"][op])
@@ -98,6 +105,9 @@ def test_json_shape_and_expect_bounded(tmp_path: Path, capsys: pytest.CaptureFix
         assert {"kernel", "populator", "op", "growth", "bounded"} <= set(v)
         assert v["bounded"] is False and v["growth"] > 2
     assert d["config"]["seed"] == seed
+    [pol] = d["policies"]
+    assert pol["kernel"] == "v3.7" and pol["writer_bounded"] is False and pol["slowdown"] > 0
+    assert pol["text"].startswith("writer UNBOUNDED") and "slower" in pol["text"] and pol["text"] in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -121,3 +121,28 @@ def test_token_round_trip_and_damage() -> None:
         decode_token(tok[:-10])
     with pytest.raises(TokenError):
         decode_token("hello")
+
+
+# bounded's yield policies (mmlab/mm/gup.py). Each yields within the 4 MiB populate (1,024 pages,
+# 1.6 ms of virtual work): with the identity check off the race comes back, which shows
+# the schedules reach a yield; with it on (as shipped) nothing is FORBIDDEN.
+_POLICIES = ["bounded+populate_batch_pages=64",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=500",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=100",
+             "bounded+populate_batch_pages=64+populate_batch_max_pages=256",
+             "bounded+populate_batch_pages=64+populate_yield_after_us=200+populate_batch_max_pages=256",
+             "bounded"]  # the shipped policy: a yield at every 512-page boundary
+
+
+@pytest.mark.parametrize("policy", _POLICIES)
+def test_every_yield_policy_keeps_the_oracle_at_zero_forbidden(policy: str, seed: int,
+                                                               no_leaked_threads: None) -> None:
+    for populator in ("populate-anon", "populate-file"):
+        for racer in ("munmap-mmap", "mmap-fixed"):
+            safe = explore(RaceScenario(policy, populator, racer, size=4 << 20), "pct", 100, seed,
+                           stop_on_failure=False, do_shrink=False, reproduce=0)
+            assert safe.counts.get("FORBIDDEN", 0) == 0 and safe.counts["OK"] > 0, (populator, racer, dict(safe.counts))
+        unsafe = explore(RaceScenario(policy + "+populate_checks_identity=off", populator, "munmap-mmap",
+                                      size=4 << 20), "pct", 300, seed, stop_on_failure=False, do_shrink=False,
+                         reproduce=0)
+        assert unsafe.counts.get("FORBIDDEN", 0) > 0, (populator, dict(unsafe.counts))

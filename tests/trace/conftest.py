@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 
 from mmlab.trace import instances_of_mine, unavailable_reason
+from mmlab.trace.tracefs import instance_pid
 
 
 @pytest.fixture
@@ -20,7 +21,9 @@ def tracing() -> Iterator[None]:
         pytest.skip(why)
     before = set(instances_of_mine())
     yield
-    left = [n for n in set(instances_of_mine()) - before if n.split("-")[2:3] == [str(__import__("os").getpid())]]
+    # This worker's own, and those of processes that are gone (an `mmlab trace` the test ran).
+    left = [n for n in set(instances_of_mine()) - before
+            if instance_pid(n) is not None and (instance_pid(n) == os.getpid() or not os.path.exists(f"/proc/{instance_pid(n)}"))]
     assert not left, f"tracing instances left behind: {left}"
 
 

@@ -53,8 +53,9 @@ def test_instance_removed_after_exception(tracing: None, libc) -> None:  # type:
 
 
 def test_lost_events_are_reported(tracing: None, libc) -> None:  # type: ignore[no-untyped-def]
-    """A one-page buffer cannot hold a burst of 10,000 mmap+munmap pairs (110,000 events) while the
-    reader drains text at a fraction of that rate: the overruns are counted, never hidden."""
+    """A one-page buffer cannot hold a burst of 10,000 mmap+munmap pairs (110,000 events) between
+    two reads of the reader thread (binary pages, polled every 20 ms at most): the overruns are
+    counted, never hidden."""
     with Capture(buffer_kb=4, name="lossy", faults=False) as cap:
         for _ in range(10_000):
             libc.munmap(libc.mmap(0, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS), 4096)
@@ -193,3 +194,124 @@ def test_verdict_from_traced_populates(tracing: None, prog: str) -> None:
     v = judge_traced("Linux (traced)", "populate-anon", "mmap+munmap", runs, floor)
     assert not v.bounded, v.why
     assert v.worst_us[-1] >= 0.25 * runs[-1].populate_us
+
+
+# ---------------------------------------------------------------------------- what the capture cannot vouch for
+def test_unreadable_stats_make_the_loss_unknown(tracing: None, libc, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A CPU whose per_cpu/cpuN/stats cannot be read: the loss is unknown, never 0. By default
+    stop() raises (a caller that judges must not judge); with allow_unknown_lost the trace says so."""
+    from mmlab.trace import CaptureError
+    from mmlab.trace.tracefs import Instance
+
+    real_read = Instance.read
+
+    def read(self, rel: str) -> str:  # type: ignore[no-untyped-def]
+        if rel == "per_cpu/cpu0/stats":
+            raise PermissionError(13, "Permission denied")
+        return real_read(self, rel)
+
+    monkeypatch.setattr(Instance, "read", read)
+    cap = Capture(buffer_kb=64, name="unknown", faults=False)
+    with pytest.raises(CaptureError, match=r"events lost: unknown \(the stats of CPU 0 could not be read"):
+        with cap:
+            libc.munmap(libc.mmap(0, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS), 4096)
+    assert cap.trace is not None and cap.trace.lost_unknown == [0] and cap.instance is None
+    with Capture(buffer_kb=64, name="unknown", faults=False, allow_unknown_lost=True) as cap:
+        libc.munmap(libc.mmap(0, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS), 4096)
+    tr = cap.trace
+    assert tr is not None and tr.lost_unknown == [0] and tr.lost_text().startswith("unknown")
+    monkeypatch.undo()
+    with Capture(buffer_kb=64, name="unknown", faults=False) as cap:
+        pass
+    assert cap.trace is not None and cap.trace.lost_unknown == [] and cap.trace.lost_text() == "0"
+
+
+def test_reader_that_does_not_start_is_an_error(tracing: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(Capture, "_read_main", lambda self: None)  # returns without saying it started
+    monkeypatch.setattr(Capture, "start_timeout_s", 0.1)
+    cap = Capture(buffer_kb=64, name="nostart")
+    with pytest.raises(RuntimeError, match="reader thread did not start"):
+        cap.start()
+    assert cap.instance is None
+    assert not [n for n in instances_of_mine() if n.startswith(f"mmlab-nostart-{os.getpid()}-")]
+
+
+def test_reader_that_does_not_stop_gives_no_trace(tracing: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A reader still alive after the join timeout: an error and no trace (what it read may be
+    incomplete, and it may still be appending), never a trace with 0 lost; the instance is gone."""
+    import threading
+
+    from mmlab.trace import CaptureError
+
+    release = threading.Event()
+
+    def stuck(self) -> None:  # type: ignore[no-untyped-def]
+        self._reader_tid = threading.get_native_id()
+        self._started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(Capture, "_read_main", stuck)
+    monkeypatch.setattr(Capture, "join_timeout_s", 0.1)
+    cap = Capture(buffer_kb=64, name="nostop")
+    try:
+        with pytest.raises(CaptureError, match="reader did not stop"):
+            with cap:
+                pass
+        assert cap.trace is None and cap.instance is None
+        assert not [n for n in instances_of_mine() if n.startswith(f"mmlab-nostop-{os.getpid()}-")]
+    finally:
+        release.set()
+        if cap._reader is not None:
+            cap._reader.join(10)
+
+
+def test_instance_that_cannot_be_removed_is_an_error(tracing: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """rmdir failing (EPERM here) is reported by stop(), with the instance's name; the trace is
+    still there. (The test then removes the instance itself.)"""
+    from mmlab.trace import CaptureError
+    from mmlab.trace import tracefs
+
+    real_rmdir = os.rmdir
+
+    def rmdir(path, *a, **kw):  # type: ignore[no-untyped-def]
+        if "/mmlab-stuck-" in str(path):
+            raise PermissionError(1, "Operation not permitted")
+        return real_rmdir(path, *a, **kw)
+
+    monkeypatch.setattr(tracefs.os, "rmdir", rmdir)
+    cap = Capture(buffer_kb=64, name="stuck")
+    cap.start()
+    inst = cap.instance
+    assert inst is not None
+    try:
+        with pytest.raises(CaptureError, match=rf"{inst.name} could not be removed: rmdir .*Operation not permitted"):
+            cap.stop()
+        assert cap.trace is not None and inst.created and os.path.isdir(inst.path)
+    finally:
+        monkeypatch.undo()
+        inst.remove()
+    assert not inst.created and not os.path.exists(inst.path)
+
+
+def test_instances_of_dead_pids_are_reaped_at_create(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An mmlab killed by SIGKILL leaves its instance; the next create removes it, and leaves an
+    instance whose pid is alive (pid 1 here) alone. On a stand-in tracefs root (a directory with
+    instances/), so that no other test worker's create can reap the planted instance first, and
+    none of their checks sees it."""
+    import subprocess
+
+    from mmlab.trace.tracefs import Instance
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    (tmp_path / "instances").mkdir()
+    dead = tmp_path / "instances" / f"mmlab-trace-{p.pid}-1"
+    alive = tmp_path / "instances" / "mmlab-trace-1-1"
+    other = tmp_path / "instances" / "not-ours-12345"
+    for d in (dead, alive, other):
+        d.mkdir()
+    inst = Instance("reaper", root=str(tmp_path)).create()
+    assert inst.reaped == [dead.name] and not dead.exists()
+    assert alive.is_dir() and other.is_dir() and os.path.isdir(inst.path)
+    inst.remove()
+    assert not inst.created and not os.path.exists(inst.path) and inst.remove_error is None

@@ -132,20 +132,106 @@ def test_acceptance_populate_stalls_the_looping_thread(tracing: None, prog: str,
         assert abs(d["counts"][e] - perf[e]) <= 0.03 * perf[e], (e, d["counts"][e], perf[e])
 
 
+def _wait_for_tracing_line(p: subprocess.Popen) -> list[str]:  # type: ignore[type-arg]
+    """stderr up to and with the "mmlab trace: tracing ..." line (the capture is then set up and the
+    program started); fails if stderr ends first."""
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("mmlab trace: tracing "):
+            return seen
+    pytest.fail(f"mmlab trace ended before tracing: {''.join(seen)}")
+
+
 def test_sigterm_exits_143_and_cleans_up(tracing: None) -> None:
     p = subprocess.Popen([sys.executable, "-m", "mmlab", "trace", "--", "sleep", "60"], stderr=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     try:
-        assert p.stderr is not None
-        assert "tracing sleep 60" in p.stderr.readline()
+        assert "tracing sleep 60" in _wait_for_tracing_line(p)[-1]
         p.terminate()
-        out, _ = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 143 and "exited with status 143" in out
+    assert p.returncode == 143 and "exited with status 143" in out, err
+    assert "could not be removed" not in err
     _no_instance_of(p.pid)
+
+
+def test_a_program_that_does_not_exist_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Checked before anything is traced or forked: no report of mmlab's own child."""
+    for prog in ("no-such-program-mmlab", str(tmp_path / "missing"), str(tmp_path)):
+        r = _mmlab("--", prog, "arg")
+        assert r.returncode == 2 and r.stdout == "", (prog, r)
+        assert r.stderr.count("\n") == 1 and "no such program" in r.stderr, r.stderr
+
+
+def test_a_failed_exec_is_127_without_a_report(tracing: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An executable file the kernel cannot run (ENOEXEC): exit 127 as a shell's, one error line,
+    no report of the forked child, and no instance left."""
+    bad = tmp_path / "garbage"
+    bad.write_bytes(b"\x7fELF\x00\x00\x00not really")
+    bad.chmod(0o755)
+    r = _mmlab("--", str(bad))
+    assert r.returncode == 127, r
+    assert r.stdout == "" and "cannot run" in r.stderr and "Exec format error" in r.stderr, r.stderr
+    assert "tracing" not in r.stderr
+
+
+def test_pid_elapsed_is_the_traced_interval(tracing: None, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--duration 0.2 with a stop() that takes a second more (a slow drain): the elapsed time
+    reported is the traced interval, not the drain."""
+    import time
+
+    from mmlab.cli import main
+    from mmlab.trace import Capture
+
+    real_stop = Capture.stop
+
+    def slow_stop(self):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)  # stands for the drain of a full buffer, not a synchronization
+        return real_stop(self)
+
+    monkeypatch.setattr(Capture, "stop", slow_stop)
+    victim = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        j = tmp_path / "e.json"
+        assert main(["trace", "--pid", str(victim.pid), "--duration", "0.2", "--json", str(j)]) == 0
+    finally:
+        victim.communicate(b"", timeout=30)
+    d = json.loads(j.read_text())
+    assert 0.2 <= d["elapsed_s"] < 1.0, d["elapsed_s"]
+    head = capsys.readouterr().out.splitlines()[0]
+    assert f": {d['elapsed_s']:.2f} s," in head, head
+
+
+def test_instance_not_removed_is_reported_with_exit_1(tracing: None, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from mmlab.cli import main
+    from mmlab.trace import tracefs
+
+    mine = f"/mmlab-trace-{os.getpid()}-"
+    real_rmdir = os.rmdir
+
+    def rmdir(path, *a, **kw):  # type: ignore[no-untyped-def]
+        if mine in str(path):
+            raise PermissionError(1, "Operation not permitted")
+        return real_rmdir(path, *a, **kw)
+
+    monkeypatch.setattr(tracefs.os, "rmdir", rmdir)
+    victim = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert main(["trace", "--pid", str(victim.pid), "--duration", "0.1"]) == 1
+    finally:
+        victim.communicate(b"", timeout=30)
+        monkeypatch.undo()
+        for n in instances_of_mine():
+            if n.startswith(mine[1:]):
+                tracefs._rmdir_instance(os.path.join(tracefs.tracefs_root() or tracefs.TRACEFS, "instances", n))
+    out, err = capsys.readouterr()
+    assert "mmap_lock waits per thread" in out  # the report of what was captured is still printed
+    assert "error: the tracing instance mmlab-trace-" in err and "could not be removed" in err, err
 
 
 def test_reader_queued_behind_waiting_writer(tracing: None, tmp_path) -> None:  # type: ignore[no-untyped-def]
