@@ -119,12 +119,19 @@ def test_per_vma_lock_fault_is_not_in_the_convoy() -> None:
 
 def test_hang_report_has_every_stack_and_the_lock_state() -> None:
     mm = MM("v6.18", ZERO_COSTS)
+    cv = watch_lock(mm.mmap_sem)
     release = threading.Event()
     held = threading.Event()
+    printed: list[str] = []
+    # no hard limit until the reader is queued behind the holder: on a loaded box the holder's
+    # step could pass 150 ms before the reader asked, and the hang would show no waiter
+    wd = Watchdog(mm, stall_ms=20, hang_ms=None, out=printed.append)
 
     def hold(mm: MM) -> None:
         mm.mmap_write_lock()
         held.set()
+        queued = wait_until(cv, lambda: any(w.task == "reader" for w in mm.mmap_sem.waiters.values()))
+        wd.hang_ns = int(150e6) if queued else None  # the hang is declared from here on
         release.wait(30)
         mm.mmap_write_unlock()
 
@@ -135,10 +142,8 @@ def test_hang_report_has_every_stack_and_the_lock_state() -> None:
 
     holder = Task("holder", [Step("hold", hold)])
     reader = Task("reader", [Step("read", read)])
-    printed: list[str] = []
-    wd = Watchdog(mm, stall_ms=20, hang_ms=150, out=printed.append)
     try:
-        res = TaskGroup(mm, [holder, reader], watchdog=wd, join_timeout_s=0.3).run()
+        res = TaskGroup(mm, [holder, reader], watchdog=wd, join_timeout_s=2.0).run()  # 2 s: the start barrier too
     finally:
         release.set()
         for t in (holder, reader):
