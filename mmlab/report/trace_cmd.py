@@ -134,13 +134,21 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
 
     r, w = os.pipe()
     er, ew = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec; an errno number if it failed
-    pid = os.fork()
+    # SIGINT/SIGTERM blocked across the fork: until the child has reset them, one sent to it (our
+    # SIGTERM forwarding, a Ctrl-C) would run our Python handler there and exit 127, not die of it
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if pid == 0:  # the child: no Python cleanup on any path out
         try:
             # the signal dispositions a program expects (Python ignores SIGPIPE and SIGXFSZ,
             # and an ignored signal stays ignored across exec), as subprocess's restore_signals
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending one now kills the child
             os.close(w)
             os.close(er)
             if os.read(r, 1) != b"x":
@@ -152,6 +160,7 @@ def _run_cmd(args: argparse.Namespace, cmd: list[str]) -> int:
         except BaseException:  # noqa: BLE001
             pass
         os._exit(127)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(r)
     os.close(ew)
     cap = Capture(pid=pid, buffer_kb=args.buffer_kb, faults=not args.no_faults, name="trace", raw=not args.text,
