@@ -33,11 +33,14 @@ def test_an_anonymous_populate_has_no_window_in_the_kernels_events() -> None:
     """6.18 populates anonymous memory under one read hold from its write release to its end: a
     racer that starts during the call gets the write lock only after that hold -- the old
     'started during the call' counted these as hits."""
-    for attempt in range(3):
+    for attempt in range(5):
         r = _cell("populate-anon", "mmap-fixed", size=8 << 20, seed=7 + attempt)
-        assert r["timing"] == "traced" and r["window_unknown"] == 0
-        if r["overlaps"]:
+        assert r["timing"] == "traced"
+        # a cell that did not test the claim is run again: no racer inside a call, a round whose
+        # populating call's events were lost (a starved trace reader), a round that did not set up
+        if r["overlaps"] and r["window_unknown"] == 0 and r["outcomes"]["ERROR"] == 0:
             break
+    assert r["window_unknown"] == 0 and r["outcomes"]["ERROR"] == 0, (r["lost_events"], r["errors"])
     assert r["overlaps"] >= 1 and r["window_hits"] == 0
     assert r["outcomes"] == {"OK": 3, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 0}
     assert r["waits"]["lock_waits_from"] == "traced" and r["waits"]["racer_lock_wait_us"] is not None
