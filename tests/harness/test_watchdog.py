@@ -120,28 +120,34 @@ def test_per_vma_lock_fault_is_not_in_the_convoy() -> None:
 def test_hang_report_has_every_stack_and_the_lock_state() -> None:
     mm = MM("v6.18", ZERO_COSTS)
     cv = watch_lock(mm.mmap_sem)
-    release = threading.Event()
     held = threading.Event()
     printed: list[str] = []
-    # no hard limit until the reader is queued behind the holder: on a loaded box the holder's
-    # step could pass 150 ms before the reader asked, and the hang would show no waiter
+    # no hard limit until the reader is queued behind the holder and the holder is in its last
+    # wait: on a loaded box the holder's step could pass 150 ms before the reader asked, and the
+    # hang would show no waiter
     wd = Watchdog(mm, stall_ms=20, hang_ms=None, out=printed.append)
+
+    class Release(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            wd.hang_ns = int(150e6)  # the hang is declared from here on
+            return super().wait(timeout)
+
+    release = Release()
 
     def hold(mm: MM) -> None:
         mm.mmap_write_lock()
         held.set()
-        queued = wait_until(cv, lambda: any(w.task == "reader" for w in mm.mmap_sem.waiters.values()))
-        wd.hang_ns = int(150e6) if queued else None  # the hang is declared from here on
+        assert wait_until(cv, lambda: any(w.task == "reader" for w in mm.mmap_sem.waiters.values()))
         release.wait(30)
         mm.mmap_write_unlock()
 
     def read(mm: MM) -> None:
-        held.wait(10)
         mm.mmap_read_lock()
         mm.mmap_read_unlock()
 
     holder = Task("holder", [Step("hold", hold)])
-    reader = Task("reader", [Step("read", read)])
+    # the reader's read step starts once the lock is held: never older than the holder's step
+    reader = Task("reader", [Step("wait for the holder", lambda mm: held.wait(10)), Step("read", read)])
     try:
         res = TaskGroup(mm, [holder, reader], watchdog=wd, join_timeout_s=2.0).run()  # 2 s: the start barrier too
     finally:
