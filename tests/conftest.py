@@ -129,6 +129,21 @@ def _restores_process_state(request: pytest.FixtureRequest) -> Iterator[None]:
                     + "; ".join(f"{k}: {b!r} before, {a!r} after" for k, (b, a) in leaked.items()), pytrace=False)
 
 
+_REAL_DIRS = tuple(os.path.join(os.path.dirname(__file__), d) for d in ("real", "conformance"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that run on this machine's kernel (tests/real, tests/conformance) are marked `real`
+    and skipped, with the reason, where the real-kernel backend cannot run."""
+    from mmlab.real.libc import unavailable_reason
+    why = unavailable_reason()
+    for item in items:
+        if str(item.fspath).startswith(_REAL_DIRS):
+            item.add_marker(pytest.mark.real)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _switch_interval() -> Iterator[None]:
     old = sys.getswitchinterval()
