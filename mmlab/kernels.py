@@ -85,6 +85,8 @@ class Kernel:
     """bounded: at a batch boundary, yield only to a waiter queued at least this long (us of modelled time, scaled with the costs; 0: any waiter)."""
     populate_batch_max_pages: int = 0
     """bounded: the batch doubles after each check that finds nobody waiting, up to this many pages; back to populate_batch_pages after a yield (0: fixed)."""
+    populate_vma_lock: bool = False
+    """bounded: after the lookup under mmap_sem, populate each vma under its per-VMA read lock (vma_start_read_locked()), dropped and re-taken every populate_batch_pages; needs per_vma_lock and populate_batch_pages."""
 
     def with_switches(self, **changes: object) -> "Kernel":
         """A copy with some switches flipped; the name records what changed."""
@@ -140,6 +142,7 @@ SWITCH_DOCS: dict[str, str] = {
     "populate_checks_identity": "bounded: populate only the mappings the call asked for",
     "populate_yield_after_us": "bounded: yield only to a waiter queued at least N us (0: any waiter)",
     "populate_batch_max_pages": "bounded: batch doubles while nobody waits, up to N pages (0: fixed)",
+    "populate_vma_lock": "bounded: populate under the per-VMA read lock, re-taken every batch, not mmap_sem",
 }
 
 PATCH_ALIASES: dict[str, str] = {

@@ -16,7 +16,24 @@ Profile switches that change it:
                             first waiter's age, as rwsem's handoff reads waiter->timeout);
   populate_batch_max_pages  (bounded) the batch doubles after each check that finds nobody
                             waiting, up to this many pages, and starts again after a re-take;
-  populate_checks_identity  (bounded) populate only the mappings the call asked for.
+  populate_checks_identity  (bounded) populate only the mappings the call asked for;
+  populate_vma_lock         (bounded, with per_vma_lock and populate_batch_pages) after the
+                            lookup under mmap_sem, take the vma's per-VMA read lock
+                            (vma_start_read_locked()), drop mmap_sem and fault the vma's range
+                            under the vma lock alone. Every populate_batch_pages the vma lock is
+                            dropped and taken again by address (lock_vma_under_rcu()), so a
+                            writer that does not touch the vma never waits for the populate, and
+                            one that does (vma_start_write(): munmap, mprotect, a merge) waits for
+                            at most one batch. The run goes on only while the vma found at the
+                            address is the same vma (vm_id) and was not write-locked in between
+                            (vm_lock_seq unchanged: nothing in its range, lineage included, has
+                            changed). Otherwise -- the re-take fails because a writer marked the
+                            vma (VMA_LOCK_OFFSET), it was detached or replaced -- the populate
+                            falls back to mmap_sem read, as a fault does, and the loop above looks
+                            the vma up again with its identity checks (populate_checks_identity);
+                            the pages are never graded without mmap_sem or the vma lock holding
+                            their lineage still. A disk wait drops the vma lock and goes back
+                            to mmap_sem too (FAULT_FLAG_VMA_LOCK + VM_FAULT_RETRY).
 
 Every pte a populate makes present carries its grade, fixed then (:func:`populate_marks`): was
 the mapping there one the call asked for (its origin, or an origin it was moved from, is among
@@ -115,10 +132,13 @@ def _allowed_span(mm: "MM", call: "CallInfo", start: int, end: int) -> Optional[
     return None
 
 
-def populate_marks(mm: "MM", call: "CallInfo", start: int, end: int) -> list[tuple[int, int, int, Optional[Origin]]]:
+def populate_marks(mm: "MM", call: "CallInfo", start: int, end: int,
+                   vma_locked: bool = False) -> list[tuple[int, int, int, Optional[Origin]]]:
     """What the mappings of [start, end) are to *call*, now: (start, end, grade bits, origin)
     runs in address order, covering [start, end). Called under mmap_sem (read or write), which
-    keeps the lineage still; the bits go into every pte the call makes present there.
+    keeps the lineage still, or (*vma_locked*) under the read lock of the vma holding the range,
+    which keeps the range's lineage still (read under OriginMap.lock); the bits go into every
+    pte the call makes present there.
 
     0: an origin the call asked for, or one moved (mremap) from such an origin;
     PTE_REPLACEMENT_ASKED: another mapping, which itself asked to be populated (MAP_POPULATE,
@@ -127,7 +147,7 @@ def populate_marks(mm: "MM", call: "CallInfo", start: int, end: int) -> list[tup
     targets = call.targets
     out: list[tuple[int, int, int, Optional[Origin]]] = []
     pos = start
-    for s, e, o in mm.origins.ranges(start, end):
+    for s, e, o in (mm.origins.ranges_locked(start, end) if vma_locked else mm.origins.ranges(start, end)):
         if s > pos:
             out.append((pos, s, PTE_REPLACEMENT, None))
         if o.oid in targets or (o.moved_from and not targets.isdisjoint(o.moved_from)):
@@ -196,14 +216,18 @@ def populate_vma_page_range(mm: "MM", vma: Vma, start: int, end: int, call: "Cal
     if not vma.accessible():
         return -EFAULT, True
     write = (flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
+    batch = k.populate_batch_pages if allow_drop else 0
     return _get_user_pages(mm, vma, start, end, write, call, ctx,
-                           allow_retry=allow_drop and k.populate_fault_retry,
-                           batch=k.populate_batch_pages if allow_drop else 0)
+                           allow_retry=allow_drop and k.populate_fault_retry, batch=batch,
+                           vma_lock=bool(batch and k.populate_vma_lock and k.per_vma_lock))
 
 
 def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo", ctx,
-                    allow_retry: bool, batch: int) -> tuple[int, bool]:
-    """__get_user_pages() with FOLL_POPULATE semantics: fault every page that is not there."""
+                    allow_retry: bool, batch: int, vma_lock: bool = False) -> tuple[int, bool]:
+    """__get_user_pages() with FOLL_POPULATE semantics: fault every page that is not there.
+    Called with mmap_sem held for read; returns (pages done or -errno, mmap_sem still held).
+    *vma_lock* (populate_vma_lock): the pages are faulted under the vma's per-VMA read lock
+    instead (:func:`_vma_locked_pages`), and mmap_sem is not held on return."""
     pt = mm.pt
     clock = mm.clock
     task = ctx.index
@@ -240,6 +264,9 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             end = min(end, limit)
     guards = mm.guards
     spans = populate_marks(mm, call, start, end)  # the grade of each pte made present below
+    if vma_lock:
+        return _vma_locked_pages(mm, vma, start, end, write, call, ctx, allow_retry, batch, state, cost,
+                                 shm, spans)
     si = 0
     span_end, mark, origin = spans[0][1], spans[0][2], spans[0][3]
     while addr < end:
@@ -298,6 +325,116 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
             elif batch < cap:  # nobody waits: check less often
                 batch = min(batch * 2, cap)
     return (addr - start) >> 12, True
+
+
+def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo", ctx,
+                      allow_retry: bool, batch: int, state: int, cost: int, shm: Optional[set[int]],
+                      spans: list[tuple[int, int, int, Optional[Origin]]]) -> tuple[int, bool]:
+    """The populate_vma_lock loop: [start, end) of *vma* under its per-VMA read lock, taken
+    while mmap_sem is still held for read (vma_start_read_locked()), then mmap_sem is dropped.
+    Every *batch* pages the vma lock is dropped (a schedule point) and taken again by address
+    (lookup_rcu() + vma_start_read(), as lock_vma_under_rcu() does). The run goes on while that
+    finds the same vma (vm_id), not write-locked since (vm_lock_seq unchanged): *spans*, the
+    grades computed under mmap_sem, hold exactly as long as that. Otherwise it returns, and the
+    caller's loop re-takes mmap_sem (waiting behind the writer that marked the vma, as a fault
+    falling back does) and looks the vma up again. Returns (pages done or -errno, False): mmap_sem
+    is not held on return, nor the vma lock."""
+    pt = mm.pt
+    clock = mm.clock
+    locks = mm.vma_locks
+    task = ctx.index
+    cid = call.call_id
+    hp = hooks.schedule_point
+    prog = ctx.progress
+    file = vma.file
+    guards = mm.guards
+    vm_id = vma.vm_id
+    locks.start_read_locked(vma)
+    seq = vma.vm_lock_seq  # a write lock taken after this point moves it
+    held: Optional[Vma] = vma
+    mm.mmap_read_unlock()
+
+    def _unlock() -> None:  # a disk wait: the vma lock is dropped, the caller retries under mmap_sem
+        nonlocal held
+        clock.settle()
+        locks.end_read(vma)
+        held = None
+
+    addr = start
+    since_check = 0
+    si = 0
+    span_end, mark, origin = spans[0][1], spans[0][2], spans[0][3]
+    try:
+        while addr < end:
+            while addr >= span_end:
+                si += 1
+                span_end, mark, origin = spans[si][1], spans[si][2], spans[si][3]
+            stop = min(end, span_end, (addr & ~(POPULATE_CHUNK * PAGE_SIZE - 1)) + POPULATE_CHUNK * PAGE_SIZE,
+                       addr + (batch - since_check) * PAGE_SIZE)
+            if guards:
+                g = first_guard(guards, addr, stop)
+                if g == addr:
+                    done = (addr - start) >> 12
+                    return (done if done else -EFAULT), False
+                if g is not None:
+                    stop = g
+            if file is not None:
+                pg0 = vma.file_pgoff(addr)
+                if pg0 >= file.npages:
+                    done = (addr - start) >> 12
+                    return (done if done else -EFAULT), False
+                pgn = min(file.npages, pg0 + ((stop - addr) >> 12))
+                j = file.cache.find(0, pg0, pgn)
+                if j == pg0:
+                    if filemap_read(file, pg0, mm.costs, clock, _unlock if allow_retry else None):
+                        call.io_waits += 1  # VM_FAULT_RETRY under FAULT_FLAG_VMA_LOCK: to mmap_sem
+                        return (addr - start) >> 12, False
+                    continue
+                stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
+            made = pt.fill_absent(addr, stop, state | mark, task, cid)
+            if mark and made:
+                note_replaced(call, origin, mark, made)
+            if shm is not None:
+                p0 = vma.file_pgoff(addr)
+                shm.update(range(p0, p0 + ((stop - addr) >> 12)))
+            if write and made < (stop - addr) >> 12:
+                _break_cow(mm, vma, addr, stop, call, task, mark, origin)
+            call.pages += made
+            if made:
+                clock.spend(cost * made, "populate")
+            elif hp is not None:
+                hp("populate_batch", call)
+            since_check += (stop - addr) >> 12
+            addr = stop
+            if prog is not None:
+                ctx.progress = (prog[0], prog[1] + ((addr - start) >> 12), prog[2])
+            if since_check >= batch and addr < end:  # drop the vma lock, take it again
+                since_check = 0
+                clock.settle()  # the batch is paid under the lock it was done under
+                if locks.write_pending(vma):
+                    call.yields += 1  # a writer waits in vma_start_write(): it goes first
+                held = None
+                locks.end_read(vma)
+                if hp is not None:
+                    hp("vma_read_unlock", vma)
+                v = mm.vmas.lookup_rcu(addr)
+                if v is None or not locks.start_read(v):
+                    return (addr - start) >> 12, False  # write-locked, being written, gone
+                held = v
+                if hp is not None:
+                    hp("vma_read_lock", v)
+                if v.vm_id != vm_id or v.vm_lock_seq != seq or not v.start <= addr < v.end:
+                    return (addr - start) >> 12, False  # replaced or changed: under mmap_sem again
+                # the grades, read again under the vma lock: they are what the oracle judges,
+                # so they must not be carried over from before the re-take on trust
+                spans = populate_marks(mm, call, addr, end, vma_locked=True)
+                si = 0
+                span_end, mark, origin = spans[0][1], spans[0][2], spans[0][3]
+        return (addr - start) >> 12, False
+    finally:
+        if held is not None:
+            clock.settle()
+            locks.end_read(held)
 
 
 def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo",

@@ -124,8 +124,11 @@ class MM:
         self.mmap_read_lock = self.mmap_sem.down_read  # type: ignore[method-assign]
         self.mmap_read_unlock = self.mmap_sem.up_read  # type: ignore[method-assign]
         self.mmap_write_lock = self.mmap_sem.down_write  # type: ignore[method-assign]
-        self.vma_locks = VmaLocks()
+        # a wait in vma_start_write() goes to the same listeners as mmap_sem's records
+        self.vma_locks = VmaLocks(self.clock, self.mmap_sem.listeners, history=min(history, 10_000))
         self.vmas = VmaTree(MMAP_BASE)
+        if self.kernel.per_vma_lock:  # vma_merge() write-locks the vmas it expands or removes
+            self.vmas.start_write = self.vma_locks.start_write
         # 4.12+: stack_guard_gap pages stay free below a VM_GROWSDOWN vma; before, the one guard
         # page was the stack vma's own lowest page and placement kept no gap
         if self.kernel.stack_guard_gap > 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import threading
 from bisect import bisect_left, bisect_right, insort
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from sortedcontainers import SortedDict
 
@@ -292,6 +292,10 @@ class VmaTree:
         self.mmap_min_addr = mmap_min_addr
         self.free_area_cache = mmap_base
         self.stack_guard_gap = 0  # bytes kept free below a VM_GROWSDOWN vma (vm_start_gap())
+        # vma_start_write(), set by an MM with per-VMA locks: try_merge() write-locks a
+        # neighbour before it expands or removes it, as vma_merge() does (its per-VMA readers
+        # -- a fault, a populate under populate_vma_lock -- drain first)
+        self.start_write: Optional[Callable[[Vma], None]] = None
 
     def __len__(self) -> int:
         return len(self._d)
@@ -378,6 +382,8 @@ class VmaTree:
         d = self._d
         p = d[pk] if pk is not None else None
         if p is not None and can_merge(p, vma):
+            if self.start_write is not None:
+                self.start_write(p)
             if not p.anon_vma:
                 p.anon_vma = vma.anon_vma
             self.remove(vma)
@@ -387,6 +393,9 @@ class VmaTree:
             vma = p
         n = d[nk] if nk is not None else None
         if n is not None and can_merge(vma, n):
+            if self.start_write is not None:
+                self.start_write(n)
+                self.start_write(vma)
             if not vma.anon_vma:
                 vma.anon_vma = n.anon_vma
             self.remove(n)
@@ -467,9 +476,15 @@ class Origin:
 
 
 class OriginMap:
-    """Non-overlapping [start, end) -> origin id intervals; unlike vmas, these never merge."""
+    """Non-overlapping [start, end) -> origin id intervals; unlike vmas, these never merge.
+
+    Changed and read under mmap_sem (write / read); the intervals themselves are also changed
+    under ``lock``, so a reader holding only a per-VMA read lock (a populate under
+    populate_vma_lock) can read the lineage of its vma's range with :meth:`ranges_locked`: that
+    range cannot change while the vma lock is held, the index around it can."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self._d: SortedDict = SortedDict()  # start -> (end, oid)
         self._k = _Keys(self._d)
         self.info: dict[int, Origin] = {}
@@ -495,6 +510,10 @@ class OriginMap:
         self._refs[oid] += 1
 
     def clear(self, start: int, end: int) -> None:
+        with self.lock:
+            self._clear(start, end)
+
+    def _clear(self, start: int, end: int) -> None:
         d = self._d
         s, nxt = self._k.floor_higher(start)
         if s is not None and s < start:
@@ -525,25 +544,28 @@ class OriginMap:
                 del self.info[oid]
 
     def assign(self, start: int, end: int, origin: Origin) -> None:
-        self.clear(start, end)
-        self._add(start, end, origin.oid)
+        with self.lock:
+            self._clear(start, end)
+            self._add(start, end, origin.oid)
 
     def extend(self, start: int, end: int, like_addr: int) -> None:
         """Give [start, end) the origin of the range at *like_addr* (growth of the same mapping)."""
         o = self.at(like_addr)
         if o is not None:
-            self.clear(start, end)
-            self._add(start, end, o.oid)
+            with self.lock:
+                self._clear(start, end)
+                self._add(start, end, o.oid)
 
     def move(self, old: int, new: int, length: int) -> None:
         """mremap moves ranges; they arrive as what they were (the caller re-assigns if needed)."""
         parts = self.ranges(old, old + length)
-        self.clear(old, old + length)
-        self.clear(new, new + length)
-        for s, e, o in parts:
-            self._refs.setdefault(o.oid, 0)
-            self.info[o.oid] = o
-            self._add(new + (s - old), new + (e - old), o.oid)
+        with self.lock:
+            self._clear(old, old + length)
+            self._clear(new, new + length)
+            for s, e, o in parts:
+                self._refs.setdefault(o.oid, 0)
+                self.info[o.oid] = o
+                self._add(new + (s - old), new + (e - old), o.oid)
 
     def at(self, addr: int) -> Optional[Origin]:
         s = self._k.floor_higher(addr)[0]
@@ -552,6 +574,11 @@ class OriginMap:
             if e > addr:
                 return self.info[oid]
         return None
+
+    def ranges_locked(self, start: int, end: int) -> list[tuple[int, int, Origin]]:
+        """:meth:`ranges` for a reader that does not hold mmap_sem (see the class doc)."""
+        with self.lock:
+            return self.ranges(start, end)
 
     def ranges(self, start: int, end: int) -> list[tuple[int, int, Origin]]:
         out = []

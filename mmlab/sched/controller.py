@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 from mmlab.clock import Clock, hooks
 from mmlab.current import set_task_name
 from mmlab.locking.rwsem import LockRecord, MmapSem
+from mmlab.locking.vma_lock import VMA_LOCK_OFFSET
 from mmlab.sched.lockmodel import LockWait, RwsemModel
 from mmlab.sched.replay import mask_of
 from mmlab.sched.scheduler import Divergence, Scheduler
@@ -382,7 +383,8 @@ class Controller:
 
     def _on_vma_write_wait(self, t: _Task, obj: object) -> None:
         vma = obj
-        t.wait = _CondWait(lambda: not vma.vm_refcnt,  # type: ignore[attr-defined]
+        # the writer's own VMA_LOCK_OFFSET is all that is left once the readers are gone
+        t.wait = _CondWait(lambda: vma.vm_refcnt == VMA_LOCK_OFFSET,  # type: ignore[attr-defined]
                            f"vma_start_write({vma!r}): waits for the vma's per-VMA readers")
 
     def _sync_waiters(self) -> None:

@@ -108,6 +108,10 @@ def describe_event(ev: Event, exact: bool = False) -> str:
         return "lock_page()"
     if kind == "vma_write_wait":
         return f"vma_start_write() waits for the readers of {obj!r}"
+    if kind == "vma_read_lock":
+        return f"populate: vma_start_read({obj!r})"
+    if kind == "vma_read_unlock":
+        return f"populate: vma_end_read({obj!r})"
     if kind == "queued":
         return str(obj)
     if kind == "exit":
