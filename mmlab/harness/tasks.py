@@ -5,7 +5,8 @@ A :class:`Task` is one ``threading.Thread`` with a name and its native thread id
 of :class:`Step` s -- syscalls or user accesses against one shared :class:`~mmlab.mm.mm_struct.MM`
 -- and records each timed step into per-op statistics:
 
-* **wait**: time spent waiting for mmap_sem, summed over the step's LockRecords. They come from
+* **wait**: time spent waiting for mmap_sem (and, in vma_start_write(), for a vma's per-VMA readers),
+  summed over the step's LockRecords. They come from
   ``mm.mmap_sem.listeners``, which the releasing thread calls with each finished record, so the
   numbers are the model's own (``acq_ns - req_ns``), not a stopwatch around the call. A fault
   served under the per-VMA lock takes no mmap_sem and waits 0;

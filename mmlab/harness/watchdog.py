@@ -1,7 +1,8 @@
 """The stall watchdog: the hung-task detector (kernel/hung_task.c) for mmap_sem waits.
 
 A monitor thread looks at the live lock state every ``period_ms`` (``mm.mmap_sem.waiters`` and
-``holders``). When a task has waited longer than ``stall_ms`` it records -- once per wait -- and
+``holders``, and ``mm.vma_locks.waiters``: a writer in vma_start_write() waiting for a vma's
+readers, with the populate holding that vma's read lock as its holder). When a task has waited longer than ``stall_ms`` it records -- once per wait -- and
 prints a :class:`StallReport`: the waiter and the mode it waits for, every holder (task, call,
 mode, held since when, and its progress, e.g. "populate 41,312 of 262,144 pages"), and any
 writer queued ahead of a waiting reader (the convoy: with a fair rwsem, a reader waits behind a
@@ -64,6 +65,7 @@ class StallReport:
     holders: list[HolderInfo] = field(default_factory=list)
     queued_ahead: list[dict[str, object]] = field(default_factory=list)
     final_wait_ms: Optional[float] = None  # filled in when the wait ended (if seen)
+    lock: str = "mmap_sem"  # or "vma_lock": vma_start_write() waiting for the vma's readers
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -71,7 +73,7 @@ class StallReport:
     def text(self) -> str:
         want = "read" if self.mode == "R" else "write"
         lines = [f"INFO: task {self.waiter}:{self.tid} blocked for more than {self.waiting_ms:.1f} ms "
-                 f"waiting for mmap_sem ({want}) in {self.call or '?'}#{self.call_id}"]
+                 f"waiting for {self.lock} ({want}) in {self.call or '?'}#{self.call_id}"]
         if not self.holders:
             lines.append("  held by: nobody (the lock is being handed over)")
         for h in self.holders:
@@ -137,15 +139,17 @@ class Watchdog:
     def check(self) -> list[StallReport]:
         """One scan (the monitor thread calls it each period; tests may call it directly)."""
         sem = self.mm.mmap_sem
+        vl = self.mm.vma_locks
         now = self.mm.clock.now_ns()
         waiters = list(sem.waiters.values())
+        vwaiters = list(vl.waiters.values())
         holders = list(sem.holders.values())
         new: list[StallReport] = []
         self._close_finished()
-        for w in waiters:
+        for w in waiters + vwaiters:
             waited = now - w.req_ns
             if waited >= self.stall_ns and id(w) not in self._seen and len(self.stalls) < self.max_reports:
-                r = self._report(w, waiters, holders, now)
+                r = self._report(w, waiters, holders, now) if w.lock == sem.name else self._vma_report(w, now)
                 self._seen[id(w)] = r
                 self._open[id(w)] = w
                 self.stalls.append(r)
@@ -153,7 +157,7 @@ class Watchdog:
                 if self.out is not None:
                     self.out(r.text())
             if self.hang_ns is not None and waited >= self.hang_ns and self.hang is None:
-                self.dump_hang(f"task {w.task} waited {waited / 1e6:.0f} ms for mmap_sem")
+                self.dump_hang(f"task {w.task} waited {waited / 1e6:.0f} ms for {w.lock}")
         if self.hang_ns is not None and self.hang is None and self._group is not None:
             for t in self._group.tasks:
                 s = t.op_start_ns
@@ -166,8 +170,9 @@ class Watchdog:
         """Fill in how long each reported wait lasted, once it is over: the record has left the
         wait list and carries its grant stamp (the lock may stamp acq_ns early and re-stamp it)."""
         waiting = self.mm.mmap_sem.waiters
+        vwaiting = self.mm.vma_locks.waiters
         for k, rec in list(self._open.items()):
-            if waiting.get(rec.tid) is not rec and rec.acq_ns > rec.req_ns:
+            if waiting.get(rec.tid) is not rec and vwaiting.get(rec.tid) is not rec and rec.acq_ns > rec.req_ns:
                 self._seen[k].final_wait_ms = (rec.acq_ns - rec.req_ns) / 1e6
                 del self._open[k]
 
@@ -181,6 +186,16 @@ class Watchdog:
                  for q in waiters if q is not w and q.req_ns < w.req_ns and q.mode == WRITE]
         return StallReport(w.task, w.tid, w.mode, w.call, w.call_id, (now - w.req_ns) / 1e6,
                            (w.req_ns - self._t0) / 1e6, hs, ahead)
+
+    def _vma_report(self, w: LockRecord, now: int) -> StallReport:
+        """A writer in vma_start_write(): its holders are the listed readers of that vma."""
+        vl = self.mm.vma_locks
+        vma = vl.waiting_for.get(w.tid)
+        hs = [HolderInfo(c.name, c.tid, "R", c.call_name, c.call_id, (t - self._t0) / 1e6, (now - t) / 1e6,
+                         format_progress(c.progress))
+              for v, c, t in list(vl.holders.values()) if v is vma]
+        return StallReport(w.task, w.tid, w.mode, w.call, w.call_id, (now - w.req_ns) / 1e6,
+                           (w.req_ns - self._t0) / 1e6, hs, [], lock=w.lock)
 
     # ------------------------------------------------------------------ the hard limit
     def dump_hang(self, why: str) -> dict[str, object]:

@@ -29,7 +29,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Optional
 
 from mmlab.clock import Clock, RealClock, hooks
-from mmlab.current import current
+from mmlab.current import TaskCtx, current
 from mmlab.locking.rwsem import WRITE, LockRecord
 
 if TYPE_CHECKING:
@@ -55,6 +55,10 @@ class VmaLocks:
         self.read_fails = 0
         self.write_waits = 0
         self.waiters: dict[int, LockRecord] = {}  # tid -> the record of a writer waiting for readers
+        # tid -> (vma, task, since ns): long read holds (a populate's; faults are not listed),
+        # for the watchdog to name who a writer in vma_start_write() waits for
+        self.holders: dict[int, tuple["Vma", TaskCtx, int]] = {}
+        self.waiting_for: dict[int, "Vma"] = {}  # tid -> the vma a writer in waiters waits for
         self.history: collections.deque[LockRecord] = collections.deque(maxlen=history)
         self.listeners: list[Callable[[LockRecord], None]] = listeners if listeners is not None else []
 
@@ -83,6 +87,13 @@ class VmaLocks:
             if not vma.vm_refcnt & _READERS:
                 self._cond.notify_all()
 
+    def note_holder(self, vma: "Vma", ctx: TaskCtx) -> None:
+        """List *ctx*'s read hold of *vma* in ``holders`` (a populate; a fault is too short)."""
+        self.holders[ctx.tid] = (vma, ctx, self.clock.now_ns())
+
+    def drop_holder(self, ctx: TaskCtx) -> None:
+        self.holders.pop(ctx.tid, None)
+
     def write_pending(self, vma: "Vma") -> bool:
         """A writer waits for this vma's readers (vm_refcnt carries VMA_LOCK_OFFSET)."""
         return vma.vm_refcnt >= VMA_LOCK_OFFSET
@@ -99,7 +110,8 @@ class VmaLocks:
             vma.vm_refcnt += VMA_LOCK_OFFSET
         ctx = current()
         now = self.clock.now_ns()
-        rec = LockRecord(VMA_LOCK_NAME, ctx, WRITE, now, "vma_start_write")
+        rec = LockRecord(VMA_LOCK_NAME, ctx, WRITE, now, "vma_start_write")  # acq_ns -1: not granted
+        self.waiting_for[ctx.tid] = vma
         self.waiters[ctx.tid] = rec
         self.write_waits += 1
         try:
@@ -116,6 +128,7 @@ class VmaLocks:
                 hp("vma_write_wait", vma)  # controlled mode: not holding _cond, runs again once drained
         finally:
             del self.waiters[ctx.tid]
+            del self.waiting_for[ctx.tid]
         rec.acq_ns = rec.rel_ns = self.clock.now_ns()
         self.history.append(rec)
         for fn in self.listeners:

@@ -350,6 +350,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
     guards = mm.guards
     vm_id = vma.vm_id
     locks.start_read_locked(vma)
+    locks.note_holder(vma, ctx)
     seq = vma.vm_lock_seq  # a write lock taken after this point moves it
     held: Optional[Vma] = vma
     mm.mmap_read_unlock()
@@ -357,6 +358,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
     def _unlock() -> None:  # a disk wait: the vma lock is dropped, the caller retries under mmap_sem
         nonlocal held
         clock.settle()
+        locks.drop_holder(ctx)
         locks.end_read(vma)
         held = None
 
@@ -414,6 +416,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
                 if locks.write_pending(vma):
                     call.yields += 1  # a writer waits in vma_start_write(): it goes first
                 held = None
+                locks.drop_holder(ctx)
                 locks.end_read(vma)
                 if hp is not None:
                     hp("vma_read_unlock", vma)
@@ -421,6 +424,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
                 if v is None or not locks.start_read(v):
                     return (addr - start) >> 12, False  # write-locked, being written, gone
                 held = v
+                locks.note_holder(v, ctx)
                 if hp is not None:
                     hp("vma_read_lock", v)
                 if v.vm_id != vm_id or v.vm_lock_seq != seq or not v.start <= addr < v.end:
@@ -434,6 +438,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
     finally:
         if held is not None:
             clock.settle()
+            locks.drop_holder(ctx)
             locks.end_read(held)
 
 

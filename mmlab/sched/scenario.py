@@ -89,12 +89,13 @@ def judge_status(ex: Execution) -> Optional[Outcome]:
 
 
 def longest_wait(mm: MM) -> tuple[int, str]:
-    """The longest mmap_sem wait of the execution in virtual ns, and who waited."""
+    """The longest lock wait of the execution in virtual ns, and who waited: mmap_sem, or a
+    writer in vma_start_write() waiting for a vma's readers (mm.vma_locks.history)."""
     worst, who = 0, ""
-    for r in mm.mmap_sem.history:
+    for r in [*mm.mmap_sem.history, *mm.vma_locks.history]:
         w = r.wait_ns
         if w > worst:
-            worst, who = w, f"{r.task} waited {w / 1e6:.3f} ms (virtual) for mmap_sem {r.mode} in {r.call}"
+            worst, who = w, f"{r.task} waited {w / 1e6:.3f} ms (virtual) for {r.lock} {r.mode} in {r.call}"
     return worst, who
 
 
