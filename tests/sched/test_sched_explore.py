@@ -131,6 +131,8 @@ _POLICIES = ["bounded+populate_batch_pages=64",
              "bounded+populate_batch_pages=64+populate_yield_after_us=100",
              "bounded+populate_batch_pages=64+populate_batch_max_pages=256",
              "bounded+populate_batch_pages=64+populate_yield_after_us=200+populate_batch_max_pages=256",
+             "bounded+populate_batch_pages=64+populate_vma_lock",  # under the per-VMA lock
+             "bounded+populate_vma_lock",
              "bounded"]  # the shipped policy: a yield at every 512-page boundary
 
 
