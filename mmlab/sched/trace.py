@@ -70,6 +70,10 @@ def _result_text(r: object) -> str:
     return f"returns {r!r}"
 
 
+def _vma_text(vma: object) -> str:
+    return f"{vma.start:#x}-{vma.end:#x}"  # type: ignore[attr-defined]
+
+
 def describe_event(ev: Event, exact: bool = False) -> str:
     """One event in words; *exact* adds every number a replay must repeat."""
     _task, kind, obj, now, held, _step = ev
@@ -106,12 +110,13 @@ def describe_event(ev: Event, exact: bool = False) -> str:
         return "populate: nothing left to fault in this batch"
     if kind == "page_lock":
         return "lock_page()"
+    # a vma by its range: its vm_id comes from a process-wide counter, which a replay does not repeat
     if kind == "vma_write_wait":
-        return f"vma_start_write() waits for the readers of {obj!r}"
+        return f"vma_start_write() waits for the readers of the vma {_vma_text(obj)}"
     if kind == "vma_read_lock":
-        return f"populate: vma_start_read({obj!r})"
+        return f"populate: vma_start_read(vma {_vma_text(obj)})"
     if kind == "vma_read_unlock":
-        return f"populate: vma_end_read({obj!r})"
+        return f"populate: vma_end_read(vma {_vma_text(obj)})"
     if kind == "queued":
         return str(obj)
     if kind == "exit":
