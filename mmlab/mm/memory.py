@@ -4,7 +4,9 @@
 lock at all. Otherwise it faults:
 
 * with ``per_vma_lock`` (6.4+), lock_vma_under_rcu() first: the vma is found without mmap_sem
-  and read-locked on its own; a write-locked vma, or a fault that must wait for disk, falls back;
+  and read-locked on its own; a vma write-locked or being write-locked (a writer in
+  vma_start_write() waits for its readers: mmlab/locking/vma_lock.py), or a fault that must wait
+  for disk, falls back;
   the first private write fault of a vma without an anon_vma takes mmap_sem with a trylock to
   set one up (vmf_anon_prepare()), and falls back if the trylock fails;
 * the fallback (and every fault before 6.4) takes mmap_sem for read, finds the vma, grows a
