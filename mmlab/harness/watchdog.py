@@ -139,10 +139,10 @@ class Watchdog:
     def check(self) -> list[StallReport]:
         """One scan (the monitor thread calls it each period; tests may call it directly)."""
         sem = self.mm.mmap_sem
-        vl = self.mm.vma_locks
+        vl = getattr(self.mm, "vma_locks", None)  # (a trace replay's stand-in has mmap_sem only)
         now = self.mm.clock.now_ns()
         waiters = list(sem.waiters.values())
-        vwaiters = list(vl.waiters.values())
+        vwaiters = list(vl.waiters.values()) if vl is not None else []
         holders = list(sem.holders.values())
         new: list[StallReport] = []
         self._close_finished()
@@ -170,7 +170,8 @@ class Watchdog:
         """Fill in how long each reported wait lasted, once it is over: the record has left the
         wait list and carries its grant stamp (the lock may stamp acq_ns early and re-stamp it)."""
         waiting = self.mm.mmap_sem.waiters
-        vwaiting = self.mm.vma_locks.waiters
+        vl = getattr(self.mm, "vma_locks", None)
+        vwaiting = vl.waiters if vl is not None else {}
         for k, rec in list(self._open.items()):
             if waiting.get(rec.tid) is not rec and vwaiting.get(rec.tid) is not rec and rec.acq_ns > rec.req_ns:
                 self._seen[k].final_wait_ms = (rec.acq_ns - rec.req_ns) / 1e6
