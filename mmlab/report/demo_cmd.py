@@ -119,17 +119,19 @@ def run(args: argparse.Namespace) -> int:
         t.add_column(c, justify="right")
     events: Optional[list[dict[str, Any]]] = [] if args.perfetto else None
     ks: list[float] = []
+    con = console()
     try:
         for k in kernels:
-            d = dil.recalibrated()  # type: ignore[attr-defined]
+            with con.status(f"{k.name}: measuring the interpreter (time dilation)"):
+                d = dil.recalibrated()  # type: ignore[attr-defined]
             ks.append(d.k)
-            r = demo_once(k.name, args.size, args.time_scale, events, args.costs.costs, k=d.k)
-            alone = demo_once(k.name, args.size, args.time_scale, None, args.costs.costs, k=d.k, victims=False)
+            with con.status(f"{k.name}: {args.size} MiB populate beside the victims, then alone (k={d.k:.1f})"):
+                r = demo_once(k.name, args.size, args.time_scale, events, args.costs.costs, k=d.k)
+                alone = demo_once(k.name, args.size, args.time_scale, None, args.costs.costs, k=d.k, victims=False)
             t.add_row(k.name, f"{r['populate']:.1f}", f"{alone['populate']:.1f}",
                       f"{r['populate'] / alone['populate']:.2f}x", f"{r['fault']:.2f}", f"{r['mmap+munmap']:.2f}")
     finally:
         hooks.syscall_burn_ns = 0
-    con = console()
     con.print(args.costs.header, highlight=False)
     con.print(t)
     con.print(f"'alone': the same populate with no reader or writer; 'slowdown': populate / alone. Times are the "
