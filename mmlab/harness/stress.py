@@ -41,6 +41,7 @@ from mmlab.harness.victims import fault_victim, writer_victim
 from mmlab.harness.watchdog import Watchdog
 from mmlab.kernels import get_kernel
 from mmlab.mm.filemap import File
+from mmlab.clock import RealClock
 from mmlab.mm.mm_struct import MM
 
 __all__ = ["SuiteResult", "KernelRun", "WorkloadResult", "Live", "run_suite", "missing_features"]
@@ -95,6 +96,7 @@ class WorkloadResult:
     final_outcome: Optional[str] = None  # the after-the-run check alone
     populate_ms: Optional[float] = None  # the populator tasks' median populate call in the workload
     alone_ms: Optional[float] = None     # the same populate with nothing beside it (median)
+    dilation: float = 1.0                # the workload clock's k (times are that clock's)
 
     @property
     def slowdown(self) -> Optional[float]:
@@ -112,6 +114,7 @@ class WorkloadResult:
                 "findings": [f.as_dict() for f in v.findings] if v else [], "errors": self.errors,
                 "reason": self.reason, "final_outcome": self.final_outcome,
                 "populate_ms": self.populate_ms, "alone_ms": self.alone_ms, "slowdown": self.slowdown,
+                "dilation": self.dilation,
                 "live": self.live.as_dict() if self.live is not None else None}
 
 
@@ -324,7 +327,7 @@ def _populate_alone_ms(suite: Suite, kernel: str) -> Optional[float]:
         return None
     spec = specs[0]
     prot, flags, file_backed = _WORKLOAD_POPULATE[spec.populator]  # type: ignore[index]
-    mm = MM(kernel, suite.costs.scaled(suite.time_scale))  # the workload's own costs
+    mm = MM(kernel, suite.costs.scaled(suite.time_scale), _workload_clock(suite))  # the workload's own costs
     set_task_name(spec.name)
     times = []
     for i in range(ALONE_CALLS):
@@ -350,11 +353,19 @@ def _workload_populate_ms(suite: Suite, tasks: list[Task]) -> Optional[float]:
     return merged.get_value_at_percentile(50.0) / 1e6
 
 
+def _workload_clock(suite: Suite) -> RealClock:
+    """The workload's clock: dilated ``suite.dilation``-fold (mmlab.harness.dilation), the
+    populate alone on the same; a suite's duration stays real seconds, so a dilated workload
+    covers 1/k of it in modelled time."""
+    k = suite.dilation
+    return RealClock(dilation=k, carry_credit=k > 1)
+
+
 def _run_workload(suite: Suite, kernel: str, seed: int, live: Live, out: Optional[Callable[[str], None]],
                   check_live_ms: float = 0.0) -> WorkloadResult:
     costs = suite.costs.scaled(suite.time_scale)
-    mm = MM(kernel, costs)
-    res = WorkloadResult(kernel)
+    mm = MM(kernel, costs, _workload_clock(suite))
+    res = WorkloadResult(kernel, dilation=suite.dilation)
     tasks = _build_tasks(suite, seed)
     if not tasks:
         res.reason = "skipped"

@@ -121,6 +121,7 @@ class Suite:
     tasks: list[TaskSpec]
     expect: dict[str, Expect]
     costs: Costs = DEFAULT_COSTS  # at time scale 1: the command's cost profile (--costs), not the file's
+    dilation: float = 1.0  # the workload's clock: RealClock(dilation=k) (`mmlab stress --dilation`)
 
     def expect_for(self, kernel: str, section: Optional[RaceSection] = None) -> Expect:
         for table in ((section.expect if section else {}), self.expect):

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from mmlab.clock import DEFAULT_COSTS, Costs, RealClock
+from mmlab.clock import DEFAULT_COSTS, Clock, Costs, RealClock
 from mmlab.harness.race import Aim
 from mmlab.real.evidence import Evidence, ModelEvidence, TracedEvidence, WallEvidence, trace_unavailable
 from mmlab.current import current, set_task_name
@@ -63,6 +63,11 @@ class Target:
     name = ""
     mm: Any
     victims: Optional["_Victims"] = None  # the victims of the latency cell running now
+    clock: Clock = RealClock()
+    """The target's time: every timestamp and delay of a scenario is taken on it. The real
+    kernel's is the wall clock (CLOCK_MONOTONIC, as its trace events); a model's is its MM's
+    clock, dilated k-fold when it was asked to be (ModelTarget(dilation=k)), so that the
+    victims' samples, the populate's time and the lock records are all modelled time."""
 
     @contextlib.contextmanager
     def area(self, size: int) -> Iterator[int]:
@@ -225,11 +230,17 @@ class RealTarget(Target):
 class ModelTarget(Target):
     """A model profile at real-time costs (RealClock), with the same calls."""
 
-    def __init__(self, kernel: str, costs: Costs = DEFAULT_COSTS, lock_waits: bool = False) -> None:
+    def __init__(self, kernel: str, costs: Costs = DEFAULT_COSTS, lock_waits: bool = False,
+                 dilation: float = 1.0) -> None:
         """*lock_waits*: latency verdicts from the model's lock records (as the real side's from
-        the kernel's, when it is traced) instead of wall-clock time around the model's calls."""
+        the kernel's, when it is traced) instead of wall-clock time around the model's calls.
+        *dilation* k: the MM's clock pays its costs k times slower and reads real time / k
+        (mmlab.clock.RealClock), so the interpreter's time counts 1/k in every time the
+        scenarios take on this target (mmlab.harness.dilation)."""
         from mmlab.mm.mm_struct import MM
-        self.mm = MM(kernel, costs, RealClock())
+        self.mm = MM(kernel, costs, RealClock(dilation=dilation, carry_credit=dilation > 1))
+        self.clock = self.mm.clock
+        self.dilation = dilation
         self.lock_waits = lock_waits
         self.name = self.mm.kernel.name
         self.reader_base = 0
@@ -511,7 +522,7 @@ class _Victims:
         self.tids[threading.get_native_id()] = "fault"
         t, base, out = self.t, self.reader_base, self.samples
         n = READER_REGION // P
-        now = time.perf_counter_ns
+        now = t.clock.now_ns
         i = 0
         first = True
         while not self.stop.is_set():
@@ -531,7 +542,7 @@ class _Victims:
         set_task_name("writer")
         self.tids[threading.get_native_id()] = "writer"
         mm, out = self.t.mm, self.samples
-        now = time.perf_counter_ns
+        now = self.t.clock.now_ns
         first = True
         while not self.stop.is_set():
             a = now()
@@ -607,9 +618,10 @@ def run_noise_floor(t: Target, ms: int = 200) -> dict[str, Any]:
     with _switch_interval(), _round_evidence(t) as ev:
         v = _Victims(t)
         v.start()
-        t0 = time.perf_counter_ns()
-        RealClock().wait(ms * 1_000_000)
-        t1 = time.perf_counter_ns()
+        now = t.clock.now_ns
+        t0 = now()
+        t.clock.wait(ms * 1_000_000)
+        t1 = now()
         v.finish()
     kept = [s for s in v.samples if t0 <= s[1] and s[2] <= t1]
     summ, _ = _summary(kept, t0, t1)
@@ -660,12 +672,16 @@ this many times in all; then the cell's op is "not observed"."""
 
 
 def _writer_asked(ev: Optional[Evidence], v: "_Victims", pop_tid: int, t0: int, t1: int) -> Optional[bool]:
-    """Did the writer ask for mmap_lock while the populate ran: a writer request between the
-    populating thread's first read acquisition (its first acquisition, when it takes none for
-    read) and its last release in [t0, t1]? The gaps between a file populate's read holds count
-    (a writer that gets in there measures the populate yielding); the gap between mmap's write
-    hold and the populate's read hold does not: a writer that got its lock there, or just before,
-    then sat descheduled through the populate, measured nothing about it. None without records."""
+    """Did the writer wait for mmap_lock while the populate ran: a writer request no later than the
+    populating thread's last release in [t0, t1], granted after its first read acquisition (its
+    first acquisition, when it takes none for read), or not granted at all? The gaps between a
+    file populate's read holds count (a writer that gets in there measures the populate
+    yielding); the gap between mmap's write hold and the populate's read hold does not: a writer
+    that got its lock there, or just before, then sat descheduled through the populate, measured
+    nothing about it. A request stamped before that read acquisition and granted after it does
+    count: the writer queued behind the populate's read request (FIFO), or stamped its request
+    and lost the CPU (the GIL) before it queued, and then waited out the hold. None without
+    records."""
     recs = ev.lock_records() if ev is not None else None
     if recs is None:
         return None
@@ -675,7 +691,7 @@ def _writer_asked(ev: Optional[Evidence], v: "_Victims", pop_tid: int, t0: int, 
     lo = min((r.acq_ns for r in pop if r.mode == "R"), default=min(r.acq_ns for r in pop))
     hi = max(r.rel_ns if r.rel_ns >= 0 else t1 for r in pop)
     writers = {tid for tid, role in v.tids.items() if role == "writer"}
-    return any(r.tid in writers and lo <= r.req_ns <= hi for r in recs)
+    return any(r.tid in writers and r.req_ns <= hi and (r.acq_ns < 0 or r.acq_ns > lo) for r in recs)
 
 
 def _unobserved(v: "_Victims", kept: list[tuple[str, int, int]],
@@ -708,6 +724,7 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
     not_observed: set[str] = set()
     seen_ops: set[str] = set()
     pop_tid = threading.get_native_id()  # the populating call runs on this thread
+    now = t.clock.now_ns
     pop_ms: list[float] = []
     alone_ms: list[float] = []
     st = PopState(0, size)
@@ -733,12 +750,12 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
                         v = _Victims(t)
                         try:
                             v.start()
-                            t0 = time.perf_counter_ns()
+                            t0 = now()
                             try:
                                 pop.populate(t, st)
                             except OSError as e:
                                 st.error = f"{pop.name}: {e}"
-                            t1 = time.perf_counter_ns()
+                            t1 = now()
                         finally:
                             v.finish()
                             pop.teardown(t, st)
@@ -774,12 +791,12 @@ def run_latency_cell(t: Target, pop: Pop, size: int, rounds: int = 3) -> dict[st
             for _ in range(rounds):  # the same populate with no victims: the baseline of its slowdown
                 pop.setup(t, st)
                 try:
-                    a0 = time.perf_counter_ns()
+                    a0 = now()
                     try:
                         pop.populate(t, st)
                     except OSError as e:
                         st.error = f"{pop.name}: {e}"
-                    alone_ms.append((time.perf_counter_ns() - a0) / 1e6)
+                    alone_ms.append((now() - a0) / 1e6)
                 finally:
                     pop.teardown(t, st)
         finally:
@@ -868,7 +885,8 @@ class RoundError(Exception):
 @dataclass
 class RoundMarks:
     """What one round knows about itself, for the window evidence: the two threads' native tids,
-    and the wall-clock interval (time.perf_counter_ns, CLOCK_MONOTONIC) of each side's calls."""
+    and the interval of each side's calls on the target's clock (Target.clock: CLOCK_MONOTONIC for the real
+    kernel, the MM's clock for a model)."""
 
     round: int
     pop_tid: int
@@ -1011,12 +1029,12 @@ def _race_round(t: Target, pop: Pop, racer: Racer, st: PopState, rnd: int,
         m.racer_tid = threading.get_native_id()
         try:
             go.wait()
-            RealClock().wait(delay)
-            m.r0 = time.perf_counter_ns()
+            t.clock.wait(delay)
+            m.r0 = t.clock.now_ns()
             try:
                 racer.fire(t, st)
             finally:
-                m.r1 = time.perf_counter_ns()
+                m.r1 = t.clock.now_ns()
         except BaseException as e:  # noqa: BLE001 - reported as the round's error
             errs.append(e)
 
@@ -1034,13 +1052,13 @@ def _race_round(t: Target, pop: Pop, racer: Racer, st: PopState, rnd: int,
         if th is not None:
             th.start()
             go.wait()
-        m.t0 = time.perf_counter_ns()
+        m.t0 = t.clock.now_ns()
         try:
             pop.populate(t, st)
         except OSError as e:
             st.error = f"{pop.name}: {e}"
             st.error_errno = e.errno or 0
-        m.t1 = time.perf_counter_ns()
+        m.t1 = t.clock.now_ns()
         if th is not None:
             th.join(120)
             if th.is_alive():

@@ -191,7 +191,11 @@ def check(console: Any, status: Any, costs: Costs, sizes: list[int], rounds: int
 
     pop = S.POPULATORS["populate-anon"]
     real = S.RealTarget()  # the kernel's own mmap_lock waits where tracing is available, else wall clock
-    model = S.ModelTarget("v6.18", costs, lock_waits=real.lock_waits)  # the model's lock records alike
+    from mmlab.harness.dilation import HANDOFF_TARGET_NS, RESIDUAL_TARGET_NS, choose_dilation
+    # the model on a dilated clock (mmlab.harness.dilation; `mmlab latency --quick`'s targets):
+    # its interpreter time counts 1/k, so its waits are the calibrated costs and the lock protocol
+    dil = choose_dilation(costs, target_ns=8 * RESIDUAL_TARGET_NS, handoff_target_ns=8 * HANDOFF_TARGET_NS)
+    model = S.ModelTarget("v6.18", costs, lock_waits=real.lock_waits, dilation=dil.k)  # its lock records alike
     rows = []
     timing = "wall"
     try:
@@ -211,7 +215,8 @@ def check(console: Any, status: Any, costs: Costs, sizes: list[int], rounds: int
         model.close()
     load = os.getloadavg()[0]
     t = Table(title=f"check: writer's worst wait during populate-anon, real kernel vs v6.18 with these costs "
-              f"(median of {rounds} rounds; real waits {timing}; load average {load:.1f} on {os.cpu_count()} CPUs)")
+              f"(median of {rounds} rounds; real waits {timing}; the model's clock dilated k={dil.k:.1f}; load average "
+              f"{load:.1f} on {os.cpu_count()} CPUs)")
     for c in ("size", "real ms", "v6.18 ms", "diff", f"within {CHECK_TOLERANCE:.0%}", "real populate ms",
               "v6.18 populate ms"):
         t.add_column(c, justify="right")
@@ -242,7 +247,7 @@ def check(console: Any, status: Any, costs: Costs, sizes: list[int], rounds: int
         with open(json_path) as fh:
             doc = json.load(fh)
         doc["check"] = {"rows": out, "tolerance": CHECK_TOLERANCE, "load_average": load, "rounds": rounds,
-                        "timing": timing}
+                        "timing": timing, "dilation": dil.as_dict()}
         with open(json_path, "w") as fh:
             json.dump(doc, fh, indent=2)
     return 1 if bad else 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from mmlab.real.libc import unavailable_reason
 from mmlab.report.costs_arg import add_costs_argument
+from mmlab.report.latency_cmd import add_time_args, make_dilation
 from mmlab.report.real_cmd import (latency_tables, not_observed_lines, parse_sizes, pick, race_problems, race_table,
                                    verdict_cell)
 
@@ -56,16 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a reduced run that finishes within 2 minutes")
     p.add_argument("--json", metavar="FILE", help="write everything as JSON")
     add_costs_argument(p)
+    add_time_args(p)
     p.set_defaults(func=run)
 
 
 def slowdown_table(con: Any, runs: list[dict[str, Any]], names: list[str]) -> None:
     """The populating thread's cost: populate beside the victims / the same populate alone
     (medians of the rounds), per populator and size, one column per target. Model profiles run
-    on an undilated clock here: their interpreter time counts in full (see `mmlab latency`)."""
+    on a dilated clock (their interpreter time counts 1/k, see `mmlab latency`)."""
     from rich.table import Table
     t = Table(title="populate slowdown beside the victims (populate / alone, medians)",
-              caption="model rows: undilated clock, interpreter time included")
+              caption="model columns: modelled time on a dilated clock (the residual is printed above)")
     t.add_column("populator")
     t.add_column("size", justify="right")
     for n in names:
@@ -82,6 +84,14 @@ def slowdown_table(con: Any, runs: list[dict[str, Any]], names: list[str]) -> No
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmlab.clock import hooks
+    try:
+        return _run(args)
+    finally:
+        hooks.syscall_burn_ns = 0  # --burn-us: set by make_dilation for the whole run
+
+
+def _run(args: argparse.Namespace) -> int:
     from mmlab.report.console import console
     from rich.table import Table
     from mmlab.kernels import base_profile, claiming_profile, get_kernel, parse_kernels
@@ -117,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             racers = pick(args.racer, S.RACERS, "racer")
         if len(sizes) < 2 or rounds < 1 or race_rounds < 1:
             raise ValueError("need at least two sizes and one round")
+        # the models' clocks: quick targets (8 us a call) by default, a verdict's shape needs no more
+        dil = make_dilation(args, 1.0, quick=True)
     except ValueError as e:
         err.print(f"mmlab compare: {e}")
         return 2
@@ -137,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
     skipped: dict[tuple[str, str], str] = {}
     real = S.RealTarget(timing=args.timing)
     # the models' victim waits come from their lock records exactly when the real kernel's do
-    targets: list[Any] = [real] + [S.ModelTarget(k, args.costs.costs, lock_waits=real.lock_waits) for k in kernels]
+    targets: list[Any] = [real] + [S.ModelTarget(k, args.costs.costs, lock_waits=real.lock_waits,
+                                                 dilation=dil.recalibrated().k) for k in kernels]  # type: ignore[attr-defined]
+    ks = [t.dilation for t in targets[1:]]
+    con.print(f"models' time: {dil.text()}; per model k {', '.join(f'{n} {k:.1f}' for n, k in zip(kernels, ks))}: "  # type: ignore[attr-defined]
+              f"residual at most {dil.overhead_ns / min(ks) / 1e3:.2f} us of modelled time per call "  # type: ignore[attr-defined]
+              "(the real kernel's times are wall time)", highlight=False)
     names = [t.name for t in targets]
     interrupted = False
     try:
@@ -243,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"[bold red]{errors} race round(s) were ERROR[/]: they tested nothing (see above)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"costs": args.costs.as_dict(), "runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
+            json.dump({"costs": args.costs.as_dict(), "time": {"dilation": dil.as_dict(),  # type: ignore[attr-defined]
+                       "model_k": dict(zip(kernels, ks))}, "runs": runs, "verdicts": verdicts, "noise_floor": floors, "results": races,
                        "skipped": [{"target": n, "what": w_, "why": y} for (n, w_), y in skipped.items()],
                        "timing": {"latency": "traced" if real.lock_waits else "wall",
                                   "race": sorted({r["timing"] for r in races if r["kernel"] == "real"})},

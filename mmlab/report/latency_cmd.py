@@ -131,7 +131,8 @@ def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> o
             raise ValueError(f"--dilation must be >= 1, not {args.dilation!r}")
     hooks.syscall_burn_ns = int(args.burn_us * 1e3)
     loose = res_us * 1e3 / RESIDUAL_TARGET_NS  # --residual-us (and --quick) loosen both targets alike
-    return choose_dilation(DEFAULT_COSTS.scaled(ts), k=k, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns,
+    costs = getattr(args, "costs", None)  # a CostProfile (--costs), else the built-in costs
+    return choose_dilation((costs.costs if costs is not None else DEFAULT_COSTS).scaled(ts), k=k, target_ns=res_us * 1e3 * ts, burn_ns=hooks.syscall_burn_ns,
                            handoff_target_ns=HANDOFF_TARGET_NS * loose * ts)
 
 

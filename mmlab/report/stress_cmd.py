@@ -15,11 +15,15 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mmlab.harness.live import DEFAULT_PERIOD_MS
 from mmlab.harness.suite import Suite, SuiteError, load_suite
 from mmlab.report.costs_arg import add_costs_argument
+
+if TYPE_CHECKING:
+    from mmlab.clock import Costs
+    from mmlab.harness.dilation import Dilation
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "stress"
 
@@ -33,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="suite files or directories (default: stress/)")
     p.add_argument("--kernel", help="run only these kernels of each suite (comma-separated)")
     p.add_argument("--time-scale", type=float, help="override every suite's time_scale")
+    p.add_argument("--dilation", default="off", metavar="auto|K|off",
+                   help="the workloads' clock (see `mmlab latency --help`): modelled costs run K times slower "
+                   "on the real clock and times are divided by K, so interpreter time counts 1/K; auto: K from "
+                   "the measured per-call overhead with `mmlab latency --quick`'s targets (8 us a call, K >= 4); "
+                   "off (default): K=1, the interpreter's time counts in full -- a suite's duration is real "
+                   "seconds, so a dilated workload covers 1/K of it. The residual is printed either way")
     p.add_argument("--seed", type=int, help="override every suite's seed")
     add_costs_argument(p)
     p.add_argument("--json", metavar="FILE", help="write results as JSON")
@@ -59,6 +69,25 @@ def _paths(args: argparse.Namespace) -> list[Path]:
 def _fail(msg: str) -> int:
     print(f"mmlab stress: error: {msg}", file=sys.stderr)
     return 2
+
+
+def _dilation(text: str, costs: "Costs") -> "Dilation":
+    """--dilation: auto (quick targets), K >= 1, or off (K=1); the per-call overhead is measured
+    in every case, so the residual can be printed."""
+    from mmlab.harness.dilation import HANDOFF_TARGET_NS, RESIDUAL_TARGET_NS, choose_dilation
+    t = str(text).strip().lower()
+    quick = dict(target_ns=8 * RESIDUAL_TARGET_NS, handoff_target_ns=8 * HANDOFF_TARGET_NS)
+    if t == "auto":
+        return choose_dilation(costs, **quick)  # type: ignore[arg-type]
+    if t == "off":
+        return choose_dilation(costs, k=1.0, **quick)  # type: ignore[arg-type]
+    try:
+        k = float(t)
+    except ValueError:
+        raise ValueError(f"--dilation takes auto, off or a number >= 1, not {text!r}") from None
+    if not k >= 1:
+        raise ValueError(f"--dilation must be >= 1, not {text!r}")
+    return choose_dilation(costs, k=k, **quick)  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,12 +117,18 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             s = dataclasses.replace(s, seed=args.seed)
         suites[i] = dataclasses.replace(s, costs=args.costs.costs)
+    try:
+        dil = _dilation(args.dilation, args.costs.costs)
+    except ValueError as e:
+        return _fail(str(e))
+    suites = [dataclasses.replace(s, dilation=dil.k) for s in suites]
     if args.list:
         for s in suites:
             print(f"{s.path}: {s.name} -- {s.description} (kernels {', '.join(s.kernels)}; "
                   f"{len(s.races)} race sections, {sum(t.count for t in s.tasks)} tasks)")
         return 0
     print(f"mmlab stress: {len(suites)} suite(s); {args.costs.header}", file=sys.stderr, flush=True)
+    print(f"mmlab stress: workload clock: {dil.text()}", file=sys.stderr, flush=True)
     return _run(suites, args.json, args.check_live_ms if args.check_live else 0.0, args.costs.as_dict())
 
 
@@ -222,9 +257,13 @@ def _summary(out, results) -> None:
                 out.print(f"{r.suite.name} {run.kernel}: worst wait {wl.worst_wait_ms:.2f} ms "
                           f"({wl.worst_wait_where or '-'}), populate {wl.slowdown:.2f}\u00d7 slower than alone "
                           f"({wl.populate_ms:.1f} vs {wl.alone_ms:.1f} ms, median calls)", highlight=False)
-        if any(run.workload is not None and run.workload.slowdown is not None for run in r.runs):
-            out.print("workload times are undilated (interpreter time counts in full as modelled time; "
-                      "`mmlab latency` dilates and prints its residual)", style="dim", highlight=False)
+        wls = [run.workload for run in r.runs if run.workload is not None and run.workload.slowdown is not None]
+        if wls:
+            k = wls[0].dilation
+            out.print(f"workload times are modelled time on a clock dilated k={k:g}"
+                      + (" (undilated: the interpreter's time counts in full; --dilation auto divides it by k)"
+                         if k == 1 else " (the interpreter's time counts 1/k)")
+                      + "; the residual per call is printed at the start", style="dim", highlight=False)
         status = {"HELD": "[green]every expectation held[/]", "VIOLATED": "[bold red]expectations violated[/]",
                   "HANG": "[bold red]hang[/]", "INTERRUPTED": "[yellow]interrupted: partial results[/]"}[r.status]
         out.print(f"{r.suite.name}: {status} ({r.elapsed_s:.1f} s)")

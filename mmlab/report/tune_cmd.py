@@ -22,6 +22,7 @@ __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from mmlab.report.costs_arg import add_costs_argument
     from mmlab.report.latency_cmd import add_time_args
 
     p = sub.add_parser(
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="cost multiplier (default 1)")
     p.add_argument("--interval-us", type=float, default=250.0, help="victims' open-loop interval (default 250)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random, printed)")
+    add_costs_argument(p)
     add_time_args(p)
     p.add_argument("--json", metavar="FILE", help="write every run as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="the Pareto plot (matplotlib)")
@@ -52,7 +54,7 @@ def _bad(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmlab.clock import DEFAULT_COSTS, hooks
+    from mmlab.clock import hooks
     from mmlab.harness.latency import LatencyConfig
     from mmlab.harness.populators import get_populators
     from mmlab.harness.tune import parse_sweep
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _bad(str(e))
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
-    cfg = LatencyConfig([base], pops, [size], costs=DEFAULT_COSTS.scaled(args.time_scale), seed=seed,
+    cfg = LatencyConfig([base], pops, [size], costs=args.costs.scaled(args.time_scale), seed=seed,
                         stall_ms=1e9, repeats=args.repeats, interval_ns=int(args.interval_us * 1e3),
                         dilation=dil)  # type: ignore[arg-type]
     try:
@@ -103,6 +105,7 @@ def _report(args: argparse.Namespace, cfg: object, size: int, sweeps: list, refs
                   + " x ".join(f"{s.switch}={','.join(map(str, s.values))}" for s in sweeps)
                   + f"; references {', '.join(r.name for r in refs) or 'none'}; {c.repeats} repeats; "  # type: ignore[attr-defined]
                   f"seed {c.seed}", highlight=False)  # type: ignore[attr-defined]
+    console.print(args.costs.header, highlight=False)
     console.print(c.dilation.text(), highlight=False)  # type: ignore[attr-defined]
 
     def progress(pt: TunePoint, text: str) -> None:
@@ -127,7 +130,7 @@ def _report(args: argparse.Namespace, cfg: object, size: int, sweeps: list, refs
                   style="dim", highlight=False)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res.as_dict(), f, indent=1, default=str)
+            json.dump({**res.as_dict(), "costs": args.costs.as_dict()}, f, indent=1, default=str)
         console.print(f"wrote {args.json}", highlight=False)
     if args.plot:
         from mmlab.report.tune_plot import plot_tune

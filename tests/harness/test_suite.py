@@ -181,3 +181,26 @@ def test_workload_reports_the_populates_slowdown(tmp_path: Path, capsys: pytest.
         assert wl["populate_ms"] > 0 and wl["alone_ms"] > 0
         assert wl["slowdown"] == pytest.approx(wl["populate_ms"] / wl["alone_ms"])
     assert "slower than alone" in text and "undilated" in text
+
+
+def test_a_dilated_workload_reports_modelled_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dilation K: the workload's clock runs K times slower, its times stay modelled: the 16 MiB
+    populate alone reads about its modelled cost (4,096 pages x anon_page_ns x 0.25) at K=1 and at
+    K=8 alike, and the JSON and the report name K."""
+    import json
+    from mmlab.clock import DEFAULT_COSTS
+    cost_ms = 4096 * DEFAULT_COSTS.anon_page_ns * 0.25 / 1e6
+    path = str(_write(tmp_path, WORKLOAD))
+    calls = {}
+    for k in ("off", "8"):
+        out = tmp_path / f"w{k}.json"
+        assert main(["stress", path, "--kernel", "v6.18", "--dilation", k, "--json", str(out)]) == 0
+        text = capsys.readouterr().out
+        wl = json.loads(out.read_text())["suites"][0]["kernels"][0]["workload"]
+        assert wl["dilation"] == (1.0 if k == "off" else 8.0)
+        assert 0.8 * cost_ms < wl["alone_ms"] < 2.0 * cost_ms, (k, wl["alone_ms"], cost_ms)
+        assert f"dilated k={wl['dilation']:g}" in text
+        calls[k] = wl["calls"]
+    # the same 300 ms of real time hold 1/8 of the modelled time: far fewer calls fit in it
+    assert calls["8"] < calls["off"] / 2, calls
+    assert main(["stress", path, "--dilation", "0.5"]) == 2

@@ -27,6 +27,9 @@ def test_the_reference_is_claimed_by_version_and_a_variant_is_marked(tmp_path: P
         assert set(d["disagreements_by_profile"]) == set(d["marked"])
     assert rc == (1 if d["disagreements"] or d["race_errors"] or d["latency_not_observed"] else 0)
     assert d["timing"]["race"] and set(d["timing"]["race"]) <= {"traced", "wall"}
+    # the models ran on dilated clocks (modelled time), each k said, the residual with it
+    assert set(d["time"]["model_k"]) == {r["kernel"] for r in d["results"]} - {"real"} and all(k >= 1 for k in d["time"]["model_k"].values())
+    assert d["time"]["dilation"]["residual_ns"] > 0
 
 
 def test_marks_count_disagreements_per_profile() -> None:

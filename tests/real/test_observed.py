@@ -70,6 +70,10 @@ def test_a_writer_that_never_asked_while_the_populate_held_the_lock_measured_not
     gap = LockRec(7, "W", 1_500, 1_500, 1_900, tid=20, call="munmap")
     pop_gap = [pop[0], LockRec(1, "R", 2_000, 2_000, 14_000_000, tid=10, call="mmap")]
     assert S._writer_asked(Ev(pop_gap + [gap]), v, 10, 0, 15_000_000) is False  # type: ignore[arg-type]
+    # stamped in that gap (queued behind the populate's read request, or it lost the GIL before it
+    # queued) and granted only when the hold ended: it waited out the populate
+    queued = LockRec(9, "W", 1_500, 14_000_001, 14_000_100, tid=20, call="mmap")
+    assert S._writer_asked(Ev(pop_gap + [queued]), v, 10, 0, 15_000_000) is True  # type: ignore[arg-type]
     # between two read holds of a file populate (a disk wait dropped the lock): inside it
     yielded = [LockRec(1, "R", 2_000, 2_000, 5_000, tid=10, call="mmap"),
                LockRec(1, "R", 9_000, 9_000, 14_000_000, tid=10, call="mmap")]

@@ -214,3 +214,22 @@ def test_a_racer_that_runs_before_the_populate_maps_is_rerun_then_an_error() -> 
     assert r["racer_first"] == S.RACER_FIRST_TRIES - 1
     assert r["outcomes"] == {"OK": 0, "INTERESTING": 0, "FORBIDDEN": 0, "ERROR": 1}
     assert "before the populate mapped the range" in r["errors"][0]
+
+
+def test_a_dilated_model_target_reports_modelled_time() -> None:
+    """ModelTarget(dilation=k): the populate's time, the victims' samples and the lock records are
+    all on the MM's dilated clock -- a 16 MiB anonymous populate reads about its modelled cost
+    (4,096 pages x anon_page_ns), whatever k is, and the writer's wait is most of it (v6.18)."""
+    from mmlab.clock import DEFAULT_COSTS
+    cost_ms = (16 << 20 >> 12) * DEFAULT_COSTS.anon_page_ns / 1e6
+    t = S.ModelTarget("v6.18", lock_waits=True, dilation=16.0)
+    try:
+        assert t.clock is t.mm.clock and t.clock.dilation == 16.0
+        r = S.run_latency_cell(t, S.POPULATORS["populate-anon"], 16 << 20, rounds=1)
+    finally:
+        t.close()
+    assert r["error"] is None and r["timing"] == "model"
+    # real time would be 16x the cost; the interpreter's share is divided by 16 too
+    assert 0.8 * cost_ms < r["populate_ms"] < 1.6 * cost_ms, (r["populate_ms"], cost_ms)
+    assert 0.8 * cost_ms < r["alone_ms"] < 1.6 * cost_ms, (r["alone_ms"], cost_ms)
+    assert r["victim"]["writer"]["max_us"] / 1e3 > 0.5 * cost_ms, r["victim"]["writer"]

@@ -27,7 +27,7 @@ zap_anon_page_ns = 250
 anon_page_ns = 0.05
 """
 
-COMMANDS = [["latency"], ["race"], ["stress"], ["compare"], ["explore"], ["sweep"], ["demo"]]
+COMMANDS = [["latency"], ["race"], ["stress"], ["compare"], ["explore"], ["sweep"], ["demo"], ["tune"]]
 
 
 def _write(tmp_path: Path, text: str, name: str = "costs.toml") -> str:

@@ -53,3 +53,24 @@ def test_a_small_sweep_has_every_point_the_reference_and_a_plot(tmp_path: Path, 
     assert small["runs"]["yields"][0] > 0 and ref["runs"]["yields"] == [0]
     assert any(p["pareto"] for p in pts.values())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_costs_profile_moves_the_populate_and_is_named(tmp_path: Path, seed: int,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from mmlab.clock import DEFAULT_COSTS
+    slow = tmp_path / "slow.toml"
+    slow.write_text(f"[costs]\nanon_page_ns = {DEFAULT_COSTS.anon_page_ns * 4}\n")
+    docs = {}
+    for name, costs in (("builtin", "builtin"), ("slow", str(slow))):
+        out = tmp_path / f"{name}.json"
+        rc = main(["tune", "--sweep", "populate_batch_pages=64,512", "--size", "4M", "--repeats", "1",
+                   "--reference", "none", "--residual-us", "8", "--seed", str(seed), "--costs", costs,
+                   "--json", str(out)])
+        text = capsys.readouterr().out
+        assert rc == 0, text
+        docs[name] = json.loads(out.read_text())
+        assert ("costs: built-in" in text) == (name == "builtin") and (str(slow) in text.replace("\n", "")) == (name == "slow")
+    assert docs["slow"]["costs"]["costs"]["anon_page_ns"] == DEFAULT_COSTS.anon_page_ns * 4
+    alone = {n: d["points"][0]["runs"]["alone_ms"][0] for n, d in docs.items()}
+    # 4x the per-page cost: the populate alone takes several times as long in modelled time
+    assert alone["slow"] > 2.5 * alone["builtin"], alone
