@@ -212,3 +212,41 @@ def test_the_watchdog_reports_a_writer_waiting_for_a_vmas_readers(threads) -> No
     threads.join()
     wd._close_finished()
     assert r.final_wait_ms is not None and r.final_wait_ms >= 2.0
+
+
+def test_a_task_step_counts_its_wait_in_vma_start_write() -> None:
+    """The latency harness's own accounting (TaskGroup, real threads): a writer toggling the
+    protection of a page inside the vma being populated waits in vma_start_write(), and its
+    steps' waits include those waits -- the policy does not look better by hiding them."""
+    from mmlab.harness.tasks import Step, Task, TaskGroup
+
+    mm = MM(ON, DEFAULT_COSTS)
+    size = 64 << 20  # 16 batches of 1024 pages, 1.6 ms each
+    addr = mm.mmap(0, size, RW, ANON)
+    mm.munmap(addr, size)
+    cv = watch(mm.vma_locks)
+    done = threading.Event()
+    mine: list[LockRecord] = []
+
+    def populate(mm: MM) -> None:
+        try:
+            mm.mmap(addr, size, RW, ANON | MAP_FIXED | MAP_POPULATE)
+        finally:
+            done.set()
+
+    def toggles(task: Task):  # type: ignore[no-untyped-def]
+        wait_until(cv, lambda: bool(mm.vma_locks.holders) or done.is_set())
+        page = addr + size - 2 * PAGE_SIZE
+        while not done.is_set():
+            yield Step("mprotect", lambda mm: mm.mprotect(page, PAGE_SIZE, PROT_READ))
+            yield Step("mprotect", lambda mm: mm.mprotect(page, PAGE_SIZE, RW))
+
+    mm.mmap_sem.listeners.append(lambda r: mine.append(r) if r.task == "writer" and r.lock == VMA_LOCK_NAME else None)
+    pop = Task("populator", [Step("populate", populate)])
+    writer = Task("writer", toggles)
+    res = TaskGroup(mm, [pop, writer], until=[pop, writer], timeout_s=60).run()
+    res.raise_errors()
+    assert mine, "the writer never met the populate's vma lock"  # 64 MiB: it always does
+    st = writer.stats["mprotect"]
+    assert st.max_wait_ns >= max(r.wait_ns for r in mine) > 0
+    assert mm.pt.count_present(addr, addr + size) == size // PAGE_SIZE
