@@ -33,7 +33,9 @@ Profile switches that change it:
                             the vma up again with its identity checks (populate_checks_identity);
                             the pages are never graded without mmap_sem or the vma lock holding
                             their lineage still. A disk wait drops the vma lock and goes back
-                            to mmap_sem too (FAULT_FLAG_VMA_LOCK + VM_FAULT_RETRY).
+                            to mmap_sem too (FAULT_FLAG_VMA_LOCK + VM_FAULT_RETRY). The batch is
+                            fixed here: populate_yield_after_us and populate_batch_max_pages
+                            shape the mmap_sem holds only.
 
 Every pte a populate makes present carries its grade, fixed then (:func:`populate_marks`): was
 the mapping there one the call asked for (its origin, or an origin it was moved from, is among
