@@ -191,17 +191,21 @@ V6_18 = Kernel(
     stack_guard_gap=256,
     fault_around_pages=16,
 )
-# bounded's policy, chosen with `mmlab tune` (README, docs/tune-batch.png): yield at every 512-page
-# boundary a writer waits at. On the Pareto front at a writer every 250 us (0.87 ms, 1.011x at
-# 256 MiB) and under a writer storm (1.25 ms, 1.004x: at most one yield per batch); a 500 us
-# threshold with 64-page checks (populate_yield_after_us) and a growing batch
-# (populate_batch_max_pages) did not beat it.
+# bounded's policy, chosen with `mmlab tune` (README, docs/tune-vma-lock.png, docs/tune-batch.png):
+# populate each vma under its per-VMA read lock, dropped and re-taken every 512 pages
+# (populate_vma_lock): a writer elsewhere in the address space does not wait at all (0 ms,
+# 0.999x at 256 MiB, against 0.93 ms, 1.012x for the mmap_sem yield alone), a writer on the
+# populated vma waits at most one batch. Under mmap_sem (populate_vma_lock=off, and after a
+# re-take fails) it yields at every 512-page boundary a writer waits at: on the Pareto front at
+# a writer every 250 us and under a writer storm; a 500 us threshold with 64-page checks
+# (populate_yield_after_us) and a growing batch (populate_batch_max_pages) did not beat it.
 BOUNDED = dataclasses.replace(
     V6_18,
     name="bounded",
-    description="proposal: bounded read holds that yield to writers, identity-checked populate",
+    description="proposal: populate under the per-VMA lock in batches that yield to writers, identity-checked",
     populate_batch_pages=512,
     populate_checks_identity=True,
+    populate_vma_lock=True,
 )
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in (V3_7, V3_9_RC1, V3_9, V6_18, BOUNDED)}

@@ -15,7 +15,8 @@ from mmlab.mm.mm_struct import MM
 
 SIZE = 4 << 20  # 1024 pages
 PAGES = SIZE // PAGE_SIZE
-B = "bounded+populate_yield_after_us=0"  # a yield at every batch boundary a waiter is seen at
+B = "bounded+populate_vma_lock=off+populate_yield_after_us=0"  # under mmap_sem: a yield at every
+# batch boundary a waiter is seen at (tests/mm/test_populate_vma_lock.py: under the per-VMA lock)
 
 
 def _populate(spec: str, contended_after: int = 0, age_us: Optional[float] = 0.0) -> list[int]:
@@ -56,8 +57,8 @@ def test_a_batch_smaller_than_a_page_table_is_honoured() -> None:
 
 
 def test_yield_after_waits_for_the_waiter_to_age() -> None:
-    young = _populate("bounded+populate_batch_pages=64+populate_yield_after_us=500", age_us=100)
-    old = _populate("bounded+populate_batch_pages=64+populate_yield_after_us=500", age_us=600)
+    young = _populate("bounded+populate_vma_lock=off+populate_batch_pages=64+populate_yield_after_us=500", age_us=100)
+    old = _populate("bounded+populate_vma_lock=off+populate_batch_pages=64+populate_yield_after_us=500", age_us=600)
     assert young == []                                   # nobody waited long enough: no yield
     assert old == list(range(64, PAGES, 64))             # everyone did: every boundary yields
 
@@ -71,6 +72,9 @@ def test_batch_grows_while_nobody_waits_and_restarts_after_a_yield() -> None:
     assert fixed == list(range(640, PAGES, 64))
 
 
-def test_the_shipped_policy_yields_at_every_512_page_boundary_a_writer_waits_at() -> None:
-    assert _populate("bounded", age_us=0) == [512]
-    assert _populate("bounded", contended_after=600) == []  # nobody waited at 512; 1024 is the end
+def test_the_shipped_policy_under_mmap_sem_yields_at_every_512_page_boundary_a_writer_waits_at() -> None:
+    """bounded's batch and threshold where it populates under mmap_sem: with populate_vma_lock
+    off, and after a per-VMA re-take fails (a writer marked the vma)."""
+    shipped = "bounded+populate_vma_lock=off"
+    assert _populate(shipped, age_us=0) == [512]
+    assert _populate(shipped, contended_after=600) == []  # nobody waited at 512; 1024 is the end

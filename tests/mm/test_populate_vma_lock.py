@@ -32,7 +32,7 @@ PAGES = SIZE // PAGE_SIZE
 BATCH = 1024  # two page tables: a populate's schedule points come every table, so a writer
 # that starts after the first one arrives in the middle of a batch
 ON = f"bounded+populate_vma_lock+populate_batch_pages={BATCH}"
-OFF = f"bounded+populate_batch_pages={BATCH}"
+OFF = f"bounded+populate_vma_lock=off+populate_batch_pages={BATCH}"
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 START_AFTER = POPULATE_CHUNK  # pages the populate has made present when the writer starts
