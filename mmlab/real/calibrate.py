@@ -162,6 +162,10 @@ def calibrate(sizes: tuple[int, ...] = DEFAULT_SIZES, repeats: int = 5, file_siz
             for i in range(repeats + 1):  # the first round is a warm-up, not kept
                 for size in sizes:
                     n = size // PAGE_SIZE
+                    # as the latency scenarios time a populate (mmlab.real.scenarios, Target.warm):
+                    # right after the same size was populated elsewhere and freed again
+                    w = mm.mmap(0, size, RW, ANON | MAP_POPULATE)
+                    mm.munmap(w, size)
                     tp, cp = _timed2(populate(size))
                     tz, cz = _timed2(lambda: mm.munmap(addr, size))
                     if i:
