@@ -50,7 +50,7 @@ VICTIM_OPS = ("fault", "mmap", "mprotect", "munmap")
 DEFAULT_INTERVAL_NS = 250_000
 # Verdicts are per victim: the reader's faults, and the writer's write-lock calls taken together
 # (a populate catches the writer in whichever of its calls it is in at the time).
-VERDICT_OPS = ("fault", "writer")
+VERDICT_OPS = ("fault", "writer", "vma-mprotect")  # the last only with the vma-writer victim
 WRITER_OPS = ("mmap", "mprotect", "munmap")
 
 
@@ -213,6 +213,8 @@ class PolicyCost:
     slowdown: Optional[float]          # at the largest size, median over repeats
     populate_ms: Optional[float]
     alone_ms: Optional[float]
+    vma_bounded: Optional[bool] = None    # the vma-writer victim (a writer on the populated vma), if run
+    vma_worst_ms: Optional[float] = None
 
     @property
     def text(self) -> str:
@@ -222,6 +224,9 @@ class PolicyCost:
             w = f"writer bounded (\u2264 {self.writer_worst_ms:.2f} ms)"
         else:
             w = f"writer UNBOUNDED (waits {self.writer_worst_ms:.2f} ms, growing with the size)"
+        if self.vma_bounded is not None:
+            w += (f", writer on its vma bounded (\u2264 {self.vma_worst_ms:.2f} ms)" if self.vma_bounded
+                  else f", writer on its vma UNBOUNDED (waits {self.vma_worst_ms:.2f} ms)")
         if self.slowdown is None:
             sl = "populate slowdown ?"
         elif self.slowdown < 0.95:  # faster beside the victims than alone: say so, not "0.5x slower"
@@ -257,8 +262,11 @@ def policy_costs(res: "LatencyResult") -> list[PolicyCost]:
         worst = max(v.worst_us) / 1e3 if v is not None else None
         pops = [r.populate_ms for r in top]
         alone = next((r.alone_ms for r in top if r.alone_ms is not None), None)
+        vv = verd.get((kname, pname, "vma-mprotect"))
         out.append(PolicyCost(kname, pname, size, v.bounded if v is not None else None, worst,
-                              median_slowdown(top), statistics.median(pops), alone))
+                              median_slowdown(top), statistics.median(pops), alone,
+                              vv.bounded if vv is not None else None,
+                              max(vv.worst_us) / 1e3 if vv is not None else None))
     return out
 
 

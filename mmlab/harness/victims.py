@@ -6,6 +6,9 @@
   vma has PROT_NONE guard pages on both sides so it never merges with a neighbour.
 * ``writer`` -- a task that maps one page, mprotects it and unmaps it again: three calls that
   each take mmap_sem for write (vm_mmap_pgoff, do_mprotect_pkey, __vm_munmap).
+* ``vma-writer`` -- a task that mprotects the last page of the populate's own range to PROT_NONE
+  and back: write-lock calls that split and merge the populated vma (vma_start_write() on it),
+  the writer that a populate under the per-VMA lock (``populate_vma_lock``) still makes wait.
 
 They are separate threads on purpose: with a fair rwsem a queued writer blocks new readers, so
 when the writer waits behind a long read hold, the reader waits behind the writer -- Michel
@@ -23,11 +26,13 @@ import random
 import threading
 from typing import Callable, Iterator
 
+from mmlab.errors import ENOMEM
 from mmlab.flags import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, PAGE_SIZE,
-                         PROT_NONE, PROT_READ, PROT_WRITE)
+                         PROT_NONE, PROT_READ, PROT_WRITE, VM_READ, VM_WRITE)
 from mmlab.harness.tasks import Step, Task
 
-__all__ = ["VICTIMS", "make_victims", "fault_victim", "writer_victim", "has_mprotect", "READY_AFTER"]
+__all__ = ["VICTIMS", "make_victims", "fault_victim", "writer_victim", "vma_writer_victim", "has_mprotect",
+           "READY_AFTER"]
 
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
@@ -97,7 +102,60 @@ def writer_victim(name: str = "writer", interval_ns: int | None = None, mprotect
     return Task(name, script, repeat=True, interval_ns=interval_ns, setup=setup)
 
 
-VICTIMS: dict[str, Callable[..., Task]] = {"fault": fault_victim, "writer": writer_victim}
+def vma_writer_victim(name: str = "vma-writer", interval_ns: int | None = None) -> Task:
+    """While a populate runs (a call of another task with ``populate_range``, set by gup.py),
+    mprotect() the last page of its range to PROT_NONE and back to the protection it had: two
+    write-lock calls per round (op ``vma-mprotect``) that split the populated vma and merge it
+    again -- do_mprotect_pkey() takes mmap_sem for write and vma_start_write() on the vma, which
+    waits for a populate holding it under the per-VMA lock (bounded's ``populate_vma_lock``):
+    the writer whose range does overlap the populate. While nothing populates it idles (an
+    untimed step), so every timed call is one against a populate in progress."""
+    ready = threading.Event()
+    box: dict[str, int] = {}
+
+    def setup(task: Task) -> None:
+        task.user["ready"] = ready
+
+    def to_none(mm) -> None:  # type: ignore[no-untyped-def]
+        page = box["page"]
+        v = mm.vmas.vma_lookup(page)
+        box["prot"] = -1 if v is None else \
+            (PROT_READ if v.flags & VM_READ else 0) | (PROT_WRITE if v.flags & VM_WRITE else 0)
+        try:
+            mm.mprotect(page, PAGE_SIZE, PROT_NONE)
+        except OSError as e:  # the populate ended and its range went meanwhile: Linux's answer too
+            if e.errno != ENOMEM:
+                raise
+
+    def back(mm) -> None:  # type: ignore[no-untyped-def]
+        try:
+            mm.mprotect(box["page"], PAGE_SIZE, box["prot"])
+        except OSError as e:
+            if e.errno != ENOMEM:
+                raise
+
+    def script(task: Task) -> Iterator[Step]:
+        n = 0
+        mm = task.mm
+        while True:
+            n += 1
+            if n == READY_AFTER:
+                ready.set()
+            rng = next((getattr(c, "populate_range", None) for c in list(mm.running.values())
+                        if c.populates and c.task != task.name), None)
+            if rng is None:
+                yield Step("idle", lambda mm_: mm_.clock.wait(50_000), timed=False)  # 50 us: no busy loop
+                continue
+            box["page"] = rng[1] - PAGE_SIZE
+            yield Step("vma-mprotect", to_none)
+            if box.get("prot", -1) >= 0:
+                yield Step("vma-mprotect", back)
+
+    return Task(name, script, repeat=True, interval_ns=interval_ns, setup=setup)
+
+
+VICTIMS: dict[str, Callable[..., Task]] = {"fault": fault_victim, "writer": writer_victim,
+                                           "vma-writer": vma_writer_victim}
 
 
 def make_victims(names: list[str], seed: int, interval_ns: int | None = None) -> list[Task]:
@@ -107,6 +165,8 @@ def make_victims(names: list[str], seed: int, interval_ns: int | None = None) ->
             out.append(fault_victim(seed=seed, interval_ns=interval_ns))
         elif n == "writer":
             out.append(writer_victim(interval_ns=interval_ns))
+        elif n == "vma-writer":
+            out.append(vma_writer_victim(interval_ns=interval_ns))
         else:
             raise ValueError(f"unknown victim {n!r}; known: {', '.join(VICTIMS)}")
     return out

@@ -80,6 +80,7 @@ def mm_populate(mm: "MM", start: int, length: int, call: "CallInfo", ignore_erro
     vma: Optional[Vma] = None
     ret = 0
     call.populates = True
+    call.populate_range = (start, end)
     mm.calls[call.call_id] = call
     ctx = current()
     total = length >> 12
@@ -193,6 +194,7 @@ def populate_range_locked(mm: "MM", vma: Vma, start: int, end: int, call: "CallI
     """make_pages_present() / mlock_vma_pages_range() of v3.7: the caller holds mmap_sem (any
     mode) and keeps it; a disk wait happens under the lock."""
     call.populates = True
+    call.populate_range = (start, end)
     mm.calls[call.call_id] = call
     ctx = current()
     addr = start

@@ -46,7 +46,9 @@ class CallInfo:
     """One syscall: who made it, what it asked for, and which mappings (origins) it may populate."""
 
     __slots__ = ("call_id", "task", "task_index", "name", "args", "targets", "populates", "pages",
-                 "retakes", "io_waits", "yields", "t_start", "t_end", "result", "replaced")
+                 "retakes", "io_waits", "yields", "t_start", "t_end", "result", "replaced", "populate_range")
+    # populate_range: (start, end) of the populate a call runs, set when it starts one (gup.py);
+    # unset (getattr default) for every other call, so the syscall fast path pays nothing for it
 
     def __init__(self, call_id: int, task: str, task_index: int, name: str, args: tuple, t: int) -> None:
         self.call_id = call_id

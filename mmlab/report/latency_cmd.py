@@ -82,6 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--closed-loop", action="store_true",
                    help="victims call back to back instead (as the real-kernel measurement did)")
     p.add_argument("--noise-ms", type=float, default=250.0, help="length of each noise-floor run (default 250)")
+    p.add_argument("--victims", default="fault,writer",
+                   help="comma-separated victims (default fault,writer): fault (a reader faulting its own "
+                   "pages), writer (one-page mmap/mprotect/munmap elsewhere), vma-writer (mprotect of the "
+                   "populated range's last page to PROT_NONE and back: the writer whose range overlaps the "
+                   "populate, which waits for it even under populate_vma_lock)")
     add_time_args(p)
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot worst wait vs size and one run's timeline (matplotlib)")
@@ -162,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--rounds and --repeats must be >= 1, --interval-us and --noise-ms > 0")
     if args.plot and not _have_plot():
         return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
+    from mmlab.harness.victims import VICTIMS
+    victims = tuple(v.strip() for v in args.victims.split(",") if v.strip())
+    unknown = [v for v in victims if v not in VICTIMS]
+    if not victims or unknown:
+        return _bad(f"--victims: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(VICTIMS)}")
+    args.victim_names = victims
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     try:
         dil = make_dilation(args, ts, args.quick)
@@ -198,7 +209,7 @@ def _report(args: argparse.Namespace, kernels: list, populators: list, sizes: li
                         hang_ms=args.hang_ms, seed=seed, rounds=args.rounds, repeats=args.repeats,
                         interval_ns=None if args.closed_loop else int(args.interval_us * 1e3),
                         noise_s=args.noise_ms / 1e3, timeline_for=timeline_for, watchdog_out=stall_out,
-                        dilation=dil)  # type: ignore[arg-type]
+                        dilation=dil, victims=args.victim_names)  # type: ignore[arg-type]
     perfetto: list[dict] = []
     if args.perfetto:
         from mmlab.report.perfetto import model_events

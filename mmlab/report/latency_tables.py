@@ -10,7 +10,7 @@ from mmlab.harness.latency import VICTIM_OPS, LatencyResult, RunResult
 
 __all__ = ["populator_table", "verdict_table", "fmt_us", "size_text", "percentile_cells"]
 
-_ROW_OPS = VICTIM_OPS + ("writer",)
+_ROW_OPS = VICTIM_OPS + ("writer", "vma-mprotect")
 
 
 def fmt_us(us: Optional[float]) -> str:

@@ -42,6 +42,8 @@ def test_parse_sizes() -> None:
     (["--dilation", "0.5"], "--dilation"),
     (["--dilation", "fast"], "--dilation"),
     (["--residual-us", "0"], "--residual-us"),
+    (["--victims", "fault,reader"], "--victims: unknown reader"),
+    (["--victims", ","], "--victims"),
     (["--burn-us", "-1"], "--burn-us"),
 ])
 def test_bad_arguments_exit_2_and_run_nothing(args: list[str], msg: str, capsys: pytest.CaptureFixture[str],
