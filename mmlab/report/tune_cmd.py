@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-scale", type=float, default=1.0, help="cost multiplier (default 1)")
     p.add_argument("--interval-us", type=float, default=250.0, help="victims' open-loop interval (default 250)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random, printed)")
+    p.add_argument("--victims", default="fault,writer",
+                   help="comma-separated victims, as `mmlab latency --victims` (default fault,writer); with "
+                   "vma-writer, a point's wait is the worse of the writer elsewhere and the writer on the vma")
     add_costs_argument(p)
     add_time_args(p)
     p.add_argument("--json", metavar="FILE", help="write every run as JSON")
@@ -78,13 +81,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--repeats must be >= 1, --time-scale and --interval-us > 0")
         if args.plot and not have_matplotlib():
             raise ValueError("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
+        from mmlab.harness.victims import VICTIMS
+        victims = tuple(v.strip() for v in args.victims.split(",") if v.strip())
+        unknown = [v for v in victims if v not in VICTIMS]
+        if unknown or not any(v in ("writer", "vma-writer") for v in victims):
+            raise ValueError(f"--victims: unknown {', '.join(unknown)}" if unknown else
+                             "--victims needs writer or vma-writer (the wait the plot shows)")
         dil = make_dilation(args, args.time_scale)
     except ValueError as e:
         return _bad(str(e))
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     cfg = LatencyConfig([base], pops, [size], costs=args.costs.scaled(args.time_scale), seed=seed,
                         stall_ms=1e9, repeats=args.repeats, interval_ns=int(args.interval_us * 1e3),
-                        dilation=dil)  # type: ignore[arg-type]
+                        dilation=dil, victims=victims)  # type: ignore[arg-type]
     try:
         return _report(args, cfg, size, sweeps, refs)
     finally:

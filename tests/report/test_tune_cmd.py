@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(120)
     (["--sweep", "populate_batch_pages=1,2", "--populator", "populate-anon,populate-file"], "one populator"),
     (["--sweep", "populate_batch_pages=1,2", "--dilation", "0.5"], "--dilation"),
     (["--sweep", "populate_batch_pages=1,2", "--repeats", "0"], "--repeats"),
+    (["--sweep", "populate_batch_pages=1,2", "--victims", "fault"], "--victims"),
+    (["--sweep", "populate_batch_pages=1,2", "--victims", "writer,x"], "--victims: unknown x"),
 ])
 def test_bad_arguments_exit_2_and_run_nothing(args: list[str], msg: str, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
