@@ -30,18 +30,6 @@ def _pairs_model(mm: MM, n: int) -> int:
     return cpu_ns() - t0
 
 
-def _pairs_model_as_run(mm: MM, n: int) -> int:
-    """_pairs_model with the interpreter as `mmlab latency` and the stress workloads run the
-    model (mmlab.harness.latency._prepare_process: the cyclic GC frozen and off, so no full
-    collection walks the kept call and lock histories in the middle of a measured wait)."""
-    from mmlab.harness.latency import _prepare_process, _restore_process
-    old = _prepare_process()
-    try:
-        return _pairs_model(mm, n)
-    finally:
-        _restore_process(old)
-
-
 def _pairs_real(real: RealMM, n: int) -> int:
     rmmap, rmunmap = real.raw_mmap, real.raw_munmap
     t0 = cpu_ns()
@@ -51,12 +39,9 @@ def _pairs_real(real: RealMM, n: int) -> int:
 
 
 @benchmark("mmap_munmap", "mmap+munmap of one anonymous page, uncontended (v6.18, zero costs) vs the real kernel", rows=[
-    Row("mmap_munmap.model", "us/pair", Goal("<=", 20), "the model: MM.mmap + MM.munmap of one page, the "
-        "interpreter as measured runs have it (cyclic GC frozen and off)"),
-    Row("mmap_munmap.model_gc", "us/pair", None, "the same with the cyclic GC on (the interpreter's default)"),
+    Row("mmap_munmap.model", "us/pair", Goal("<=", 20), "the model: MM.mmap + MM.munmap of one page"),
     Row("mmap_munmap.real", "us/pair", None, "the real kernel through ctypes, same run"),
-    Row("mmap_munmap.ratio", "x", Goal("<=", 3), "model (as measured runs have it) / real, run by run"),
-    Row("mmap_munmap.ratio_gc", "x", None, "model with the GC on / real, run by run"),
+    Row("mmap_munmap.ratio", "x", Goal("<=", 3), "model / real, run by run"),
 ])
 def _mmap_munmap(quick: bool) -> Run:
     n = 2_000 if quick else 10_000
@@ -68,12 +53,9 @@ def _mmap_munmap(quick: bool) -> Run:
 
     def step() -> dict[str, float]:
         if real is None:
-            return {"mmap_munmap.model": _pairs_model_as_run(mm, n) / n / 1e3,
-                    "mmap_munmap.model_gc": _pairs_model(mm, n) / n / 1e3}
-        m, r, ratio = paired(lambda k: _pairs_model_as_run(mm, k), lambda k: _pairs_real(real, k), n, ROUNDS)
-        g, r2, ratio_gc = paired(lambda k: _pairs_model(mm, k), lambda k: _pairs_real(real, k), n, ROUNDS)
-        return {"mmap_munmap.model": m / 1e3, "mmap_munmap.model_gc": g / 1e3, "mmap_munmap.real": (r + r2) / 2e3,
-                "mmap_munmap.ratio": ratio, "mmap_munmap.ratio_gc": ratio_gc}
+            return {"mmap_munmap.model": _pairs_model(mm, n) / n / 1e3}
+        m, r, ratio = paired(lambda k: _pairs_model(mm, k), lambda k: _pairs_real(real, k), n, ROUNDS)
+        return {"mmap_munmap.model": m / 1e3, "mmap_munmap.real": r / 1e3, "mmap_munmap.ratio": ratio}
 
     return Run(step, notes=[f"real kernel: {why}"] if why else [])
 
