@@ -232,10 +232,8 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
     Called with mmap_sem held for read; returns (pages done or -errno, mmap_sem still held).
     *vma_lock* (populate_vma_lock): the pages are faulted under the vma's per-VMA read lock
     instead (:func:`_vma_locked_pages`), and mmap_sem is not held on return."""
-    pt = mm.pt
     clock = mm.clock
     task = ctx.index
-    cid = call.call_id
     state = PTE_PRESENT | PTE_POPULATE | (PTE_WRITTEN if write else 0) | \
         (PTE_MLOCKED if vma.flags & VM_LOCKED else 0)
     since_check = 0
@@ -244,7 +242,6 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
         cap = batch
     min_age = mm.kernel.populate_yield_after_us * 1000 * mm.costs.time_scale if batch else 0
     addr = start
-    hp = hooks.schedule_point
     prog = ctx.progress  # (what, pages done before this range, total): advanced per chunk
     file = vma.file
     if file is not None and vma.nonlinear is not None:
@@ -300,19 +297,7 @@ def _get_user_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, call:
                     return (addr - start) >> 12, False
                 continue
             stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
-        made = pt.fill_absent(addr, stop, state | mark, task, cid)
-        if mark and made:
-            note_replaced(call, origin, mark, made)
-        if shm is not None:  # the pages now exist in the shmem object of shared anon memory
-            p0 = vma.file_pgoff(addr)
-            shm.update(range(p0, p0 + ((stop - addr) >> 12)))
-        if write and made < (stop - addr) >> 12:
-            _break_cow(mm, vma, addr, stop, call, task, mark, origin)
-        call.pages += made
-        if made:
-            clock.spend(cost * made, "populate")
-        elif hp is not None:
-            hp("populate_batch", call)
+        _fill_chunk(mm, vma, addr, stop, state, mark, origin, call, task, shm, write, cost)
         since_check += (stop - addr) >> 12
         addr = stop
         if prog is not None:
@@ -343,11 +328,9 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
     caller's loop re-takes mmap_sem (waiting behind the writer that marked the vma, as a fault
     falling back does) and looks the vma up again. Returns (pages done or -errno, False): mmap_sem
     is not held on return, nor the vma lock."""
-    pt = mm.pt
     clock = mm.clock
     locks = mm.vma_locks
     task = ctx.index
-    cid = call.call_id
     hp = hooks.schedule_point
     prog = ctx.progress
     file = vma.file
@@ -397,19 +380,7 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
                         return (addr - start) >> 12, False
                     continue
                 stop = addr + (((j if j > 0 else pgn) - pg0) << 12)
-            made = pt.fill_absent(addr, stop, state | mark, task, cid)
-            if mark and made:
-                note_replaced(call, origin, mark, made)
-            if shm is not None:
-                p0 = vma.file_pgoff(addr)
-                shm.update(range(p0, p0 + ((stop - addr) >> 12)))
-            if write and made < (stop - addr) >> 12:
-                _break_cow(mm, vma, addr, stop, call, task, mark, origin)
-            call.pages += made
-            if made:
-                clock.spend(cost * made, "populate")
-            elif hp is not None:
-                hp("populate_batch", call)
+            _fill_chunk(mm, vma, addr, stop, state, mark, origin, call, task, shm, write, cost)
             since_check += (stop - addr) >> 12
             addr = stop
             if prog is not None:
@@ -444,6 +415,29 @@ def _vma_locked_pages(mm: "MM", vma: Vma, start: int, end: int, write: bool, cal
             clock.settle()
             locks.drop_holder(ctx)
             locks.end_read(held)
+
+
+def _fill_chunk(mm: "MM", vma: Vma, addr: int, stop: int, state: int, mark: int, origin: Optional[Origin],
+                call: "CallInfo", task: int, shm: Optional[set], write: bool, cost: int) -> None:
+    """One run of ptes [addr, stop) of a populate, under whichever lock its caller holds
+    (mmap_sem for read, or the vma's per-VMA lock): make every absent pte present with the
+    call's grade, break COW on present unwritten private pages for a write populate, and pay
+    the pages made."""
+    made = mm.pt.fill_absent(addr, stop, state | mark, task, call.call_id)
+    if mark and made:
+        note_replaced(call, origin, mark, made)
+    if shm is not None:  # the pages now exist in the shmem object of shared anon memory
+        p0 = vma.file_pgoff(addr)
+        shm.update(range(p0, p0 + ((stop - addr) >> 12)))
+    if write and made < (stop - addr) >> 12:
+        _break_cow(mm, vma, addr, stop, call, task, mark, origin)
+    call.pages += made
+    if made:
+        mm.clock.spend(cost * made, "populate")
+    else:
+        hp = hooks.schedule_point
+        if hp is not None:
+            hp("populate_batch", call)
 
 
 def _get_user_pages_slow(mm: "MM", vma: Vma, start: int, end: int, write: bool, call: "CallInfo",
