@@ -112,6 +112,22 @@ def add_time_args(p: argparse.ArgumentParser) -> None:
                    "interpreter would; auto dilation measures it with the rest")
 
 
+def parse_dilation(text: object) -> Optional[float]:
+    """--dilation: None for auto, 1.0 for off, else K (>= 1); a ValueError names the option."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return None
+    if t == "off":
+        return 1.0
+    try:
+        k = float(t)
+    except ValueError:
+        raise ValueError(f"--dilation takes auto, off or a number >= 1, not {text!r}") from None
+    if not k >= 1:
+        raise ValueError(f"--dilation must be >= 1, not {text!r}")
+    return k
+
+
 def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> object:
     """The Dilation for *args*, or a ValueError (then nothing is changed). Sets the burn switch
     (mmlab.clock.hooks.syscall_burn_ns) before calibrating; the caller resets it."""
@@ -123,17 +139,7 @@ def make_dilation(args: argparse.Namespace, ts: float, quick: bool = False) -> o
     res_us = args.residual_us if args.residual_us is not None else (8.0 if quick else RESIDUAL_TARGET_NS / 1e3)
     if not res_us > 0:
         raise ValueError("--residual-us must be > 0")
-    text = str(args.dilation).strip().lower()
-    k: Optional[float] = None
-    if text == "off":
-        k = 1.0
-    elif text != "auto":
-        try:
-            k = float(text)
-        except ValueError:
-            raise ValueError(f"--dilation takes auto, off or a number >= 1, not {args.dilation!r}") from None
-        if not k >= 1:
-            raise ValueError(f"--dilation must be >= 1, not {args.dilation!r}")
+    k = parse_dilation(args.dilation)
     hooks.syscall_burn_ns = int(args.burn_us * 1e3)
     loose = res_us * 1e3 / RESIDUAL_TARGET_NS  # --residual-us (and --quick) loosen both targets alike
     costs = getattr(args, "costs", None)  # a CostProfile (--costs), else the built-in costs

@@ -72,22 +72,12 @@ def _fail(msg: str) -> int:
 
 
 def _dilation(text: str, costs: "Costs") -> "Dilation":
-    """--dilation: auto (quick targets), K >= 1, or off (K=1); the per-call overhead is measured
-    in every case, so the residual can be printed."""
+    """--dilation: auto (`mmlab latency --quick`'s targets), K >= 1, or off (K=1); the per-call
+    overhead is measured in every case, so the residual can be printed."""
     from mmlab.harness.dilation import HANDOFF_TARGET_NS, RESIDUAL_TARGET_NS, choose_dilation
-    t = str(text).strip().lower()
-    quick = dict(target_ns=8 * RESIDUAL_TARGET_NS, handoff_target_ns=8 * HANDOFF_TARGET_NS)
-    if t == "auto":
-        return choose_dilation(costs, **quick)  # type: ignore[arg-type]
-    if t == "off":
-        return choose_dilation(costs, k=1.0, **quick)  # type: ignore[arg-type]
-    try:
-        k = float(t)
-    except ValueError:
-        raise ValueError(f"--dilation takes auto, off or a number >= 1, not {text!r}") from None
-    if not k >= 1:
-        raise ValueError(f"--dilation must be >= 1, not {text!r}")
-    return choose_dilation(costs, k=k, **quick)  # type: ignore[arg-type]
+    from mmlab.report.latency_cmd import parse_dilation
+    return choose_dilation(costs, k=parse_dilation(text), target_ns=8 * RESIDUAL_TARGET_NS,
+                           handoff_target_ns=8 * HANDOFF_TARGET_NS)
 
 
 def run(args: argparse.Namespace) -> int:
