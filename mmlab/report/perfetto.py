@@ -46,7 +46,10 @@ def lock_events(pid: int, process: str, threads: dict[int, str], calls: Iterable
         span = spans.get(r.call_id) if r.call_id else None
         lo, hi = span if span else (t0_ns, t_end_ns)
         extra = (notes or {}).get(id(r), {})
-        base = {"pid": pid, "tid": r.tid, "cat": "mmap_lock"}
+        cat = getattr(r, "lock", "mmap_sem")
+        cat = "vma_lock" if cat == "vma_lock" else "mmap_lock"
+        what = "vma " if cat == "vma_lock" else ""
+        base = {"pid": pid, "tid": r.tid, "cat": cat}
         if r.acq_ns < 0:  # a failed trylock
             ev.append({**base, "ph": "i", "s": "t", "name": f"trylock {r.mode} failed",
                        "ts": _us(min(max(r.req_ns, lo), hi), t0_ns), "args": {"call": r.call}})
@@ -54,8 +57,10 @@ def lock_events(pid: int, process: str, threads: dict[int, str], calls: Iterable
         req, acq = max(r.req_ns, lo), min(max(r.acq_ns, lo), hi)
         rel = min(r.rel_ns if r.rel_ns >= 0 else t_end_ns, hi)
         if acq > req:
-            ev.append({**base, "ph": "X", "name": f"wait {r.mode}", "ts": _us(req, t0_ns), "dur": _us(acq, req),
+            ev.append({**base, "ph": "X", "name": f"wait {what}{r.mode}", "ts": _us(req, t0_ns), "dur": _us(acq, req),
                        "args": {"call": r.call, "wait_us": (r.acq_ns - r.req_ns) / 1e3, **extra}})
+        if what:  # vma_start_write(): the vma stays write-locked inside the mmap_sem write hold
+            continue
         ev.append({**base, "ph": "X", "name": f"hold {r.mode}" + (f" ({r.how})" if r.how else ""),
                    "ts": _us(acq, t0_ns), "dur": _us(max(rel, acq), acq),
                    "args": {"call": r.call, "held_us": (r.rel_ns - r.acq_ns) / 1e3 if r.rel_ns >= 0 else None}})
@@ -111,6 +116,9 @@ def model_events(mm: Any, process: str, pid: int = 1) -> list[dict[str, Any]]:
     """Events for one model run: the MM's lock history and its finished (and running) calls."""
     from mmlab.trace.decode import call_text
     locks = list(mm.mmap_sem.history) + list(mm.mmap_sem.holders.values())
+    # waits in vma_start_write() (a writer on a vma the populate holds under the per-VMA lock,
+    # populate_vma_lock): recorded like mmap_sem's, shown on the waiter's track as "vma" waits
+    locks += list(getattr(getattr(mm, "vma_locks", None), "history", ()))
     names: dict[int, str] = {}
     tid_of: dict[str, int] = {}
     for r in locks:

@@ -106,3 +106,25 @@ def test_demo_and_latency_write_perfetto(tmp_path, capsys) -> None:  # type: ign
     procs = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
     assert procs == {"v6.18 noise floor", "v6.18 populate-anon 1M", "v6.18 populate-anon 2M"}
     assert not _nested(ev)
+
+
+def test_a_wait_in_vma_start_write_is_on_the_waiters_track(seed: int) -> None:
+    """bounded (populate_vma_lock) with the vma-writer victim: its waits for the populate's vma
+    read hold are trace events too ("wait vma W", category vma_lock), not only mmap_sem's."""
+    from mmlab import DEFAULT_COSTS
+    from mmlab.harness.dilation import choose_dilation
+    from mmlab.harness.latency import LatencyConfig, run_one
+    from mmlab.harness.populators import POPULATORS
+    from mmlab.kernels import get_kernel
+    from mmlab.report.perfetto import model_events
+
+    k = get_kernel("bounded")
+    kept = []
+    cfg = LatencyConfig([k], [POPULATORS["populate-anon"]], [16 << 20], costs=DEFAULT_COSTS, seed=seed,
+                        stall_ms=1e9, victims=("vma-writer",), dilation=choose_dilation(DEFAULT_COSTS, k=8.0))
+    cfg.on_run = lambda r, mm: kept.append(model_events(mm, "bounded"))
+    r = run_one(k, cfg.populators[0], 16 << 20, cfg, seed)
+    assert r.reason == "done" and not r.errors
+    ev = kept[0] if kept else []
+    vma_waits = [e for e in ev if e.get("cat") == "vma_lock"]
+    assert vma_waits and all(e["name"] == "wait vma W" and e["dur"] > 0 for e in vma_waits), ev[:5]
