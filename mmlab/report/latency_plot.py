@@ -38,7 +38,9 @@ def plot_latency(res: LatencyResult, path: str, timeline: Optional[RunResult] = 
             if not rs:
                 continue
             xs = [r.size_bytes / (1 << 20) for r in rs]
-            for op, ls in (("writer", "-"), ("fault", "--")):
+            for op, ls in (("writer", "-"), ("fault", "--"), ("vma-mprotect", ":")):
+                if all(r.worst_wait_us(op) is None for r in rs):
+                    continue  # a victim not run (vma-mprotect: the vma-writer, --victims)
                 ys = [max(r.worst_wait_us(op) or 0.0, 1.0) / 1e3 for r in rs]
                 ax.plot(xs, ys, ls, marker="o", color=colors[k], label=f"{k} {op}")
             top = [r for r in rs if r.size_bytes == rs[-1].size_bytes and r.slowdown is not None]
