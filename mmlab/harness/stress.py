@@ -37,7 +37,7 @@ from mmlab.harness.race import CellResult, RoundHang, run_cell
 from mmlab.harness.racers import RACERS
 from mmlab.harness.suite import Expect, RaceSection, Suite, TaskSpec
 from mmlab.harness.tasks import Step, Task, TaskGroup
-from mmlab.harness.victims import fault_victim, writer_victim
+from mmlab.harness.victims import fault_victim, vma_writer_victim, writer_victim
 from mmlab.harness.watchdog import Watchdog
 from mmlab.kernels import get_kernel
 from mmlab.mm.filemap import File
@@ -308,6 +308,8 @@ def _build_tasks(suite: Suite, seed: int) -> list[Task]:
                 tasks.append(fault_victim(name, seed=s, interval_ns=spec.interval_ns))
             elif spec.victim == "writer":
                 tasks.append(writer_victim(name, interval_ns=spec.interval_ns))
+            elif spec.victim == "vma-writer":  # mprotects the last page of whatever populates now
+                tasks.append(vma_writer_victim(name, interval_ns=spec.interval_ns))
             elif spec.populator is not None:
                 if _missing(spec.populator) is None:
                     tasks.append(_populator_task(spec, name, spec.size))

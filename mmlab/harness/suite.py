@@ -55,7 +55,7 @@ __all__ = ["Suite", "RaceSection", "TaskSpec", "Expect", "SuiteError", "load_sui
 
 MIX_OPS = ("mmap", "munmap", "touch", "mprotect", "mlock", "munlock", "brk", "mremap", "madvise",
            "remap_file_pages", "populate")
-VICTIM_KINDS = ("fault", "writer")
+VICTIM_KINDS = ("fault", "writer", "vma-writer")
 # populators a workload task may run: the ones that change nothing process-wide (mlockall and
 # brk do; use them in [[race]] sections, or mlockall = true on a mix task)
 WORKLOAD_POPULATORS = ("populate-anon", "populate-file", "map-locked")
