@@ -430,12 +430,18 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
     noise: list[RunResult] = []
     alone: list[RunResult] = []
     verdicts: list[Verdict] = []
+    def ran(kind: str, r: RunResult) -> bool:
+        """Count *r* for the progress line; True when it hung (the populator's runs stop)."""
+        nonlocal done
+        done += 1
+        if progress:
+            progress(kind, r, done, total)
+        return r.reason == "hang"
+
     for k in cfg.kernels:
         nf = run_noise_floor(k, cfg, rng.randrange(1 << 30))
         noise.append(nf)
-        done += 1
-        if progress:
-            progress("noise floor", nf, done, total)
+        ran("noise floor", nf)
         for p in pops:
             mine: list[RunResult] = []
             hung = False
@@ -447,10 +453,7 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
                     a.repeat = rep
                     base.append(a)
                     alone.append(a)
-                    done += 1
-                    if progress:
-                        progress("alone", a, done, total)
-                    if a.reason == "hang":
+                    if ran("alone", a):
                         hung = True
                         break
                 if hung:
@@ -464,10 +467,7 @@ def run_latency(cfg: LatencyConfig, progress: Optional[Callable[[str, RunResult,
                     r.alone_ms = alone_ms
                     mine.append(r)
                     runs.append(r)
-                    done += 1
-                    if progress:
-                        progress("run", r, done, total)
-                    if r.reason == "hang":
+                    if ran("run", r):
                         hung = True
                         break
                 if hung:

@@ -173,12 +173,11 @@ def run(args: argparse.Namespace) -> int:
         return _bad("--rounds and --repeats must be >= 1, --interval-us and --noise-ms > 0")
     if args.plot and not _have_plot():
         return _bad("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
-    from mmlab.harness.victims import VICTIMS
-    victims = tuple(v.strip() for v in args.victims.split(",") if v.strip())
-    unknown = [v for v in victims if v not in VICTIMS]
-    if not victims or unknown:
-        return _bad(f"--victims: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(VICTIMS)}")
-    args.victim_names = victims
+    from mmlab.harness.victims import parse_victims
+    try:
+        args.victim_names = parse_victims(args.victims)
+    except ValueError as e:
+        return _bad(str(e))
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     try:
         dil = make_dilation(args, ts, args.quick)

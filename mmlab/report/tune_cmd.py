@@ -81,12 +81,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--repeats must be >= 1, --time-scale and --interval-us > 0")
         if args.plot and not have_matplotlib():
             raise ValueError("--plot needs matplotlib: pip install 'mmlab[plot]' (or matplotlib)")
-        from mmlab.harness.victims import VICTIMS
-        victims = tuple(v.strip() for v in args.victims.split(",") if v.strip())
-        unknown = [v for v in victims if v not in VICTIMS]
-        if unknown or not any(v in ("writer", "vma-writer") for v in victims):
-            raise ValueError(f"--victims: unknown {', '.join(unknown)}" if unknown else
-                             "--victims needs writer or vma-writer (the wait the plot shows)")
+        from mmlab.harness.victims import parse_victims
+        victims = parse_victims(args.victims)
+        if not any(v in ("writer", "vma-writer") for v in victims):
+            raise ValueError("--victims needs writer or vma-writer (the wait the plot shows)")
         dil = make_dilation(args, args.time_scale)
     except ValueError as e:
         return _bad(str(e))
